@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make run` (the embedded default) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+# CPU-only machines get the CPU wheel of torch (a plain `torch` would pull several GB of CUDA packages);
+# a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
+TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
+
+.PHONY: setup run dry-run report test lint clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[test]"
+	touch $@
+
+run: setup  ## The main job on the selected grid (params.yaml `grid`; default: the embedded mini grid on CPU)
+	$(BIN)/snakemake --cores $(CORES) all
+
+dry-run: setup
+	$(BIN)/snakemake --cores $(CORES) --dry-run all
+
+report: run  ## One self-contained HTML report of every table and figure
+	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
+
+test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests workflow/scripts bench

@@ -1,0 +1,43 @@
+# prunescope: the one DAG. Rules live in workflow/rules/ by topic; code lives in src/prunescope/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/calibration.smk"
+include: "workflow/rules/prune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    """The whole study for the selected grid: every table, figure and metric."""
+    input:
+        REPORT_OUTPUTS,
+    default_target: True
+
+
+rule prepare_all:
+    """Models, datasets and calibration samples of the selected grid (DVC stage `prepare`)."""
+    input:
+        MODEL_DIRS,
+        DATASET_FILES,
+        CALIBRATION_FILES,
+
+
+rule prune_all:
+    """Every pruned variant of the selected grid (DVC stage `prune`)."""
+    input:
+        PRUNED_DIRS,
+
+
+rule evaluate_all:
+    """Every dense and pruned result of the selected grid (DVC stage `evaluate`)."""
+    input:
+        EVAL_FILES,

@@ -1,0 +1,106 @@
+"""Calibration samples: seeded token windows drawn by the reference rule, saved with a checksummed manifest.
+
+Every method pruned with the same calibration key must see the identical tensor, so sampling is a pure function
+of (documents, tokenizer, nsamples, seqlen, seed) and the saved file is verified on every load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from prunescope.io import atomic_path, read_json, sha256_file, write_json
+
+logger = logging.getLogger(__name__)
+
+DRAWS_PER_SAMPLE = 100  # give up after this many document draws per requested sample (plus a fixed allowance)
+EXTRA_DRAWS = 1000
+TENSOR_KEY = "input_ids"
+
+
+class CalibrationError(ValueError):
+    """A calibration sample that cannot be drawn, or a saved one that does not match its manifest."""
+
+
+def sample_calibration(documents: list[str], tokenizer, nsamples: int, seqlen: int, seed: int, *,
+                       source: str = "calibration text") -> torch.LongTensor:
+    """(nsamples, seqlen) token ids: draw a random document, keep it only if it has more than seqlen tokens,
+    take a random seqlen window of it; repeat. A document may be drawn more than once (as in the reference).
+
+    Raises CalibrationError rather than return fewer or shorter samples than asked for.
+    """
+    if not documents:
+        raise CalibrationError(f"calibration source {source} has no documents")
+    rng = random.Random(seed)
+    tokenised: dict[int, list[int]] = {}  # a document drawn again is not tokenised again
+    windows, draws = [], 0
+    max_draws = DRAWS_PER_SAMPLE * nsamples + EXTRA_DRAWS
+    while len(windows) < nsamples:
+        if draws == max_draws:
+            raise CalibrationError(_shortage_message(documents, tokenizer, tokenised, source, nsamples, seqlen, draws))
+        draws += 1
+        index = rng.randrange(len(documents))
+        if index not in tokenised:
+            tokenised[index] = _token_ids(tokenizer, documents[index])
+        ids = tokenised[index]
+        if len(ids) <= seqlen:
+            continue
+        start = rng.randrange(len(ids) - seqlen)
+        windows.append(ids[start:start + seqlen])
+    logger.info("calibration %s: %d x %d tokens from %d draws over %d distinct documents (seed %d)",
+                source, nsamples, seqlen, draws, len(tokenised), seed)
+    return torch.tensor(windows, dtype=torch.long)
+
+
+def _token_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text)["input_ids"]
+
+
+def _shortage_message(documents: list[str], tokenizer, tokenised: dict[int, list[int]], source: str, nsamples: int,
+                      seqlen: int, draws: int) -> str:
+    """Count eligible documents over the whole corpus (only on this error path) so the message is exact."""
+    eligible = sum(len(tokenised[i] if i in tokenised else _token_ids(tokenizer, doc)) > seqlen
+                   for i, doc in enumerate(documents))
+    return (f"calibration source {source} cannot supply {nsamples} samples of {seqlen} tokens: {eligible} of its "
+            f"{len(documents)} documents are longer than {seqlen} tokens (gave up after {draws} draws). Use a "
+            "smaller seqlen or a source with longer documents")
+
+
+def save_calibration(input_ids: torch.Tensor, out_path: str | os.PathLike, manifest: dict) -> None:
+    """Write the ids as safetensors plus <out_path>.json (manifest + n, seqlen, sha256); byte-identical reruns."""
+    if input_ids.dim() != 2 or input_ids.dtype.is_floating_point:
+        raise CalibrationError(f"calibration ids must be a 2-D integer tensor, got {input_ids.dtype} "
+                               f"{tuple(input_ids.shape)}")
+    with atomic_path(out_path) as tmp:
+        save_file({TENSOR_KEY: input_ids.to(torch.long).contiguous()}, tmp)
+        digest = sha256_file(tmp)
+    n, seqlen = input_ids.shape
+    write_json(manifest_path(out_path), {**manifest, "n": n, "seqlen": seqlen, "sha256": digest})
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def load_calibration(path: str | os.PathLike) -> torch.LongTensor:
+    """The saved ids, after checking the file against its manifest's sha256 and shape."""
+    rebuild = "delete it and rerun the workflow: the sample_calibration rule rebuilds it"
+    try:
+        manifest = read_json(manifest_path(path))
+    except (OSError, ValueError) as err:
+        raise CalibrationError(f"calibration file {path} has no readable manifest {manifest_path(path)} ({err}): "
+                               f"{rebuild}") from err
+    actual = sha256_file(path)
+    if actual != manifest["sha256"]:
+        raise CalibrationError(f"calibration file {path} does not match its manifest (sha256 expected "
+                               f"{manifest['sha256']}, got {actual}): it was swapped or truncated; {rebuild}")
+    input_ids = load_file(path)[TENSOR_KEY]
+    if tuple(input_ids.shape) != (manifest["n"], manifest["seqlen"]):
+        raise CalibrationError(f"calibration file {path} holds {tuple(input_ids.shape)} ids, its manifest says "
+                               f"({manifest['n']}, {manifest['seqlen']}): {rebuild}")
+    return input_ids

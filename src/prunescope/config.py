@@ -1,0 +1,162 @@
+"""params.yaml: validation (once, before any job) and the naming of every grid point.
+
+The keys built here are the path components of every output, so a result's path says which model,
+method, pattern, calibration sample and dataset made it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+NO_CALIBRATION = "none"  # the calibration key of methods that use no data (magnitude)
+CALIBRATED = {"wanda", "sparsegpt", "ria"}
+
+_CALIB_KEY = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<format>[a-z]+)-n(?P<nsamples>\d+)"
+                        r"-l(?P<seqlen>\d+)-s(?P<seed>\d+)$")
+_PATTERN_KEY = re.compile(r"^(?P<structure>unstructured|\d+of\d+)-(?P<sparsity>[0-9.]+)$")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that is not allowed; the message is one line naming key, value and what is allowed."""
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_params(params: dict) -> None:
+    """Check params against the schema, then the cross-references a schema cannot express."""
+    _check_schema(params)
+    _check_references(params)
+
+
+def _check_schema(params: dict) -> None:
+    validator = jsonschema.Draft202012Validator(load_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if error is None:
+        return
+    # For "one of several shapes", the deepest specific error names the offending key best.
+    while error.context:
+        error = jsonschema.exceptions.best_match(error.context)
+    key = _dotted(error.absolute_path)
+    allowed = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = "one of " + ", ".join(sorted(error.schema.get("properties", {}))) if error.schema.get(
+            "properties") else "no further keys"
+        raise ParamsError(f"params.yaml: unknown key {_join(key, unknown[0]) if unknown else key}: allowed: {allowed}")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        raise ParamsError(f"params.yaml: missing key {_join(key, missing)}: every key must be written out")
+    shown = _short(error.instance)
+    raise ParamsError(f"params.yaml: {key or '(top level)'} = {shown} is not allowed: "
+                      f"{allowed or error.message}")
+
+
+def _check_references(params: dict) -> None:
+    if params["grid"] not in params["grids"]:
+        raise ParamsError(f"params.yaml: grid = {params['grid']!r} is not allowed: "
+                          f"one of {', '.join(params['grids'])}")
+    for grid_name, grid in params["grids"].items():
+        prefix = f"grids.{grid_name}"
+        _check_names(f"{prefix}.models", grid["models"], params["models"])
+        _check_names(f"{prefix}.datasets", grid["datasets"], params["datasets"])
+        _check_names(f"{prefix}.calibration.sources", grid["calibration"]["sources"], params["calibration_sources"])
+        for i, pattern in enumerate(grid["patterns"]):
+            if pattern["structure"] != "unstructured":
+                n, m = (int(x) for x in pattern["structure"].split(":"))
+                if Fraction(pattern["sparsity"]).limit_denominator(1000) != Fraction(n, m):
+                    raise ParamsError(
+                        f"params.yaml: {prefix}.patterns[{i}].sparsity = {pattern['sparsity']} is not allowed: "
+                        f"structure {pattern['structure']} prunes exactly {n}/{m} = {n / m:g}")
+    for name, model in params["models"].items():
+        if model["source"] == "bundled":
+            _check_names(f"models.{name}.archive", [model["archive"]], params["archives"])
+    for name, dataset in params["datasets"].items():
+        if "archive" in dataset["source"]:
+            _check_names(f"datasets.{name}.source.archive", [dataset["source"]["archive"]], params["archives"])
+
+
+def _check_names(key: str, names: list[str], registry: dict) -> None:
+    for i, name in enumerate(names):
+        if name not in registry:
+            where = f"{key}[{i}]" if len(names) > 1 else key
+            raise ParamsError(f"params.yaml: {where} = {name!r} is not allowed: one of {', '.join(registry)}")
+
+
+def _dotted(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- keys: the path components of outputs -------------------------------------------------------------
+
+
+def pattern_key(structure: str, sparsity: float) -> str:
+    """'unstructured-0.5' or '2of4-0.5' (':' is kept out of paths)."""
+    return f"{structure.replace(':', 'of')}-{sparsity:g}"
+
+
+def parse_pattern_key(key: str) -> tuple[str, float]:
+    match = _PATTERN_KEY.match(key)
+    if not match:
+        raise ValueError(f"not a pattern key: {key!r} (expected e.g. unstructured-0.5 or 2of4-0.5)")
+    return match["structure"].replace("of", ":"), float(match["sparsity"])
+
+
+def calibration_key(source: str, fmt: str, nsamples: int, seqlen: int, seed: int) -> str:
+    return f"{source}-{fmt}-n{nsamples}-l{seqlen}-s{seed}"
+
+
+def parse_calibration_key(key: str) -> dict:
+    match = _CALIB_KEY.match(key)
+    if not match:
+        raise ValueError(f"not a calibration key: {key!r} (expected e.g. gensim_wiki-raw-n32-l256-s0)")
+    parts = match.groupdict()
+    return {k: (v if k in ("source", "format") else int(v)) for k, v in parts.items()}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pruned model of the grid: the path components results/pruned/{model}/{method}/{pattern}/{calib}."""
+
+    model: str
+    method: str
+    pattern: str
+    calib: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.model}/{self.method}/{self.pattern}/{self.calib}"
+
+
+def grid_variants(grid: dict) -> list[Variant]:
+    """Every pruned variant of a grid, in a stable order; methods without calibration get one key, 'none'."""
+    cal = grid["calibration"]
+    calib_keys = [calibration_key(src, cal["format"], cal["nsamples"], cal["seqlen"], seed)
+                  for src, seed in itertools.product(cal["sources"], cal["seeds"])]
+    variants = []
+    for model, method, pattern in itertools.product(grid["models"], grid["methods"], grid["patterns"]):
+        keys = calib_keys if method in CALIBRATED else [NO_CALIBRATION]
+        variants += [Variant(model, method, pattern_key(pattern["structure"], pattern["sparsity"]), k) for k in keys]
+    return variants

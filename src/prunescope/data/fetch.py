@@ -1,0 +1,87 @@
+"""Fetch one named file of a PyPI release and verify it against the registry's sha256.
+
+The file is located through the Simple Repository API (PEP 691 JSON, the protocol pip itself speaks) rather than
+`pip download`: pip prepares metadata for every source archive it downloads, and the bigbench 1.0.0 sdist's
+metadata declares a direct-URL dependency that pip refuses even with --no-deps, so pip cannot fetch it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+from prunescope.io import atomic_path, sha256_file
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+TIMEOUT_S = 60.0
+
+
+class ArchiveError(RuntimeError):
+    """An archive that cannot be fetched or does not match its registry entry."""
+
+
+def fetch_pypi_archive(package: str, version: str, filename: str, sha256: str, out_path: str | os.PathLike) -> None:
+    """Download `filename` of `package==version` to out_path; out_path appears only if its sha256 matches."""
+    _check_filename(package, version, filename)
+    url = _index_files(package).get(filename)
+    if url is None:
+        raise ArchiveError(f"{_index_url()} lists no file {filename} for {package}: check archives.*.file in "
+                           "params.yaml against the files of the release on PyPI")
+    logger.info("downloading %s", url)
+    with atomic_path(out_path) as tmp:
+        _download(url, tmp)
+        actual = sha256_file(tmp)
+        if actual != sha256:
+            raise ArchiveError(
+                f"{filename} ({package}=={version}) is corrupt or not the registered file: sha256 expected {sha256}, "
+                f"got {actual}. Nothing was written to {out_path}. Run the fetch again (a cut-off download); if the "
+                "mismatch stays, compare the sha256 PyPI lists for this file with archives.*.sha256 in params.yaml"
+            )
+    logger.info("verified %s (sha256 %s)", out_path, sha256)
+
+
+def _check_filename(package: str, version: str, filename: str) -> None:
+    """Catch a registry entry whose file belongs to another package or version before any download."""
+    parse = parse_wheel_filename if filename.endswith(".whl") else parse_sdist_filename
+    try:
+        name, file_version = parse(filename)[:2]
+    except ValueError as err:
+        raise ArchiveError(f"{filename} is not a wheel or sdist file name: {err}") from err
+    if name != canonicalize_name(package) or str(file_version) != version:
+        raise ArchiveError(f"{filename} is a file of {name}=={file_version}, not of {package}=={version}: "
+                           "check the archives entry in params.yaml")
+
+
+def _index_url() -> str:
+    return os.environ.get("PIP_INDEX_URL", DEFAULT_INDEX).rstrip("/")
+
+
+def _index_files(package: str) -> dict[str, str]:
+    """File name -> download URL for every file of a project on the package index."""
+    url = f"{_index_url()}/{canonicalize_name(package)}/"
+    request = urllib.request.Request(url, headers={"Accept": SIMPLE_JSON})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            page = json.load(response)
+    except (OSError, ValueError) as err:
+        raise ArchiveError(f"cannot list {package} on {url} ({err.__class__.__name__}: {err}): fetching archives "
+                           "needs PyPI (or a mirror speaking the PEP 691 JSON API, set by PIP_INDEX_URL)") from err
+    return {entry["filename"]: urllib.parse.urljoin(url, entry["url"]) for entry in page["files"]}
+
+
+def _download(url: str, dest: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, dest.open("wb") as f:
+            shutil.copyfileobj(response, f, length=1 << 20)
+    except OSError as err:
+        raise ArchiveError(f"download of {url} failed ({err.__class__.__name__}: {err}): run it again") from err

@@ -1,0 +1,111 @@
+"""Score an in-memory model on one generated task folder through lm-eval, and describe the environment."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import platform
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+logger = logging.getLogger(__name__)
+
+# Zero-shot scoring draws no random numbers; fixing the seeds pins anything lm-eval might draw anyway.
+SEED = 1234
+METRICS = ("acc", "acc_norm")
+
+
+def load_task_config(task_dir: str | os.PathLike, task_name: str) -> dict:
+    """The task config with its data files made absolute.
+
+    The config on disk names data.jsonl relative to its folder, so a cached or pulled task folder stays
+    valid wherever the checkout lives; lm-eval would resolve a relative path against the working
+    directory, so it gets the config as a dict with the path resolved here.
+    """
+    folder = Path(task_dir).resolve()
+    config = yaml.safe_load((folder / f"{task_name}.yaml").read_text(encoding="utf-8"))
+    if config.get("task") != task_name:
+        raise ValueError(f"{folder / f'{task_name}.yaml'} defines task {config.get('task')!r}, not {task_name!r}")
+    data_files = config["dataset_kwargs"]["data_files"]
+    config["dataset_kwargs"]["data_files"] = {split: str(folder / path) for split, path in data_files.items()}
+    return config
+
+
+@contextlib.contextmanager
+def quiet_lm_eval() -> Iterator[None]:
+    """Keep lm-eval's warnings but drop its per-run info chatter from the caller's log."""
+    lm_eval_logger = logging.getLogger("lm_eval")
+    level = lm_eval_logger.level
+    lm_eval_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lm_eval_logger.setLevel(level)
+
+
+def evaluate_model(model, tokenizer, task_dir: str | os.PathLike, task_name: str, batch_size: int,
+                   bootstrap_iters: int, device: str) -> dict:
+    """Zero-shot log-likelihood accuracy of the in-memory model on one task folder.
+
+    Returns acc, acc_norm, their standard errors (None when lm-eval computes none, e.g. with
+    bootstrap_iters 0) and n, the number of examples scored.
+    """
+    from lm_eval import evaluator
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    config = load_task_config(task_dir, task_name)
+    seed_everything(SEED)
+    with quiet_lm_eval():
+        lm = HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
+        tasks = TaskManager(include_defaults=False).load([config])
+        results = evaluator.evaluate(lm=lm, task_dict=tasks, bootstrap_iters=bootstrap_iters, log_samples=False)
+    metrics = extract_metrics(results, task_name)
+    logger.info("%s: acc %.4f, acc_norm %.4f on %d examples", task_name, metrics["acc"], metrics["acc_norm"],
+                metrics["n"])
+    return metrics
+
+
+def seed_everything(seed: int) -> None:
+    """What simple_evaluate seeds; evaluate() is called directly because simple_evaluate also collects
+    environment info through subprocesses (about 2 s per job) and asks the model hub for a model SHA."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def extract_metrics(results: dict, task_name: str) -> dict:
+    """Plain floats and ints from lm-eval's results, which key metrics by "<metric>,<filter>"."""
+    scores = results["results"][task_name]
+    metrics = {"n": int(results["n-samples"][task_name]["effective"])}
+    for name in METRICS:
+        metrics[name] = float(scores[f"{name},none"])
+        stderr = scores[f"{name}_stderr,none"]
+        metrics[f"{name}_stderr"] = None if stderr == "N/A" else float(stderr)
+    return metrics
+
+
+def environment_info(device: str) -> dict:
+    """Package versions and the device a result was computed with, embedded in every result JSON."""
+    packages = ("torch", "transformers", "lm_eval", "datasets")
+    return {
+        "python": platform.python_version(),
+        **{name: importlib.metadata.version(name) for name in packages},
+        "device": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def device_name(device: str) -> str:
+    """The accelerator's model name (results from different GPUs differ slightly); else the device type."""
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        return torch.cuda.get_device_name(resolved)
+    return resolved.type

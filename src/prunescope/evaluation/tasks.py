@@ -1,0 +1,123 @@
+"""Turn one registry dataset into an lm-eval task folder: the records to score and a task config.
+
+lm-eval renders doc_to_text with an unsandboxed Jinja environment, so the registry template is never
+handed over as Jinja: its placeholders become Jinja variables and every other brace is escaped, which
+makes any "{{ ... }}" or "{% ... %}" in the template plain text. The config is written with
+yaml.safe_dump, so it can hold no YAML tag (lm-eval would import and run a `!function`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from pathlib import Path
+
+import yaml
+
+from prunescope.io import atomic_path, read_jsonl, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+PLACEHOLDERS = ("input", "premise", "hypothesis")
+DATA_FILE = "data.jsonl"
+# A placeholder is a name in single braces; any other brace is literal text.
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def task_name(dataset: str) -> str:
+    return f"prunescope_{dataset}"
+
+
+def template_fields(dataset: str, template: str) -> list[str]:
+    """The record fields a template uses; an unknown placeholder is a config error, caught before any job runs."""
+    names = _PLACEHOLDER.findall(template)
+    unknown = sorted({name for name in names if name not in PLACEHOLDERS})
+    if unknown:
+        raise ValueError(
+            f"datasets.{dataset}.template uses unknown placeholder(s) "
+            f"{', '.join('{' + name + '}' for name in unknown)}; "
+            f"allowed: {', '.join('{' + name + '}' for name in PLACEHOLDERS)}"
+        )
+    return sorted(set(names))
+
+
+def to_jinja(template: str) -> str:
+    """The template as Jinja: placeholders become variables, all other text renders verbatim."""
+    parts = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(_escape_literal(template[position:match.start()]))
+        parts.append("{{" + match.group(1) + "}}")
+        position = match.end()
+    parts.append(_escape_literal(template[position:]))
+    return "".join(parts)
+
+
+def _escape_literal(text: str) -> str:
+    """Every Jinja delimiter starts with "{", so printing each brace as a string constant disarms them all."""
+    return re.sub(r"[{}]", lambda brace: "{{ '" + brace.group() + "' }}", text)
+
+
+def subsample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A fixed seeded subsample in the original order, so every model and variant sees the same examples."""
+    if limit is None or limit >= len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def check_records(dataset: str, records: list[dict], fields: list[str]) -> None:
+    """Fail here, naming the record, on what lm-eval would only warn about or score as wrong."""
+    if not records:
+        raise ValueError(f"dataset {dataset} has no records to evaluate")
+    for record in records:
+        where = f"dataset {dataset}, record {record.get('id')!r}"
+        missing = [field for field in fields if not isinstance(record.get(field), str)]
+        if missing:
+            raise ValueError(f"{where}: the template needs text field(s) {missing}")
+        choices = record.get("choices")
+        if not (isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)):
+            raise ValueError(f"{where}: choices must be a list of at least two non-empty strings, got {choices!r}")
+        label = record.get("label")
+        if not (isinstance(label, int) and 0 <= label < len(choices)):
+            raise ValueError(f"{where}: label {label!r} is not an index into its {len(choices)} choices")
+
+
+def task_config(dataset: str, template: str) -> dict:
+    """The lm-eval task config; data_files is relative to the task folder (see run.load_task)."""
+    return {
+        "task": task_name(dataset),
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": DATA_FILE}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "num_fewshot": 0,
+        "doc_to_text": to_jinja(template),
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{label}}",
+        "target_delimiter": " ",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1},
+    }
+
+
+def build_task(dataset: str, records_path: str | os.PathLike, template: str, limit: int | None, seed: int,
+               out_dir: str | os.PathLike) -> str:
+    """Write the task folder (data.jsonl and <task>.yaml) atomically; return the task name."""
+    fields = template_fields(dataset, template)
+    records = read_jsonl(records_path)
+    selected = subsample(records, limit, seed)
+    check_records(dataset, selected, fields)
+    config = task_config(dataset, template)
+    with atomic_path(out_dir, directory=True) as tmp:
+        write_jsonl(tmp / DATA_FILE, selected)
+        (tmp / f"{config['task']}.yaml").write_text(
+            yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+    logger.info("task %s: %d of %d records in %s", config["task"], len(selected), len(records), Path(out_dir))
+    return config["task"]

@@ -1,0 +1,72 @@
+"""Atomic, deterministic file output shared by every stage.
+
+Every artifact is written to a temporary name in the destination folder and renamed into
+place, so a killed job never leaves a half-written file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; move it onto `path` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    target = tmp if directory else tmp / final.name
+    try:
+        yield target
+        if directory:
+            target.chmod(0o777 & ~_umask())
+        if directory and final.exists():
+            shutil.rmtree(final)
+        os.replace(target, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON with sorted keys and a trailing newline, atomically (byte-stable output)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Write one JSON object per line, atomically, keys sorted."""
+    with atomic_path(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

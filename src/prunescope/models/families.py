@@ -1,0 +1,55 @@
+"""One small adapter per model family: where the decoder blocks live and which modules run before block 0.
+
+The block's forward arguments are captured from the model itself at run time (see pruning.driver), so an
+adapter only needs module paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    blocks_path: str
+    pre_block_paths: tuple[str, ...]
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        return self._resolve(model, self.blocks_path)
+
+    def pre_block_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Embeddings and everything else the model runs before block 0 (absent optional ones skipped)."""
+        return [module for path in self.pre_block_paths if (module := self._resolve(model, path)) is not None]
+
+    def _resolve(self, model: nn.Module, path: str) -> nn.Module | None:
+        module = model
+        for part in path.split("."):
+            if not hasattr(module, part):
+                raise ValueError(f"a {type(model).__name__} has no {path!r}: is model family {self.name!r} right "
+                                 f"for this model (config.model_type={getattr(model.config, 'model_type', None)!r})?")
+            module = getattr(module, part)
+        return module
+
+
+_ROTARY_DECODER = ("model.embed_tokens", "model.rotary_emb")
+
+FAMILIES = {
+    family.name: family
+    for family in (
+        Family("llama", "model.layers", _ROTARY_DECODER),
+        Family("mistral", "model.layers", _ROTARY_DECODER),
+        Family("qwen2", "model.layers", _ROTARY_DECODER),
+        Family("opt", "model.decoder.layers",
+               ("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.project_in")),
+        Family("gpt_neox", "gpt_neox.layers", ("gpt_neox.embed_in", "gpt_neox.emb_dropout", "gpt_neox.rotary_emb")),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; supported families: {', '.join(FAMILIES)}")
+    return FAMILIES[name]

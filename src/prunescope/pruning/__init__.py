@@ -1,0 +1,6 @@
+"""Post-training pruning of decoder LLMs: magnitude, Wanda, SparseGPT, RIA; unstructured and N:M."""
+
+from prunescope.pruning.artifact import apply_artifact, save_artifact
+from prunescope.pruning.driver import METHODS, PruneResult, prune_model, pruned_layer_names
+
+__all__ = ["METHODS", "PruneResult", "apply_artifact", "prune_model", "pruned_layer_names", "save_artifact"]

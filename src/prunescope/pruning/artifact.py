@@ -1,0 +1,118 @@
+"""Pruned-model artifact: bit-packed keep-masks, SparseGPT's kept values, and a manifest with file hashes.
+
+Base model + artifact gives back the in-memory pruned model bit for bit: pruned entries are +0.0 both ways and
+SparseGPT's kept values are stored in the layer dtype. Output is byte-stable (sorted keys, no timestamps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from prunescope.io import atomic_path, read_json, sha256_file, write_json
+from prunescope.pruning.driver import PruneResult, pruned_layer_names
+
+MASKS = "masks.safetensors"
+WEIGHTS = "weights.safetensors"
+MANIFEST = "manifest.json"
+
+
+def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Atomically write out_dir: masks, kept weights (weight-updating methods only) and manifest.json.
+
+    `manifest` (base model, calibration key, hashes...) is merged with the run's own record; a key given with a
+    different value than the run's is an error rather than silently overwritten.
+    """
+    with atomic_path(out_dir, directory=True) as folder:
+        shapes = {name: list(mask.shape) for name, mask in result.masks.items()}
+        packed = {name: torch.from_numpy(np.packbits(mask.numpy().reshape(-1))) for name, mask in result.masks.items()}
+        save_file(packed, folder / MASKS, metadata={"shapes": json.dumps(shapes, sort_keys=True)})
+        if result.updated_weights:
+            save_file({name: values.contiguous() for name, values in result.updated_weights.items()}, folder / WEIGHTS)
+        files = sorted(path.name for path in folder.iterdir())
+        pruned = sum(layer["sparsity"] * math.prod(layer["shape"]) for layer in result.layers)
+        record = {
+            "method": result.method,
+            "method_options": result.method_options,
+            "family": result.family,
+            "sparsity": result.sparsity,
+            "structure": result.structure,
+            "achieved_sparsity": pruned / sum(math.prod(layer["shape"]) for layer in result.layers),
+            "layers": result.layers,
+            "seconds": result.seconds,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "notes": result.notes,
+            "files": {name: sha256_file(folder / name) for name in files},
+        }
+        clashes = sorted(key for key in set(manifest) & set(record) if manifest[key] != record[key])
+        if clashes:
+            raise ValueError(f"manifest keys {clashes} disagree with the pruning result")
+        write_json(folder / MANIFEST, {**manifest, **record})
+
+
+def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:
+    """Verify the artifact against its hashes and `model`, then prune `model` in place; returns the manifest.
+
+    Everything is checked before any weight changes, so a bad artifact leaves the model untouched.
+    """
+    folder = Path(artifact_dir)
+
+    def fail(file: str, why: str) -> ValueError:
+        return ValueError(f"{folder / file}: {why}; rerun the prune rule to rebuild this artifact")
+
+    try:
+        manifest = read_json(folder / MANIFEST)
+        files, family, layers = manifest["files"], manifest["family"], manifest["layers"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise fail(MANIFEST, f"missing or unreadable ({error!r})") from error
+    if MASKS not in files:
+        raise fail(MANIFEST, f"lists no {MASKS}")
+    for name, digest in files.items():
+        if not (folder / name).is_file():
+            raise fail(name, "missing")
+        if sha256_file(folder / name) != digest:
+            raise fail(name, "sha256 differs from the manifest (truncated or modified)")
+    packed = load_file(folder / MASKS)
+    with safe_open(folder / MASKS, framework="pt") as handle:
+        shapes = json.loads(handle.metadata()["shapes"])
+    values = load_file(folder / WEIGHTS) if WEIGHTS in files else {}
+    try:
+        expected = pruned_layer_names(model, family)
+    except ValueError as error:
+        raise fail(MANIFEST, f"does not fit this model ({error})") from error
+    if sorted(packed) != sorted(expected) or sorted(layer["name"] for layer in layers) != sorted(expected):
+        raise fail(MASKS, f"layer names do not match this model: missing {sorted(set(expected) - set(packed))}, "
+                          f"unexpected {sorted(set(packed) - set(expected))}")
+    masks = {}
+    for layer in layers:
+        name, weight = layer["name"], model.get_submodule(layer["name"]).weight
+        if list(weight.shape) != shapes[name] or layer["shape"] != shapes[name]:
+            raise fail(MASKS, f"{name} has shape {shapes[name]} but the model's is {list(weight.shape)}")
+        if str(weight.dtype).removeprefix("torch.") != layer["dtype"]:
+            raise fail(MANIFEST, f"{name} was pruned in {layer['dtype']} but the model is {weight.dtype}; "
+                                 "load the base model in the pruning dtype")
+        numel = weight.numel()
+        if packed[name].numel() != (numel + 7) // 8:
+            raise fail(MASKS, f"{name} holds {packed[name].numel()} bytes, expected {(numel + 7) // 8}")
+        bits = np.unpackbits(packed[name].numpy(), count=numel).astype(bool)
+        masks[name] = torch.from_numpy(bits).reshape(weight.shape)
+        if name in values and values[name].numel() != int(masks[name].sum()):
+            raise fail(WEIGHTS, f"{name} holds {values[name].numel()} values for {int(masks[name].sum())} kept weights")
+    with torch.no_grad():
+        for name, mask in masks.items():
+            weight = model.get_submodule(name).weight
+            mask = mask.to(weight.device)
+            if name in values:
+                weight.zero_()
+                weight[mask] = values[name].to(weight.device)
+            else:
+                weight.masked_fill_(~mask, 0.0)
+    return manifest

@@ -1,0 +1,225 @@
+"""Sequential block driver shared by every method.
+
+Block 0's inputs and every keyword argument it receives are captured wholesale from the model's own forward
+(a pre-hook that stops the forward), so rotary embeddings, masks and cache flags of new transformers versions
+need no per-family code. Each block is then moved alone to the device, run densely over the calibration batches
+while hooks accumulate fp32 statistics, pruned, and run again to feed its pruned outputs to the next block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import logging
+import resource
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from prunescope.models.families import Family, get_family
+from prunescope.pruning import magnitude, ria, sparsegpt, wanda
+from prunescope.pruning.masks import LayerPruning, parse_structure
+from prunescope.pruning.stats import InputStats, collect_inputs
+
+logger = logging.getLogger(__name__)
+
+METHODS: dict[str, ModuleType] = {"magnitude": magnitude, "wanda": wanda, "sparsegpt": sparsegpt, "ria": ria}
+
+
+@dataclass
+class PruneResult:
+    """What one pruning run produced: keep-masks, SparseGPT's kept values, per-layer records and run figures."""
+
+    method: str
+    family: str
+    sparsity: float
+    structure: str
+    method_options: dict[str, Any]
+    masks: dict[str, torch.Tensor]
+    updated_weights: dict[str, torch.Tensor]
+    layers: list[dict[str, Any]]
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once block 0's arguments are recorded."""
+
+
+def prune_model(model: nn.Module, family: str, method: str, sparsity: float, structure: str,
+                calibration: torch.Tensor | None, batch_size: int, device: torch.device | str,
+                method_options: Mapping[str, Any]) -> PruneResult:
+    """Prune every Linear of the decoder blocks in place; embeddings and lm_head are never touched."""
+    prune_layer = _method(method, method_options)
+    nm = parse_structure(structure, sparsity)
+    adapter = get_family(family)
+    device = torch.device(device)
+    if calibration is None and METHODS[method].CALIBRATED:
+        raise ValueError(f"method {method!r} needs calibration data")
+    result = PruneResult(method, family, sparsity, structure, dict(method_options), {}, {}, [])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+
+    def prune_block(block_name: str, block: nn.Module, stats: dict[str, InputStats] | None) -> None:
+        for name, layer in block_linears(block).items():
+            stat = stats[name] if stats is not None else None
+            _prune_linear(f"{block_name}.{name}", layer, prune_layer(layer.weight.float(), stat, sparsity, nm),
+                          stat, result)
+
+    with torch.no_grad(), _fp32_matmul():
+        if calibration is None:
+            for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} (data-free)")):
+                with _on_device(block, device):
+                    prune_block(f"{adapter.blocks_path}.{index}", block, None)
+        else:
+            _sequential(model, adapter, calibration, batch_size, device, method, prune_block)
+    result.seconds = time.perf_counter() - start
+    result.peak_memory_bytes, memory_note = _peak_memory(device)
+    result.notes.append(memory_note)
+    logger.info("%s %s at sparsity %g: %d layers in %.1f s", method, structure, sparsity, len(result.layers),
+                result.seconds)
+    return result
+
+
+def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear inside one decoder block, by name relative to the block."""
+    return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
+
+
+def pruned_layer_names(model: nn.Module, family: str) -> list[str]:
+    """Full module names of the Linears this project prunes in `model`."""
+    adapter = get_family(family)
+    return [f"{adapter.blocks_path}.{index}.{name}"
+            for index, block in enumerate(adapter.blocks(model)) for name in block_linears(block)]
+
+
+def reconstruction_error(dense: torch.Tensor, pruned: torch.Tensor, gram: torch.Tensor) -> float | None:
+    """||WX - W'X||_F / ||WX||_F from the Gram sum X X^T (None when WX = 0)."""
+    diff = dense - pruned
+    num = ((diff @ gram) * diff).sum().clamp_min(0.0)
+    den = ((dense @ gram) * dense).sum()
+    return float((num / den).sqrt()) if den > 0 else None
+
+
+def _method(method: str, options: Mapping[str, Any]) -> Callable[..., LayerPruning]:
+    """The method's prune_layer with its options bound; unknown names are a clear error."""
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; supported: {', '.join(METHODS)}")
+    prune_layer = METHODS[method].prune_layer
+    allowed = list(inspect.signature(prune_layer).parameters)[4:]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"method {method!r} has no option(s) {unknown}; its options are {allowed or 'none'}")
+    return lambda weight, stats, sparsity, nm: prune_layer(weight, stats, sparsity, nm, **options)
+
+
+def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: InputStats | None,
+                  result: PruneResult) -> None:
+    """Write the pruned weight in place (pruned entries +0.0) and record mask, kept values and error."""
+    dense = layer.weight.detach().float().clone() if stats is not None else None
+    mask = pruned.mask.to(layer.weight.device)
+    if pruned.weight is None:
+        layer.weight.masked_fill_(~mask, 0.0)
+    else:
+        layer.weight.copy_(pruned.weight)
+        result.updated_weights[name] = layer.weight[mask].cpu()
+    result.masks[name] = mask.cpu()
+    error = None if stats is None else reconstruction_error(dense, layer.weight.float(), stats.gram)
+    result.layers.append({
+        "name": name,
+        "shape": list(mask.shape),
+        "dtype": str(layer.weight.dtype).removeprefix("torch."),
+        "sparsity": 1.0 - mask.sum().item() / mask.numel(),
+        "reconstruction_error": error,
+    })
+    for note in pruned.notes:
+        result.notes.append(f"{name}: {note}")
+        logger.warning("%s: %s", name, note)
+
+
+def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
+                device: torch.device, method: str, prune_block: Callable) -> None:
+    """Per block: dense pass with hooks, prune, pruned pass whose outputs feed the next block."""
+    layer_types = set(getattr(model.config, "layer_types", None) or ())
+    if len(layer_types) > 1:
+        raise ValueError(f"this model mixes attention types {sorted(layer_types)}; the driver reuses block 0's "
+                         "arguments for every block, so only uniform attention is supported")
+    inputs = _capture_block_inputs(model, adapter, calibration, batch_size, device)
+    for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} blocks")):
+        with _on_device(block, device):
+            with collect_inputs(block_linears(block)) as stats:
+                for hidden, args, kwargs in inputs:
+                    block(hidden, *args, **kwargs)
+            prune_block(f"{adapter.blocks_path}.{index}", block, stats)
+            del stats
+            inputs = [(_hidden_states(block(hidden, *args, **kwargs)), args, kwargs) for hidden, args, kwargs in inputs]
+        logger.debug("block %d pruned", index)
+
+
+def _capture_block_inputs(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
+                          device: torch.device) -> list[tuple[torch.Tensor, tuple, dict]]:
+    """Run the model up to block 0 once per batch; record (hidden_states, other args, kwargs) on `device`.
+
+    Captured per batch so batch-shaped kwargs always match their hidden states.
+    """
+    captured = []
+
+    def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append((hidden, args[1:], kwargs))
+        raise _StopForward
+
+    handle = adapter.blocks(model)[0].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            for module in adapter.pre_block_modules(model):
+                stack.enter_context(_on_device(module, device))
+            for batch in calibration.split(batch_size):
+                with contextlib.suppress(_StopForward):
+                    model(input_ids=batch.to(device), use_cache=False)
+    finally:
+        handle.remove()
+    return captured
+
+
+def _hidden_states(output: torch.Tensor | tuple) -> torch.Tensor:
+    """Decoder layers return a tensor in transformers 5 and a tuple before."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextlib.contextmanager
+def _on_device(module: nn.Module, device: torch.device) -> Iterator[None]:
+    """Move one module to `device` for the duration, then back where it was (only it sits on the device)."""
+    home = next(itertools.chain(module.parameters(), module.buffers()), None)
+    module.to(device)
+    try:
+        yield
+    finally:
+        if home is not None:
+            module.to(home.device)
+
+
+@contextlib.contextmanager
+def _fp32_matmul() -> Iterator[None]:
+    """TF32 off, so statistics and SparseGPT's factorisation are true fp32 on Ampere+ GPUs."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "peak_memory_bytes: CUDA max_memory_allocated during the run"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_bytes: process peak RSS (CPU)"

@@ -1,0 +1,20 @@
+"""Magnitude pruning: the data-free baseline, |W| compared over the whole matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from prunescope.pruning.masks import LayerPruning, select_mask
+from prunescope.pruning.stats import InputStats
+
+CALIBRATED = False
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
+    """Keep-mask from |W|: one group per matrix (unstructured) or per N:M column group."""
+    return select_mask(weight.abs().float(), sparsity, nm, per_row=False)
+
+
+def prune_layer(weight: torch.Tensor, stats: InputStats | None, sparsity: float,
+                nm: tuple[int, int] | None) -> LayerPruning:
+    return LayerPruning(magnitude_mask(weight, sparsity, nm))

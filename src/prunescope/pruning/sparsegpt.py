@@ -1,0 +1,66 @@
+"""SparseGPT (Frantar & Alistarh 2023): OBS-style pruning with per-column error propagation.
+
+H = (2 / n_sequences) * sum X X^T in fp32; the scale only matters where dead inputs (H_jj = 1) meet the damping.
+The mask is chosen once per block of `blocksize` columns by w^2 / U_jj^2 (U the upper Cholesky factor of H^-1),
+or, for N:M, group by group on the already-updated weights with groups counted from each block's start.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunescope.pruning.masks import LayerPruning, matrix_mask, nm_mask
+from prunescope.pruning.stats import InputStats
+
+CALIBRATED = True
+DAMPING_RETRIES = 3
+
+
+def inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """Upper Cholesky factor of (H + percdamp * mean(diag H) * I)^-1; on failure the damping grows x10."""
+    notes = ()
+    mean_diag = hessian.diagonal().mean()
+    for _ in range(DAMPING_RETRIES + 1):
+        damped = hessian.clone()
+        damped.diagonal().add_(percdamp * mean_diag)
+        lower, info = torch.linalg.cholesky_ex(damped)
+        if info == 0:
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            if info == 0:
+                return upper, notes
+        notes += (f"Cholesky failed at percdamp={percdamp:g}; retried at {percdamp * 10:g}",)
+        percdamp *= 10
+    raise RuntimeError(f"Cholesky of the damped Hessian failed even at percdamp={percdamp / 10:g}")
+
+
+def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tuple[int, int] | None,
+                percdamp: float = 0.01, blocksize: int = 128) -> LayerPruning:
+    """Prune one (C_out, C_in) weight; returns the mask and the updated fp32 weight (pruned entries +0)."""
+    cols = weight.shape[1]
+    if nm is not None and (blocksize % nm[1] or cols % nm[1]):
+        raise ValueError(f"SparseGPT {nm[0]}:{nm[1]} needs blocksize ({blocksize}) and C_in ({cols}) "
+                         f"to be multiples of {nm[1]}")
+    W = weight.detach().float().clone()
+    H = stats.gram * (2.0 / stats.n_sequences)
+    dead = H.diagonal() == 0
+    H.diagonal()[dead] = 1.0
+    W[:, dead] = 0.0
+    U, notes = inverse_cholesky(H, percdamp)
+    keep = torch.ones_like(W, dtype=torch.bool)
+    for start in range(0, cols, blocksize):
+        end = min(start + blocksize, cols)
+        block, U1 = W[:, start:end], U[start:end, start:end]
+        d = U1.diagonal()
+        if nm is None:
+            keep[:, start:end] = matrix_mask(block.square() / d.square(), sparsity)
+        errors = torch.zeros_like(block)
+        for i in range(end - start):
+            if nm is not None and i % nm[1] == 0:
+                group = slice(i, i + nm[1])
+                keep[:, start + i:start + i + nm[1]] = nm_mask(block[:, group].square() / d[group].square(), *nm)
+            q = torch.where(keep[:, start + i], block[:, i], 0.0)
+            errors[:, i] = (block[:, i] - q) / d[i]
+            block[:, i:] -= errors[:, i:i + 1] * U1[i:i + 1, i:]
+            block[:, i] = q
+        W[:, end:] -= errors @ U[start:end, end:]
+    return LayerPruning(keep, W.masked_fill_(~keep, 0.0), notes)

@@ -1,0 +1,1 @@
+"""Tables, figures and headline metrics built from evaluation result files."""

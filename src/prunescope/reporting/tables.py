@@ -1,0 +1,100 @@
+"""From result JSONs to the accuracy table (dense baseline beside every pruned result) and headline metrics."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import pandas as pd
+
+from prunescope.io import atomic_path, read_json
+
+CATEGORIES = ["sentiment", "nli", "similarity", "qa"]
+VARIANT_KEYS = ["method", "pattern", "calibration"]
+
+
+class StaleResultError(ValueError):
+    """A result file made with other evaluation params than params.yaml now holds."""
+
+
+def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
+    """One row per result file; refuses any file whose embedded params differ from `expected_params`."""
+    rows = []
+    for path in paths:
+        result = read_json(path)
+        if result["params"] != expected_params:
+            raise StaleResultError(
+                f"{path} was made with params {result['params']}, but params.yaml now gives {expected_params}: "
+                "rerun snakemake to re-evaluate it (or delete the file)")
+        metrics = result["metrics"]
+        rows.append({
+            "model": result["model"], "category": result["category"], "dataset": result["dataset"],
+            "method": result["method"], "pattern": result["pattern"], "calib": result["calib"],
+            "n_examples": metrics["n"], "acc": metrics["acc"], "acc_norm": metrics["acc_norm"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _calibration_group(calib: str) -> str:
+    """A calibration key without its seed: results of different seeds are averaged together."""
+    return re.sub(r"-s\d+$", "", calib)
+
+
+def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and pruned variant: mean and std over calibration seeds, the dense accuracy, the change."""
+    dense = results[results["method"] == "dense"].set_index(["model", "dataset"])
+    pruned = results[results["method"] != "dense"].assign(calibration=lambda d: d["calib"].map(_calibration_group))
+    keys = ["model", "category", "dataset", *VARIANT_KEYS]
+    table = (pruned.groupby(keys, sort=False)
+             .agg(n_examples=("n_examples", "first"), n_seeds=("acc", "size"), acc_mean=("acc", "mean"),
+                  acc_std=("acc", "std"), acc_norm_mean=("acc_norm", "mean"))
+             .reset_index())
+    table["dense_acc"] = [dense.loc[(m, d), "acc"] for m, d in zip(table["model"], table["dataset"])]
+    table["dense_acc_norm"] = [dense.loc[(m, d), "acc_norm"] for m, d in zip(table["model"], table["dataset"])]
+    table["acc_change"] = table["acc_mean"] - table["dense_acc"]
+    table["category"] = pd.Categorical(table["category"], CATEGORIES, ordered=True)
+    columns = keys + ["n_examples", "n_seeds", "dense_acc", "acc_mean", "acc_std", "acc_change",
+                      "dense_acc_norm", "acc_norm_mean"]
+    return table.sort_values(keys, kind="stable")[columns].reset_index(drop=True)
+
+
+def write_table(table: pd.DataFrame, csv_path: str, markdown_path: str) -> None:
+    """CSV (every column, fixed float format) and a Markdown view: one row per dataset, one column per variant."""
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(_markdown(table), encoding="utf-8")
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    def cell(row) -> str:
+        std = "" if pd.isna(row.acc_std) else f" ± {row.acc_std:.3f}"
+        return f"{row.acc_mean:.3f}{std} ({row.acc_change:+.3f})"
+
+    view = table.assign(
+        variant=table["method"] + " " + table["pattern"] + " " + table["calibration"], cell=table.apply(cell, axis=1))
+    wide = view.pivot_table(index=["model", "category", "dataset", "n_examples", "dense_acc"], columns="variant",
+                            values="cell", aggfunc="first", observed=True, sort=False).reset_index()
+    wide["dense_acc"] = wide["dense_acc"].map("{:.3f}".format)
+    wide = wide.rename(columns={"dense_acc": "dense", "n_examples": "n"})
+    header = ("Accuracy per dataset: dense, then each pruned variant as mean ± std over calibration seeds "
+              "(change vs dense).\n\n")
+    return header + wide.to_markdown(index=False) + "\n"
+
+
+def headline_metrics(table: pd.DataFrame) -> dict:
+    """Per model and pruned variant: dense and pruned mean accuracy per category, and the sentiment drop's rank."""
+    metrics: dict = {}
+    variants = table.groupby(["model", *VARIANT_KEYS], sort=False, observed=True)
+    for (model, method, pattern, calibration), rows in variants:
+        per_category = rows.groupby("category", observed=True)[["dense_acc", "acc_mean", "acc_change"]].mean()
+        change = per_category["acc_change"]
+        entry = {
+            str(cat): {"dense": round(float(r.dense_acc), 4), "pruned": round(float(r.acc_mean), 4),
+                       "change": round(float(r.acc_change), 4)}
+            for cat, r in per_category.iterrows()
+        }
+        if "sentiment" in change.index:
+            entry["sentiment_drop_rank"] = int(change.rank(method="min").loc["sentiment"])
+        metrics.setdefault(model, {})[f"{method}_{pattern}_{calibration}"] = entry
+    return metrics

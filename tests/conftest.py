@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny random models and a locally trained tokenizer, so unit tests need no hub."""
+
+from __future__ import annotations
+
+import os
+
+# No model hub in tests: a missing local file must fail fast instead of trying the network.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_var] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+CORPUS = [
+    "The movie was wonderful and the acting was great.",
+    "The film was terrible, boring and far too long.",
+    "Is the sky blue on a clear day? Yes, it is.",
+    "Premise: a man walks a dog. Hypothesis: a person is outside.",
+    "She went home early because she felt tired after work.",
+    "What does Tracy need to do before this? Find somewhere to go.",
+    "Both are fruit. Both are used to measure. Both tell time.",
+    "positive negative entailment non-entailment yes no maybe",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A byte-level BPE tokenizer trained on a few sentences, saved and reloaded like a real one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    path = tmp_path_factory.mktemp("tokenizer")
+    fast.save_pretrained(path)
+    return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+def make_tiny_model(family: str, vocab_size: int, seed: int = 0):
+    """A 2-layer random decoder of the given family (hidden 64), in eval mode, fp32."""
+    import transformers as tf
+
+    configs = {
+        "llama": lambda: tf.LlamaConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512,
+        ),
+        "mistral": lambda: tf.MistralConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, sliding_window=None,
+        ),
+        "qwen2": lambda: tf.Qwen2Config(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512,
+        ),
+        "opt": lambda: tf.OPTConfig(
+            hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+            word_embed_proj_dim=64, max_position_embeddings=512,
+        ),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=512,
+        ),
+    }
+    config = configs[family]()
+    config.vocab_size = vocab_size
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_llama(tiny_tokenizer):
+    return make_tiny_model("llama", len(tiny_tokenizer))

@@ -1,0 +1,107 @@
+"""Artifact round trip: base model + artifact == the in-memory pruned model, bit for bit; byte-stable files."""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from prunescope.io import read_json
+from prunescope.pruning import apply_artifact, prune_model, save_artifact
+
+VOCAB = 300
+CALIBRATION = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: thread start-up dominates, and a busy machine makes 2 threads ~100x slower than 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pruned(method: str, family: str = "llama", dtype: torch.dtype = torch.float32, **options):
+    model = make_tiny_model(family, VOCAB).to(dtype)
+    dense = copy.deepcopy(model)
+    result = prune_model(model, family, method, 0.5, "unstructured", CALIBRATION, 2, torch.device("cpu"), options)
+    return dense, model, result
+
+
+@pytest.mark.parametrize("method,dtype,options", [
+    ("wanda", torch.float32, {}),
+    ("sparsegpt", torch.float32, {"blocksize": 16}),
+    ("sparsegpt", torch.bfloat16, {"blocksize": 16}),
+    ("magnitude", torch.float16, {}),
+])
+def test_round_trip_is_bit_exact(tmp_path, method, dtype, options):
+    dense, model, result = pruned(method, dtype=dtype, **options)
+    save_artifact(result, tmp_path / "artifact", {"base_model": "tiny-llama"})
+    manifest = apply_artifact(dense, tmp_path / "artifact")
+    for (name, expected), actual in zip(model.state_dict().items(), dense.state_dict().values(), strict=True):
+        assert torch.equal(expected, actual), name
+        assert torch.equal(expected.view(torch.uint8), actual.view(torch.uint8)), name  # +0.0 vs -0.0 too
+    assert manifest["base_model"] == "tiny-llama" and manifest["method"] == method
+    assert manifest["achieved_sparsity"] == 0.5
+    assert (tmp_path / "artifact" / "weights.safetensors").exists() == (method == "sparsegpt")
+    assert all(values.dtype == dtype for values in result.updated_weights.values())
+
+
+def test_identical_inputs_give_byte_identical_files(tmp_path):
+    _, _, first = pruned("sparsegpt", blocksize=16)
+    _, _, second = pruned("sparsegpt", blocksize=16)
+    save_artifact(first, tmp_path / "a", {"base_model": "tiny"})
+    save_artifact(first, tmp_path / "b", {"base_model": "tiny"})
+    save_artifact(second, tmp_path / "c", {"base_model": "tiny"})
+    for name in ("masks.safetensors", "weights.safetensors", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    for name in ("masks.safetensors", "weights.safetensors"):  # a rerun differs only in its measured time/memory
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
+
+
+def test_truncated_masks_file_is_a_clear_error(tmp_path):
+    dense, _, result = pruned("wanda")
+    save_artifact(result, tmp_path / "artifact", {})
+    masks = tmp_path / "artifact" / "masks.safetensors"
+    masks.write_bytes(masks.read_bytes()[:-100])
+    before = copy.deepcopy(dense.state_dict())
+    with pytest.raises(ValueError, match=r"masks\.safetensors: sha256 .* rerun the prune rule"):
+        apply_artifact(dense, tmp_path / "artifact")
+    assert all(torch.equal(before[key], value) for key, value in dense.state_dict().items())
+
+
+def test_mismatched_model_is_a_clear_error(tmp_path):
+    _, _, result = pruned("wanda")
+    save_artifact(result, tmp_path / "artifact", {})
+    with pytest.raises(ValueError, match="does not fit this model.*rerun the prune rule"):
+        apply_artifact(make_tiny_model("opt", VOCAB), tmp_path / "artifact")
+    resized = make_tiny_model("llama", VOCAB)
+    resized.model.layers[1].mlp.down_proj = torch.nn.Linear(64, 64, bias=False)
+    with pytest.raises(ValueError, match=r"model.layers.1.mlp.down_proj has shape \[64, 128\] but the model's is"):
+        apply_artifact(resized, tmp_path / "artifact")
+    with pytest.raises(ValueError, match="pruned in float32 but the model is torch.float16"):
+        apply_artifact(make_tiny_model("llama", VOCAB).half(), tmp_path / "artifact")
+    (tmp_path / "artifact" / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="manifest.json: missing or unreadable"):
+        apply_artifact(make_tiny_model("llama", VOCAB), tmp_path / "artifact")
+
+
+def test_mask_only_artifact_is_about_a_sixteenth_of_fp16_weights(tmp_path):
+    _, _, result = pruned("wanda")
+    save_artifact(result, tmp_path / "artifact", {})
+    fp16_bytes = 2 * sum(mask.numel() for mask in result.masks.values())
+    ratio = (tmp_path / "artifact" / "masks.safetensors").stat().st_size / fp16_bytes
+    assert 1 / 16 <= ratio < 1 / 16 * 1.25  # the rest is the safetensors header of this tiny model
+
+
+def test_manifest_records_layers_and_hashes_and_rejects_conflicts(tmp_path):
+    _, _, result = pruned("wanda")
+    save_artifact(result, tmp_path / "artifact", {"calibration": "c4-32x256"})
+    manifest = read_json(tmp_path / "artifact" / "manifest.json")
+    assert set(manifest["files"]) == {"masks.safetensors"}
+    assert [layer["name"] for layer in manifest["layers"]] == list(result.masks)
+    assert manifest["calibration"] == "c4-32x256" and manifest["structure"] == "unstructured"
+    with pytest.raises(ValueError, match=r"\['method'\] disagree"):
+        save_artifact(result, tmp_path / "other", {"method": "sparsegpt"})
+    assert not (tmp_path / "other").exists()

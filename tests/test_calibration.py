@@ -1,0 +1,127 @@
+"""Calibration side: text sources, the seeded window sampling rule, and the checksummed saved sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prunescope.calibration.sample import (
+    CalibrationError,
+    load_calibration,
+    manifest_path,
+    sample_calibration,
+    save_calibration,
+)
+from prunescope.calibration.text import download_hub_text, extract_gensim_text
+from prunescope.data.hub import HubAccessError
+from prunescope.io import read_json, read_jsonl, sha256_file
+
+WORDS = "the quick brown fox jumps over a lazy dog while movie reviews praise wonderful acting".split()
+
+
+def synthetic_documents() -> list[str]:
+    """Documents of very different lengths: only some are long enough for a 32-token window."""
+    return [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(length))
+            for i, length in enumerate([3, 80, 5, 200, 12, 60, 1, 150])]
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text)["input_ids"]
+
+
+def is_window_of(window: list[int], ids: list[int]) -> bool:
+    return any(ids[start:start + len(window)] == window for start in range(len(ids) - len(window)))
+
+
+def test_sampling_is_deterministic_per_seed(tiny_tokenizer):
+    docs = synthetic_documents()
+    first = sample_calibration(docs, tiny_tokenizer, 8, 32, seed=0)
+    assert first.shape == (8, 32) and first.dtype == torch.long
+    assert torch.equal(first, sample_calibration(docs, tiny_tokenizer, 8, 32, seed=0))
+    assert not torch.equal(first, sample_calibration(docs, tiny_tokenizer, 8, 32, seed=1))
+
+
+def test_samples_are_windows_of_documents_longer_than_seqlen(tiny_tokenizer):
+    docs = synthetic_documents()
+    seqlen = 32
+    long_docs = [ids for ids in (token_ids(tiny_tokenizer, d) for d in docs) if len(ids) > seqlen]
+    assert 0 < len(long_docs) < len(docs)
+    samples = sample_calibration(docs, tiny_tokenizer, 16, seqlen, seed=3)
+    for window in samples.tolist():
+        assert any(is_window_of(window, ids) for ids in long_docs)
+
+
+def test_a_corpus_without_long_documents_is_a_clear_error(tiny_tokenizer):
+    docs = ["short text", "another short one"]
+    with pytest.raises(CalibrationError) as err:
+        sample_calibration(docs, tiny_tokenizer, 4, 64, seed=0, source="tiny_corpus")
+    message = str(err.value)
+    assert "tiny_corpus" in message and "4 samples of 64 tokens" in message
+    assert "0 of its 2 documents are longer than 64 tokens" in message
+
+
+def test_an_empty_corpus_is_a_clear_error(tiny_tokenizer):
+    with pytest.raises(CalibrationError, match="tiny_corpus has no documents"):
+        sample_calibration([], tiny_tokenizer, 4, 64, seed=0, source="tiny_corpus")
+
+
+def test_save_is_byte_identical_and_load_round_trips(tmp_path, tiny_tokenizer):
+    ids = sample_calibration(synthetic_documents(), tiny_tokenizer, 4, 16, seed=0)
+    manifest = {"source": "synthetic", "format": "raw", "seed": 0, "tokenizer": "tiny"}
+    first, second = tmp_path / "a" / "calib.safetensors", tmp_path / "b" / "calib.safetensors"
+    save_calibration(ids, first, manifest)
+    save_calibration(ids, second, manifest)
+    assert first.read_bytes() == second.read_bytes()
+    assert manifest_path(first).read_bytes() == manifest_path(second).read_bytes()
+    assert read_json(tmp_path / "a" / "calib.json") == {**manifest, "n": 4, "seqlen": 16, "sha256": sha256_file(first)}
+    assert torch.equal(load_calibration(first), ids)
+
+
+def test_load_rejects_a_swapped_or_truncated_file(tmp_path):
+    path = tmp_path / "calib.safetensors"
+    save_calibration(torch.arange(12).reshape(3, 4), path, {"source": "synthetic"})
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(CalibrationError) as err:
+        load_calibration(path)
+    assert str(path) in str(err.value) and "sample_calibration rule rebuilds it" in str(err.value)
+
+
+def test_load_without_manifest_is_a_clear_error(tmp_path):
+    path = tmp_path / "calib.safetensors"
+    save_calibration(torch.zeros(2, 4, dtype=torch.long), path, {})
+    manifest_path(path).unlink()
+    with pytest.raises(CalibrationError, match="no readable manifest"):
+        load_calibration(path)
+
+
+def test_save_rejects_non_token_tensors(tmp_path):
+    with pytest.raises(CalibrationError, match="2-D integer tensor"):
+        save_calibration(torch.zeros(2, 4), tmp_path / "x.safetensors", {})
+
+
+def test_gensim_lee_corpus_one_document_per_line(tmp_path):
+    out = tmp_path / "lee.jsonl"
+    assert extract_gensim_text("lee", out) == 300
+    docs = read_jsonl(out)
+    assert all(set(d) == {"text"} and d["text"] and "\n" not in d["text"] for d in docs)
+    assert docs[0]["text"].startswith("Hundreds of people have been forced to vacate their homes")
+
+
+def test_gensim_wiki_corpus_is_plain_article_text(tmp_path):
+    out = tmp_path / "wiki.jsonl"
+    assert extract_gensim_text("wiki", out) == 106
+    texts = [d["text"] for d in read_jsonl(out)]
+    assert sum(len(t.split()) for t in texts) > 400_000  # offline.md: ~480k words
+    assert texts[0].startswith("Anarchism is a political philosophy")
+    assert not any("#REDIRECT" in t or "'''" in t or "  " in t for t in texts)
+
+
+def test_unknown_gensim_corpus(tmp_path):
+    with pytest.raises(ValueError, match="unknown gensim corpus 'brown'"):
+        extract_gensim_text("brown", tmp_path / "x.jsonl")
+
+
+def test_hub_text_fails_fast_offline(tmp_path):
+    with pytest.raises(HubAccessError, match="allenai/c4"):
+        download_hub_text("allenai/c4", None, "en/c4-train.00000-of-01024.json.gz", "train", "text",
+                          tmp_path / "c4.jsonl")

@@ -1,0 +1,96 @@
+"""params.yaml validation: every bad value stops with one line naming the key, the value and what is allowed."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prunescope.config import (
+    ParamsError,
+    calibration_key,
+    grid_variants,
+    parse_calibration_key,
+    parse_pattern_key,
+    pattern_key,
+    validate_params,
+)
+
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+def test_shipped_params_are_valid():
+    validate_params(PARAMS)
+
+
+def _mutated(path, value):
+    params = copy.deepcopy(PARAMS)
+    node = params
+    for part in path[:-1]:
+        node = node[part]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return params
+
+
+BAD = [
+    (("grids", "mini", "patterns", 0, "sparsity"), 1.5, "grids.mini.patterns[0].sparsity = 1.5", "< 1"),
+    (("grids", "mini", "patterns", 0, "sparsity"), 0, "grids.mini.patterns[0].sparsity = 0", "> 0"),
+    (("grids", "mini", "methods"), ["magnitude", "obs"], "grids.mini.methods[1] = 'obs'", "wanda"),
+    (("grids", "mini", "patterns"), [{"structure": "2:4", "sparsity": 0.6}],
+     "grids.mini.patterns[0].sparsity = 0.6", "2/4"),
+    (("grids", "mini", "datasets"), ["movie_reviews", "imaginary"], "grids.mini.datasets[1] = 'imaginary'",
+     "movie_reviews"),
+    (("grids", "mini", "models"), ["../../etc"], "grids.mini.models[0] = '../../etc'", "safe name"),
+    (("grids", "mini", "eval_limit"), -3, "grids.mini.eval_limit = -3", ">= 1"),
+    (("grid",), "huge", "grid = 'huge'", "mini, paper"),
+    (("pruning", "sparsegpt", "blocksize"), 100, "pruning.sparsegpt.blocksize = 100", "multiple of 8"),
+    (("pruning", "wanda"), KeyError, "missing key pruning.wanda", "written out"),
+    (("evaluation", "batch_size"), "16", "evaluation.batch_size = '16'", "integer"),
+    (("models", "smollm2-135m", "family"), "gpt2", "models.smollm2-135m.family = 'gpt2'", "llama"),
+    (("datasets", "movie_reviews", "source", "subset"), "books", "datasets.movie_reviews.source.subset = 'books'",
+     "movieReviewSnippets"),
+    (("datasets", "sst2", "category"), "emotion", "datasets.sst2.category = 'emotion'", "sentiment"),
+    (("archives", "bigbench", "sha256"), "abc", "archives.bigbench.sha256 = 'abc'", "sha256"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "where", "allowed"), BAD, ids=[".".join(map(str, b[0])) for b in BAD])
+def test_bad_values_are_rejected_with_one_line(path, value, where, allowed):
+    with pytest.raises(ParamsError) as caught:
+        validate_params(_mutated(path, value))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert where in message
+    assert allowed in message
+
+
+def test_unknown_key_is_rejected():
+    params = copy.deepcopy(PARAMS)
+    params["evaluation"]["bach_size"] = 8
+    with pytest.raises(ParamsError, match=r"unknown key evaluation\.bach_size: allowed: one of batch_size"):
+        validate_params(params)
+
+
+def test_keys_round_trip():
+    assert pattern_key("unstructured", 0.5) == "unstructured-0.5"
+    assert pattern_key("2:4", 0.5) == "2of4-0.5"
+    assert parse_pattern_key("2of4-0.5") == ("2:4", 0.5)
+    assert parse_pattern_key("unstructured-0.25") == ("unstructured", 0.25)
+    key = calibration_key("gensim_wiki", "raw", 32, 256, 7)
+    assert key == "gensim_wiki-raw-n32-l256-s7"
+    assert parse_calibration_key(key) == {"source": "gensim_wiki", "format": "raw", "nsamples": 32, "seqlen": 256,
+                                          "seed": 7}
+
+
+def test_grid_variants_give_magnitude_no_calibration():
+    variants = grid_variants(PARAMS["grids"]["mini"])
+    assert [v.path for v in variants] == [
+        "smollm2-135m/magnitude/unstructured-0.5/none",
+        "smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n32-l256-s0",
+    ]
+    paper = grid_variants(PARAMS["grids"]["paper"])
+    # 14 models x (magnitude: 3 patterns + 3 calibrated methods x 3 patterns x 3 seeds)
+    assert len(paper) == 14 * (3 + 3 * 3 * 3)

@@ -1,0 +1,120 @@
+"""Sequential block driver on tiny random models of every supported family."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from prunescope.models import FAMILIES, get_family
+from prunescope.pruning import prune_model, pruned_layer_names
+from prunescope.pruning.driver import _capture_block_inputs, _hidden_states
+
+VOCAB = 300
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: thread start-up dominates, and a busy machine makes 2 threads ~100x slower than 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def calibration(n: int = 6, seqlen: int = 16) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (n, seqlen), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_captured_inputs_reproduce_the_model_hidden_states(family):
+    """Block 0's captured args and kwargs, fed block by block, give the model's own hidden states."""
+    model = make_tiny_model(family, VOCAB)
+    ids = calibration(4)
+    adapter = get_family(family)
+    inputs = _capture_block_inputs(model, adapter, ids, 3, CPU)
+    with torch.no_grad():
+        expected = model(ids, output_hidden_states=True).hidden_states
+        for index, block in enumerate(adapter.blocks(model)[:-1]):  # the last hidden state is after the final norm
+            inputs = [(_hidden_states(block(h, *args, **kwargs)), args, kwargs) for h, args, kwargs in inputs]
+            torch.testing.assert_close(torch.cat([h for h, _, _ in inputs]), expected[index + 1])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_block_linear_pruned_exactly_and_nothing_else(family):
+    model = make_tiny_model(family, VOCAB)
+    dense = copy.deepcopy(model)
+    result = prune_model(model, family, "wanda", 0.5, "unstructured", calibration(), 4, CPU, {})
+    names = pruned_layer_names(model, family)
+    assert sorted(result.masks) == sorted(names) and len(names) >= 8
+    modules = dict(model.named_modules())
+    for name in names:
+        weight = modules[name].weight
+        assert ((weight == 0).sum(dim=1) >= math.floor(weight.shape[1] * 0.5)).all()
+        assert ((~result.masks[name]).sum(dim=1) == math.floor(weight.shape[1] * 0.5)).all()
+    pruned_weights = {f"{name}.weight" for name in names}
+    for (key, before), after in zip(dense.state_dict().items(), model.state_dict().values(), strict=True):
+        if key not in pruned_weights:
+            assert torch.equal(before, after), key
+    assert all(0 < layer["reconstruction_error"] < 1 for layer in result.layers)
+
+
+@pytest.mark.parametrize("family,method,options", [
+    *[(family, "wanda", {}) for family in sorted(FAMILIES)],
+    ("llama", "sparsegpt", {"blocksize": 32}),
+    ("llama", "ria", {}),
+])
+def test_batched_driver_gives_the_same_masks_as_one_at_a_time(family, method, options):
+    masks = []
+    for batch_size in (1, 4):
+        model = make_tiny_model(family, VOCAB)
+        masks.append(prune_model(model, family, method, 0.5, "unstructured", calibration(), batch_size, CPU,
+                                 options).masks)
+    assert masks[0].keys() == masks[1].keys()
+    assert all(torch.equal(masks[0][name], masks[1][name]) for name in masks[0])
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "ria"])
+def test_nm_through_the_driver(method):
+    model = make_tiny_model("llama", VOCAB)
+    result = prune_model(model, "llama", method, 0.5, "2:4", calibration(), 3, CPU, {})
+    for name, mask in result.masks.items():
+        assert ((~mask).reshape(mask.shape[0], -1, 4).sum(dim=-1) == 2).all(), name
+        assert (model.get_submodule(name).weight[~mask] == 0).all()
+
+
+def test_sparsegpt_updates_kept_weights_and_records_them():
+    model = make_tiny_model("opt", VOCAB)
+    dense = copy.deepcopy(model)
+    result = prune_model(model, "opt", "sparsegpt", 0.5, "unstructured", calibration(), 2, CPU, {"blocksize": 16})
+    name = next(iter(result.masks))
+    weight, mask = model.get_submodule(name).weight, result.masks[name]
+    assert torch.equal(result.updated_weights[name], weight[mask])
+    assert not torch.equal(weight[mask], dense.get_submodule(name).weight[mask])
+
+
+def test_magnitude_without_calibration():
+    model = make_tiny_model("llama", VOCAB)
+    result = prune_model(model, "llama", "magnitude", 0.5, "unstructured", None, 1, CPU, {})
+    assert all(layer["reconstruction_error"] is None and layer["sparsity"] == 0.5 for layer in result.layers)
+    with_data = prune_model(make_tiny_model("llama", VOCAB), "llama", "magnitude", 0.5, "unstructured",
+                            calibration(), 2, CPU, {})
+    assert all(torch.equal(result.masks[name], with_data.masks[name]) for name in result.masks)
+    assert all(layer["reconstruction_error"] > 0 for layer in with_data.layers)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"family": "bloom"}, "supported families: llama, mistral, qwen2, opt, gpt_neox"),
+    ({"family": "opt"}, "is model family 'opt' right"),
+    ({"method": "obc"}, "unknown pruning method 'obc'"),
+    ({"method_options": {"alpha": 1.0}}, r"no option\(s\) \['alpha'\]"),
+    ({"calibration": None}, "needs calibration"),
+    ({"structure": "2:4", "sparsity": 0.6}, "sparsity is 0.6"),
+])
+def test_clear_errors(kwargs, message):
+    arguments = {"family": "llama", "method": "wanda", "sparsity": 0.5, "structure": "unstructured",
+                 "calibration": calibration(), "batch_size": 2, "device": CPU, "method_options": {}}
+    with pytest.raises(ValueError, match=message):
+        prune_model(make_tiny_model("llama", VOCAB), **{**arguments, **kwargs})

@@ -1,0 +1,75 @@
+"""One real run of the workflow on a shrunk embedded default: SmolLM2-135M, one stand-in per category."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ["movie_reviews", "strategyqa", "epistemic_reasoning", "similarities_abstraction"]
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mini = params["grids"]["mini"]
+    mini["datasets"] = DATASETS
+    mini["eval_limit"] = 6
+    mini["calibration"].update(nsamples=4, seqlen=64)
+    params["pruning"]["calibration_batch_size"] = 2
+    params["evaluation"]["batch_size"] = 8
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", "all"],
+        capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stderr[-5000:]
+    return workdir
+
+
+def test_accuracy_table_has_dense_beside_every_pruned_result(finished_run):
+    with open(finished_run / "reports/tables/accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["dataset"], r["method"]) for r in rows} == {(d, m) for d in DATASETS for m in ("magnitude", "wanda")}
+    assert {r["category"] for r in rows} == {"sentiment", "qa", "nli", "similarity"}
+    for row in rows:
+        assert row["n_examples"] == "6"
+        assert 0 <= float(row["dense_acc"]) <= 1 and 0 <= float(row["acc_mean"]) <= 1
+        assert float(row["acc_change"]) == pytest.approx(float(row["acc_mean"]) - float(row["dense_acc"]), abs=2e-4)
+    markdown = (finished_run / "reports/tables/accuracy.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("|"))
+    assert "dense" in header and "wanda unstructured-0.5" in header and "magnitude unstructured-0.5" in header
+    assert all(f"| {d} " in markdown for d in DATASETS)
+
+
+def test_figure_and_metrics_are_written(finished_run):
+    png = finished_run / "reports/figures/accuracy_change.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((finished_run / "reports/metrics.json").read_text())
+    wanda = metrics["smollm2-135m"]["wanda_unstructured-0.5_gensim_wiki-raw-n4-l64"]
+    assert set(wanda) >= {"sentiment", "qa", "nli", "similarity", "sentiment_drop_rank"}
+
+
+def test_pruned_artifacts_and_results_record_what_made_them(finished_run):
+    artifact = finished_run / "results/pruned/smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n4-l64-s0"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["method"] == "wanda" and manifest["sparsity"] == 0.5
+    result = json.loads((finished_run / "results/eval/smollm2-135m/dense/movie_reviews.json").read_text())
+    assert result["params"]["limit"] == 6
+    assert result["metrics"]["n"] == 6
+    assert "torch" in json.dumps(result["environment"])
+
+
+def test_rerun_with_nothing_changed_has_nothing_to_do(finished_run):
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores", "1",
+         "--dry-run", "all"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"Nothing to be done", run.stdout + run.stderr)

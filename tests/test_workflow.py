@@ -1,0 +1,82 @@
+"""The workflow as a whole: dry runs of both grids, bad params stop before any job, DVC and Snakemake agree."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--cores", "1", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def workdir_with(tmp_path: Path, params: dict) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+@pytest.fixture
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("grid", ["mini", "paper"])
+def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
+    params["grid"] = grid
+    run = snakemake(workdir_with(tmp_path, params), "--dry-run", "all")
+    assert run.returncode == 0, run.stderr + run.stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
+    n_datasets, n_models = len(params["grids"][grid]["datasets"]), len(params["grids"][grid]["models"])
+    assert int(counts["evaluate_dense"]) == n_datasets * n_models
+    assert int(counts["prepare_dataset"]) == n_datasets
+    assert int(counts["prepare_model"]) == n_models
+
+
+def test_bad_params_stop_before_any_job_and_write_nothing(tmp_path, params):
+    params["grids"]["mini"]["patterns"] = [{"structure": "2:4", "sparsity": 0.7}]
+    workdir = workdir_with(tmp_path, params)
+    (workdir / "results").mkdir()
+    (workdir / "results" / "earlier.json").write_text("{}")
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*") if ".snakemake" not in p.parts)
+    run = snakemake(workdir, "all")
+    assert run.returncode != 0
+    lines = [line for line in (run.stderr + run.stdout).splitlines() if line.startswith("params.yaml:")]
+    assert lines == ["params.yaml: grids.mini.patterns[0].sparsity = 0.7 is not allowed: structure 2:4 prunes "
+                     "exactly 2/4 = 0.5"]
+    after = sorted(p.relative_to(workdir) for p in workdir.rglob("*") if ".snakemake" not in p.parts)
+    assert after == before
+
+
+def test_dvc_stages_run_snakemake_targets_with_existing_params_and_deps(tmp_path, params):
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    listed = snakemake(workdir_with(tmp_path, params), "--list-target-rules")
+    assert listed.returncode == 0, listed.stderr
+    targets = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    produced = outputs_of_rules()
+    for name, stage in dvc["stages"].items():
+        cmd = stage["cmd"].split()
+        assert cmd[:3] == ["snakemake", "--cores", "all"], name
+        assert cmd[3] in targets, f"stage {name} runs unknown target {cmd[3]}"
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"stage {name}: params key {key} is not in params.yaml"
+                node = node[part]
+        for dep in stage["deps"]:
+            assert (ROOT / dep).exists() or any(p.startswith(dep) for p in produced), f"stage {name}: dep {dep}"
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
+        for out in outs:
+            assert any(p.startswith(out) for p in produced), f"stage {name}: no rule makes {out}"
+
+
+def outputs_of_rules() -> list[str]:
+    """Output path patterns of every rule, read from the rule files (wildcards kept)."""
+    text = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    return re.findall(r'"((?:data|results|reports)/[^"]+)"', text)

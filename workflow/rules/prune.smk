@@ -1,0 +1,23 @@
+# Pruning through the sequential block driver; the artifact is bit-packed masks plus a manifest.
+
+
+rule prune:
+    """Prune one model with one method, pattern and calibration sample."""
+    input:
+        model="data/models/{model}",
+        calibration=lambda wc: [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib),
+    output:
+        directory("results/pruned/{model}/{method}/{pattern}/{calib}"),
+    params:
+        model_spec=lambda wc: config["models"][wc.model],
+        method_options=lambda wc: config["pruning"][wc.method],
+        batch_size=config["pruning"]["calibration_batch_size"],
+    log:
+        "logs/prune/{model}/{method}/{pattern}/{calib}.log",
+    benchmark:
+        "benchmarks/prune/{model}/{method}/{pattern}/{calib}.tsv"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+    script:
+        "../scripts/prune.py"

@@ -1,0 +1,6 @@
+from prunescope.data.prepare import prepare_dataset
+from prunescope.runlog import job_log
+
+with job_log(snakemake.log[0]):
+    source = snakemake.input[0] if snakemake.input else None
+    prepare_dataset(snakemake.wildcards.dataset, snakemake.params.spec, source, snakemake.params.seed, snakemake.output[0])

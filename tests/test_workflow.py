@@ -34,7 +34,8 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
     assert run.returncode == 0, run.stderr + run.stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     n_datasets, n_models = len(params["grids"][grid]["datasets"]), len(params["grids"][grid]["models"])
-    assert int(counts["evaluate_dense"]) == n_datasets * n_models
+    assert int(counts["evaluate_dense"]) == n_models  # one job per model variant scores every dataset
+    assert int(counts["build_task"]) == n_datasets
     assert int(counts["prepare_dataset"]) == n_datasets
     assert int(counts["prepare_model"]) == n_models
 

@@ -1,4 +1,8 @@
 # Zero-shot log-likelihood scoring through lm-eval, on task configs generated from the registry.
+# One job scores one model variant on every dataset of the grid: the model is loaded (and its pruning
+# artifact applied) once, which dominates the cost at every scale.
+
+TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
 
 
 rule build_task:
@@ -18,21 +22,22 @@ rule build_task:
 
 
 rule evaluate_dense:
-    """Score the dense model on one dataset (the baseline beside every pruned result)."""
+    """Score the dense model on every dataset (the baseline beside every pruned result)."""
     input:
         model="data/models/{model}",
-        task="results/tasks/{dataset}",
+        tasks=TASK_DIRS,
     output:
-        "results/eval/{model}/dense/{dataset}.json",
+        expand("results/eval/{{model}}/dense/{dataset}.json", dataset=GRID["datasets"]),
     params:
         model_spec=lambda wc: config["models"][wc.model],
-        category=lambda wc: config["datasets"][wc.dataset]["category"],
+        datasets=GRID["datasets"],
+        categories=[config["datasets"][d]["category"] for d in GRID["datasets"]],
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
     log:
-        "logs/evaluate/{model}/dense/{dataset}.log",
+        "logs/evaluate/{model}/dense.log",
     benchmark:
-        "benchmarks/evaluate/{model}/dense/{dataset}.tsv"
+        "benchmarks/evaluate/{model}/dense.tsv"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
@@ -43,11 +48,11 @@ rule evaluate_dense:
 use rule evaluate_dense as evaluate_pruned with:
     input:
         model="data/models/{model}",
-        task="results/tasks/{dataset}",
+        tasks=TASK_DIRS,
         pruned="results/pruned/{model}/{method}/{pattern}/{calib}",
     output:
-        "results/eval/{model}/{method}/{pattern}/{calib}/{dataset}.json",
+        expand("results/eval/{{model}}/{{method}}/{{pattern}}/{{calib}}/{dataset}.json", dataset=GRID["datasets"]),
     log:
-        "logs/evaluate/{model}/{method}/{pattern}/{calib}/{dataset}.log",
+        "logs/evaluate/{model}/{method}/{pattern}/{calib}.log",
     benchmark:
-        "benchmarks/evaluate/{model}/{method}/{pattern}/{calib}/{dataset}.tsv"
+        "benchmarks/evaluate/{model}/{method}/{pattern}/{calib}.tsv"

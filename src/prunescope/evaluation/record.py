@@ -1,33 +1,34 @@
-"""One evaluation job: load the dense model, apply a pruning artifact if any, score, write the result JSON."""
+"""One evaluation job: load a model variant once, score it on each dataset, write one result JSON per dataset."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from prunescope.evaluation.run import environment_info, evaluate_model
+from prunescope.evaluation.tasks import task_name
 from prunescope.io import sha256_file, write_json
 from prunescope.models.prepare import load_model
+from prunescope.pruning import apply_artifact
 
 
-def evaluate_and_record(model_dir: str, dtype: str, pruned_dir: str | None, task_dir: str, batch_size: int,
-                        bootstrap_iters: int, device: torch.device, labels: dict, params: dict,
-                        out_path: str) -> dict:
-    """Score one (model variant, dataset) pair; the result embeds what made it, so aggregation can check it."""
-    from prunescope.evaluation import environment_info, evaluate_model
-    from prunescope.pruning import apply_artifact
+def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, datasets: Sequence[str],
+                     categories: Sequence[str], task_dirs: Sequence[str], out_paths: Sequence[str], batch_size: int,
+                     bootstrap_iters: int, device: torch.device, labels: dict, params: dict) -> None:
+    """Score the dense model, or the dense model with a pruning artifact applied, on every given dataset.
 
+    Each result embeds the labels and params that made it, so aggregation can refuse stale results.
+    """
     model, tokenizer = load_model(model_dir, dtype, device)
     if pruned_dir:
         apply_artifact(model, pruned_dir)
-    task_name = f"prunescope_{labels['dataset']}"
-    metrics = evaluate_model(model, tokenizer, task_dir, task_name, batch_size, bootstrap_iters, str(device))
-    result = {
-        **labels,
-        "metrics": metrics,
-        "params": params,
-        "environment": environment_info(str(device)),
-        "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / "data.jsonl")},
-    }
-    write_json(out_path, result)
-    return result
+    environment = environment_info(str(device))
+    for dataset, category, task_dir, out_path in zip(datasets, categories, task_dirs, out_paths, strict=True):
+        metrics = evaluate_model(model, tokenizer, task_dir, task_name(dataset), batch_size, bootstrap_iters,
+                                 str(device))
+        write_json(out_path, {
+            **labels, "dataset": dataset, "category": category, "metrics": metrics, "params": params,
+            "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / "data.jsonl")},
+        })

@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report test lint clean-results
+.PHONY: setup run dry-run report repro test lint
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,11 @@ dry-run: setup
 report: run  ## One self-contained HTML report of every table and figure
 	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
 
+repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
 test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
+
 # No model hub in tests: a missing local file must fail fast instead of trying the network.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import pytest
-import torch
 
 CORPUS = [
     "The movie was wonderful and the acting was great.",
@@ -22,6 +22,15 @@ CORPUS = [
     "Both are fruit. Both are used to measure. Both tell time.",
     "positive negative entailment non-entailment yes no maybe",
 ] * 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: thread start-up dominates, and a busy machine makes 2 threads ~100x slower than 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -13,15 +13,6 @@ VOCAB = 300
 CALIBRATION = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up dominates, and a busy machine makes 2 threads ~100x slower than 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pruned(method: str, family: str = "llama", dtype: torch.dtype = torch.float32, **options):
     model = make_tiny_model(family, VOCAB).to(dtype)
     dense = copy.deepcopy(model)

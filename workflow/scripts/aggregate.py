@@ -1,5 +1,5 @@
-from prunescope.reporting.tables import accuracy_table, headline_metrics, load_results, write_table
 from prunescope.io import write_json
+from prunescope.reporting.tables import accuracy_table, headline_metrics, load_results, write_table
 from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):

@@ -3,4 +3,5 @@ from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
     source = snakemake.input[0] if snakemake.input else None
-    prepare_dataset(snakemake.wildcards.dataset, snakemake.params.spec, source, snakemake.params.seed, snakemake.output[0])
+    p = snakemake.params
+    prepare_dataset(snakemake.wildcards.dataset, p.spec, source, p.seed, snakemake.output[0])

@@ -42,15 +42,15 @@ def _calibration_group(calib: str) -> str:
 
 def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and pruned variant: mean and std over calibration seeds, the dense accuracy, the change."""
-    dense = results[results["method"] == "dense"].set_index(["model", "dataset"])
+    dense = (results[results["method"] == "dense"][["model", "dataset", "acc", "acc_norm"]]
+             .rename(columns={"acc": "dense_acc", "acc_norm": "dense_acc_norm"}))
     pruned = results[results["method"] != "dense"].assign(calibration=lambda d: d["calib"].map(_calibration_group))
     keys = ["model", "category", "dataset", *VARIANT_KEYS]
     table = (pruned.groupby(keys, sort=False)
              .agg(n_examples=("n_examples", "first"), n_seeds=("acc", "size"), acc_mean=("acc", "mean"),
                   acc_std=("acc", "std"), acc_norm_mean=("acc_norm", "mean"))
              .reset_index())
-    table["dense_acc"] = [dense.loc[(m, d), "acc"] for m, d in zip(table["model"], table["dataset"])]
-    table["dense_acc_norm"] = [dense.loc[(m, d), "acc_norm"] for m, d in zip(table["model"], table["dataset"])]
+    table = table.merge(dense, on=["model", "dataset"], how="left", validate="many_to_one")
     table["acc_change"] = table["acc_mean"] - table["dense_acc"]
     table["category"] = pd.Categorical(table["category"], CATEGORIES, ordered=True)
     columns = keys + ["n_examples", "n_seeds", "dense_acc", "acc_mean", "acc_std", "acc_change",

@@ -12,6 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["movie_reviews", "strategyqa", "epistemic_reasoning", "similarities_abstraction"]
+METHODS = ["magnitude", "wanda", "sparsegpt", "ria"]
+PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +24,8 @@ def finished_run(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     mini = params["grids"]["mini"]
     mini["datasets"] = DATASETS
+    mini["methods"] = METHODS
+    mini["patterns"] = [{"structure": "unstructured", "sparsity": 0.5}, {"structure": "2:4", "sparsity": 0.5}]
     mini["eval_limit"] = 6
     mini["calibration"].update(nsamples=4, seqlen=64)
     params["pruning"]["calibration_batch_size"] = 2
@@ -37,7 +41,8 @@ def finished_run(tmp_path_factory):
 def test_accuracy_table_has_dense_beside_every_pruned_result(finished_run):
     with open(finished_run / "reports/tables/accuracy.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["dataset"], r["method"]) for r in rows} == {(d, m) for d in DATASETS for m in ("magnitude", "wanda")}
+    assert {(r["dataset"], r["method"], r["pattern"]) for r in rows} == {
+        (d, m, p) for d in DATASETS for m in METHODS for p in PATTERNS}
     assert {r["category"] for r in rows} == {"sentiment", "qa", "nli", "similarity"}
     for row in rows:
         assert row["n_examples"] == "6"
@@ -57,10 +62,18 @@ def test_figure_and_metrics_are_written(finished_run):
     assert set(wanda) >= {"sentiment", "qa", "nli", "similarity", "sentiment_drop_rank"}
 
 
-def test_pruned_artifacts_and_results_record_what_made_them(finished_run):
-    artifact = finished_run / "results/pruned/smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n4-l64-s0"
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    assert manifest["method"] == "wanda" and manifest["sparsity"] == 0.5
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_every_method_and_pattern_prunes_half_of_each_layer(finished_run, method, pattern):
+    calib = "none" if method == "magnitude" else "gensim_wiki-raw-n4-l64-s0"
+    manifest = json.loads((finished_run / f"results/pruned/smollm2-135m/{method}/{pattern}/{calib}/manifest.json")
+                          .read_text())
+    assert manifest["method"] == method and manifest["sparsity"] == 0.5
+    assert len(manifest["layers"]) == 30 * 7  # SmolLM2: 30 blocks x (q, k, v, o, gate, up, down)
+    assert all(layer["sparsity"] == 0.5 for layer in manifest["layers"])
+
+
+def test_results_record_what_made_them(finished_run):
     result = json.loads((finished_run / "results/eval/smollm2-135m/dense/movie_reviews.json").read_text())
     assert result["params"]["limit"] == 6
     assert result["metrics"]["n"] == 6

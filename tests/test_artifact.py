@@ -41,14 +41,27 @@ def test_round_trip_is_bit_exact(tmp_path, method, dtype, options):
 
 def test_identical_inputs_give_byte_identical_files(tmp_path):
     _, _, first = pruned("sparsegpt", blocksize=16)
-    _, _, second = pruned("sparsegpt", blocksize=16)
     save_artifact(first, tmp_path / "a", {"base_model": "tiny"})
     save_artifact(first, tmp_path / "b", {"base_model": "tiny"})
-    save_artifact(second, tmp_path / "c", {"base_model": "tiny"})
-    for name in ("masks.safetensors", "weights.safetensors", "manifest.json"):
+    for name in ("masks.safetensors", "weights.safetensors", "manifest.json", "run.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    for name in ("masks.safetensors", "weights.safetensors"):  # a rerun differs only in its measured time/memory
+
+
+@pytest.mark.parametrize("method,options", [("wanda", {}), ("sparsegpt", {"blocksize": 16})])
+def test_rerun_differs_only_in_run_json(tmp_path, method, options):
+    """Two runs from fresh models: same masks, kept weights and manifest; only the measurements may differ."""
+    for folder in ("a", "c"):
+        _, _, result = pruned(method, **options)
+        save_artifact(result, tmp_path / folder, {"base_model": "tiny"})
+    names = ["masks.safetensors", "manifest.json"] + (["weights.safetensors"] if method == "sparsegpt" else [])
+    for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
+    manifest, run = read_json(tmp_path / "a" / "manifest.json"), read_json(tmp_path / "a" / "run.json")
+    assert manifest["run_measurements"] == "run.json" and "run.json" not in manifest["files"]
+    assert not {"seconds", "peak_memory_bytes"} & set(manifest)
+    assert run["seconds"] > 0 and run["peak_memory_bytes"] > 0 and run["notes"][0].startswith("peak_memory_bytes:")
+    (tmp_path / "c" / "run.json").write_text("{}")  # measurements are not verified: the artifact still applies
+    apply_artifact(make_tiny_model("llama", VOCAB), tmp_path / "c")
 
 
 def test_truncated_masks_file_is_a_clear_error(tmp_path):

@@ -13,6 +13,16 @@ def stats_with_norms(norms: list[float]) -> InputStats:
     return InputStats.from_inputs(torch.diag(torch.tensor(norms)))
 
 
+def test_gram_bits_do_not_depend_on_the_batch_size():
+    """The batched driver and a per-sample loop must choose identical masks, so the fp32 sums must match."""
+    x = correlated_inputs(8 * 64, 48, seed=13).reshape(8, 64, 48)
+    one_at_a_time = InputStats(48, "cpu")
+    for sequence in x.split(1):
+        one_at_a_time.add(sequence)
+    batched = InputStats.from_inputs(x)
+    assert torch.equal(batched.gram, one_at_a_time.gram) and batched.n_sequences == one_at_a_time.n_sequences == 8
+
+
 def test_magnitude_whole_matrix_by_hand():
     weight = torch.tensor([[1.0, -4.0, 2.0, 0.5], [3.0, -0.1, -2.0, 5.0]])
     # |W| sorted: 0.1, 0.5, 1, 2 (index 2), 2 (index 6), ...: the tie at the cut prunes index 2, not 6.
@@ -29,6 +39,37 @@ def test_wanda_per_row_by_hand():
     # one per row: the tied 2s lose their lower index only
     assert wanda.prune_layer(weight, stats, 0.25, None).mask.tolist() == [[True, False, True, True],
                                                                            [True, True, False, True]]
+
+
+def test_wanda_per_row_alpha_by_hand():
+    weight = torch.tensor([[1.0, 1.0, 1.0, 1.0], [10.0, 1.0, 3.0, 2.0]])
+    stats = stats_with_norms([1.0, 1.0, 1.0, 1.0])
+    # cumulative share in ascending order: row 0 = 1/4, 2/4, 3/4, 1; row 1 (1, 2, 3, 10) = 1/16, 3/16, 6/16, 1.
+    # An alpha in [6/16, 2/4) prunes four: three of row 1 (its mass sits in one weight) and one of row 0.
+    keep = wanda.prune_layer(weight, stats, 0.5, None, per_row_alpha=True).mask
+    assert keep.tolist() == [[False, True, True, True], [True, False, False, False]]
+    assert wanda.prune_layer(weight, stats, 0.5, None).mask.tolist() == [[False, False, True, True],
+                                                                         [True, False, True, False]]
+
+
+@pytest.mark.parametrize("sparsity", [0.2, 0.5, 0.7])
+def test_wanda_per_row_alpha_lands_on_s_with_one_alpha(sparsity):
+    generator = torch.Generator().manual_seed(11)
+    weight = torch.randn(48, 96, generator=generator) * torch.logspace(-1, 1, 48).reshape(-1, 1) ** 2
+    stats = InputStats.from_inputs(correlated_inputs(256, 96, seed=12))
+    keep = wanda.prune_layer(weight, stats, sparsity, None, per_row_alpha=True).mask
+    assert abs(float((~keep).float().mean()) - sparsity) <= 0.001
+    scores = wanda.wanda_scores(weight, stats.col_norms)
+    pruned_sum, totals = (scores * ~keep).sum(dim=1), scores.sum(dim=1)
+    assert (scores.where(~keep, 0.0).amax(dim=1) <= scores.where(keep, torch.inf).amin(dim=1)).all()  # prefixes
+    # one alpha for all rows: each row's pruned share <= alpha < its share with its next weight added
+    assert (pruned_sum / totals).max() <= ((pruned_sum + scores.where(keep, torch.inf).amin(dim=1)) / totals).min()
+    assert (~keep).sum(dim=1).unique().numel() > 1  # unlike plain Wanda, rows lose different counts
+
+
+def test_wanda_per_row_alpha_is_unstructured_only():
+    with pytest.raises(ValueError, match="per_row_alpha is for unstructured sparsity only, not 2:4"):
+        wanda.prune_layer(torch.randn(2, 8), stats_with_norms([1.0] * 8), 0.5, (2, 4), per_row_alpha=True)
 
 
 def test_ria_by_hand():

@@ -1,7 +1,9 @@
-"""Pruned-model artifact: bit-packed keep-masks, SparseGPT's kept values, and a manifest with file hashes.
+"""Pruned-model artifact: bit-packed keep-masks, SparseGPT's kept values, a manifest with file hashes, run.json.
 
 Base model + artifact gives back the in-memory pruned model bit for bit: pruned entries are +0.0 both ways and
-SparseGPT's kept values are stored in the layer dtype. Output is byte-stable (sorted keys, no timestamps).
+SparseGPT's kept values are stored in the layer dtype. Everything but run.json is byte-stable (sorted keys, no
+timestamps), so identical inputs give identical bytes; run.json holds what a rerun measures differently (wall
+time, peak memory) and is deliberately not hashed into the manifest.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from prunescope.pruning.driver import PruneResult, pruned_layer_names
 MASKS = "masks.safetensors"
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
+RUN = "run.json"
+MEMORY_NOTE = "peak_memory_bytes:"  # the driver's note on how peak memory was measured belongs with the measurement
 
 
 def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Atomically write out_dir: masks, kept weights (weight-updating methods only) and manifest.json.
+    """Atomically write out_dir: masks, kept weights (weight-updating methods only), manifest.json and run.json.
 
-    `manifest` (base model, calibration key, hashes...) is merged with the run's own record; a key given with a
-    different value than the run's is an error rather than silently overwritten.
+    `manifest` (base model, calibration key, hashes...) is merged with the run's own deterministic record; a key
+    given with a different value than the run's is an error rather than silently overwritten.
     """
     with atomic_path(out_dir, directory=True) as folder:
         shapes = {name: list(mask.shape) for name, mask in result.masks.items()}
@@ -38,6 +42,7 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
         if result.updated_weights:
             save_file({name: values.contiguous() for name, values in result.updated_weights.items()}, folder / WEIGHTS)
         files = sorted(path.name for path in folder.iterdir())
+        run_notes = [note for note in result.notes if note.startswith(MEMORY_NOTE)]
         pruned = sum(layer["sparsity"] * math.prod(layer["shape"]) for layer in result.layers)
         record = {
             "method": result.method,
@@ -47,15 +52,16 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
             "structure": result.structure,
             "achieved_sparsity": pruned / sum(math.prod(layer["shape"]) for layer in result.layers),
             "layers": result.layers,
-            "seconds": result.seconds,
-            "peak_memory_bytes": result.peak_memory_bytes,
-            "notes": result.notes,
+            "notes": [note for note in result.notes if note not in run_notes],
             "files": {name: sha256_file(folder / name) for name in files},
+            "run_measurements": RUN,
         }
         clashes = sorted(key for key in set(manifest) & set(record) if manifest[key] != record[key])
         if clashes:
             raise ValueError(f"manifest keys {clashes} disagree with the pruning result")
         write_json(folder / MANIFEST, {**manifest, **record})
+        write_json(folder / RUN, {"seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+                                  "notes": run_notes})
 
 
 def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:

@@ -21,10 +21,16 @@ class InputStats:
         self.n_sequences = 0
 
     def add(self, inputs: torch.Tensor) -> None:
-        """Add a (batch, seq, C_in) or (tokens, C_in) input; statistics in fp32 whatever the model dtype."""
-        x = inputs.detach().reshape(-1, inputs.shape[-1]).float()
-        self.gram.addmm_(x.T, x)
-        self.n_sequences += inputs.shape[0] if inputs.dim() == 3 else 1
+        """Add a (batch, seq, C_in) or (tokens, C_in) input; statistics in fp32 whatever the model dtype.
+
+        One sequence at a time: the fp32 sum order, hence every bit of the Gram and of the masks chosen from it,
+        is then the same whatever the calibration batch size (one product over a whole batch rounds differently).
+        """
+        sequences = inputs.detach() if inputs.dim() == 3 else inputs.detach()[None]
+        for sequence in sequences:
+            x = sequence.float()
+            self.gram.addmm_(x.T, x)
+        self.n_sequences += len(sequences)
 
     @property
     def col_norms(self) -> torch.Tensor:

@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report repro test lint
+.PHONY: setup run dry-run report repro bench test lint
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ report: run  ## One self-contained HTML report of every table and figure
 
 repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+bench: setup  ## Pruning benchmarks on the embedded default: batched driver vs per-sample loop (reports/bench/)
+	$(BIN)/snakemake --cores $(CORES) prepare_all
+	$(BIN)/python bench/prune.py --model-dir data/models/smollm2-135m --threads 2 \
+	    --calibration data/calibration/smollm2-135m/gensim_wiki-raw-n32-l256-s0.safetensors
 
 test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

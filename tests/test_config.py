@@ -67,6 +67,15 @@ def test_bad_values_are_rejected_with_one_line(path, value, where, allowed):
     assert allowed in message
 
 
+def test_wanda_variant_with_n_m_is_rejected_before_any_job():
+    params = copy.deepcopy(PARAMS)
+    params["pruning"]["wanda"]["per_row_alpha"] = True
+    validate_params(params)  # the mini grid is unstructured only
+    params["grids"]["mini"]["patterns"].append({"structure": "2:4", "sparsity": 0.5})
+    with pytest.raises(ParamsError, match=r"pruning\.wanda\.per_row_alpha = True .* grids\.mini prunes wanda with 2:4"):
+        validate_params(params)
+
+
 def test_unknown_key_is_rejected():
     params = copy.deepcopy(PARAMS)
     params["evaluation"]["bach_size"] = 8

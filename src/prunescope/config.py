@@ -78,6 +78,11 @@ def _check_references(params: dict) -> None:
                     raise ParamsError(
                         f"params.yaml: {prefix}.patterns[{i}].sparsity = {pattern['sparsity']} is not allowed: "
                         f"structure {pattern['structure']} prunes exactly {n}/{m} = {n / m:g}")
+                if (grid_name == params["grid"] and "wanda" in grid["methods"]
+                        and params["pruning"]["wanda"]["per_row_alpha"]):
+                    raise ParamsError(
+                        "params.yaml: pruning.wanda.per_row_alpha = True is not allowed: the per-row variant is "
+                        f"unstructured only, and {prefix} prunes wanda with {pattern['structure']}")
     for name, model in params["models"].items():
         if model["source"] == "bundled":
             _check_names(f"models.{name}.archive", [model["archive"]], params["archives"])

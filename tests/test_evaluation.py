@@ -174,3 +174,24 @@ def test_environment_info_names_versions_and_device():
     info = environment_info("cpu")
     assert info["device"] == "cpu"
     assert {"python", "torch", "transformers", "lm_eval", "datasets", "torch_threads"} <= set(info)
+
+
+def test_scores_equal_a_plain_lm_eval_cli_run(tiny_llama, tiny_tokenizer, records_path, tmp_path):
+    """Our in-memory scoring is lm-eval's own: the CLI on the same task folder and saved model agrees exactly."""
+    import json
+    import subprocess
+    import sys
+
+    tiny_llama.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    name = build_task("demo", records_path, TEMPLATE, None, 0, tmp_path / "task")
+    ours = evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 4, 0, "cpu")
+    cli = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
+         f"pretrained={tmp_path / 'model'},dtype=float32", "--tasks", name, "--include_path", str(tmp_path / "task"),
+         "--device", "cpu", "--batch_size", "4", "--output_path", str(tmp_path / "out")],
+        cwd=tmp_path / "task", capture_output=True, text=True, timeout=300)  # data.jsonl resolves against cwd
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    (results_file,) = (tmp_path / "out").rglob("results_*.json")
+    theirs = json.loads(results_file.read_text())["results"][name]
+    assert (ours["acc"], ours["acc_norm"]) == (theirs["acc,none"], theirs["acc_norm,none"])

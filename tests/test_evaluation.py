@@ -129,8 +129,9 @@ def test_unknown_placeholder_is_a_clear_error(records_path, tmp_path):
 def test_bad_records_are_rejected(tmp_path):
     path = tmp_path / "bad.jsonl"
     write_jsonl(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 2}])
-    with pytest.raises(ValueError, match="record 'x': label 2"):
+    with pytest.raises(ValueError, match=r"dataset demo: .*label: outside 0 \.\. number of choices - 1 \(rows 1;"):
         build_task("demo", path, TEMPLATE, None, 0, tmp_path / "task")
+    write_jsonl(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 1}])
     with pytest.raises(ValueError, match=r"record 'x': the template needs text field\(s\) \['premise'\]"):
         build_task("demo", path, "{premise} {input}", None, 0, tmp_path / "task")
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 from pathlib import Path
 
 import yaml
 
+from prunescope.data.records import subsample_records, validate_records
 from prunescope.io import atomic_path, read_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -60,29 +60,13 @@ def _escape_literal(text: str) -> str:
     return re.sub(r"[{}]", lambda brace: "{{ '" + brace.group() + "' }}", text)
 
 
-def subsample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
-    """A fixed seeded subsample in the original order, so every model and variant sees the same examples."""
-    if limit is None or limit >= len(records):
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
-    return [records[i] for i in keep]
-
-
 def check_records(dataset: str, records: list[dict], fields: list[str]) -> None:
-    """Fail here, naming the record, on what lm-eval would only warn about or score as wrong."""
-    if not records:
-        raise ValueError(f"dataset {dataset} has no records to evaluate")
+    """Fail here, naming the rows, on what lm-eval would only warn about or score as wrong."""
+    validate_records(records, dataset)
     for record in records:
-        where = f"dataset {dataset}, record {record.get('id')!r}"
         missing = [field for field in fields if not isinstance(record.get(field), str)]
         if missing:
-            raise ValueError(f"{where}: the template needs text field(s) {missing}")
-        choices = record.get("choices")
-        if not (isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)):
-            raise ValueError(f"{where}: choices must be a list of at least two non-empty strings, got {choices!r}")
-        label = record.get("label")
-        if not (isinstance(label, int) and 0 <= label < len(choices)):
-            raise ValueError(f"{where}: label {label!r} is not an index into its {len(choices)} choices")
+            raise ValueError(f"dataset {dataset}, record {record['id']!r}: the template needs text field(s) {missing}")
 
 
 def task_config(dataset: str, template: str) -> dict:
@@ -111,7 +95,7 @@ def build_task(dataset: str, records_path: str | os.PathLike, template: str, lim
     """Write the task folder (data.jsonl and <task>.yaml) atomically; return the task name."""
     fields = template_fields(dataset, template)
     records = read_jsonl(records_path)
-    selected = subsample(records, limit, seed)
+    selected = subsample_records(records, limit, seed)
     check_records(dataset, selected, fields)
     config = task_config(dataset, template)
     with atomic_path(out_dir, directory=True) as tmp:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from prunescope.evaluation.run import environment_info, evaluate_model
-from prunescope.evaluation.tasks import task_name
+from prunescope.evaluation.tasks import DATA_FILE, task_name
 from prunescope.io import sha256_file, write_json
 from prunescope.models.prepare import load_model
 from prunescope.pruning import apply_artifact
@@ -30,5 +30,5 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
                                  str(device))
         write_json(out_path, {
             **labels, "dataset": dataset, "category": category, "metrics": metrics, "params": params,
-            "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / "data.jsonl")},
+            "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
         })

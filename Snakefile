@@ -20,6 +20,7 @@ rule all:
     """The whole study for the selected grid: every table, figure and metric."""
     input:
         REPORT_OUTPUTS,
+        SIMILARITY_FILES,
     default_target: True
 
 
@@ -38,6 +39,8 @@ rule prune_all:
 
 
 rule evaluate_all:
-    """Every dense and pruned result of the selected grid (DVC stage `evaluate`)."""
+    """Every dense and pruned result of the selected grid, and each calibration sample's similarity to the
+    evaluated datasets (DVC stage `evaluate`)."""
     input:
         EVAL_FILES,
+        SIMILARITY_FILES,

@@ -54,6 +54,22 @@ BAD = [
      "movieReviewSnippets"),
     (("datasets", "sst2", "category"), "emotion", "datasets.sst2.category = 'emotion'", "sentiment"),
     (("archives", "bigbench", "sha256"), "abc", "archives.bigbench.sha256 = 'abc'", "sha256"),
+    (("grids", "mini", "calibration", "formats"), ["raw", "cot"], "grids.mini.calibration.formats lists 'cot'",
+     "cot: those with rationales"),
+    (("grids", "mini", "calibration", "formats"), ["icl"], "grids.mini.calibration.formats = ['icl']",
+     "it supports raw"),
+    (("grids", "mini", "calibration", "formats"), ["chat"], "grids.mini.calibration.formats[0] = 'chat'", "icl"),
+    (("calibration_sources", "vitaminc_train", "dataset"), "similarities_abstraction",
+     "calibration_sources.vitaminc_train.dataset = 'similarities_abstraction'", "no calibration pool"),
+    (("datasets", "strategyqa", "train"), {"split": "train", "subsample": None}, "datasets.strategyqa.train",
+     "{holdout: ...}"),
+    (("datasets", "sst2", "train"), {"holdout": 10}, "datasets.sst2.train", "{split: ...}"),
+    (("calibration_sources", "wikitext2", "join"), "yes", "calibration_sources.wikitext2.join = 'yes'",
+     "true or false"),
+    (("similarity", "chunk_words"), 0, "similarity.chunk_words = 0", ">= 1"),
+    (("datasets", "sst2", "template"), "Review: {text}", "datasets.sst2.template uses unknown placeholder(s) {text}",
+     "{input}, {premise}, {hypothesis}"),
+    (("calibration_sources", "gsm8k", "template"), "Q: {premise}", "calibration_sources.gsm8k.template", "{input}"),
 ]
 
 
@@ -95,11 +111,20 @@ def test_keys_round_trip():
 
 
 def test_grid_variants_give_magnitude_no_calibration():
-    variants = grid_variants(PARAMS["grids"]["mini"])
+    variants = grid_variants(PARAMS["grids"]["mini"], PARAMS["calibration_sources"])
     assert [v.path for v in variants] == [
         "smollm2-135m/magnitude/unstructured-0.5/none",
         "smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n32-l256-s0",
     ]
-    paper = grid_variants(PARAMS["grids"]["paper"])
+    paper = grid_variants(PARAMS["grids"]["paper"], PARAMS["calibration_sources"])
     # 14 models x (magnitude: 3 patterns + 3 calibrated methods x 3 patterns x 3 seeds)
     assert len(paper) == 14 * (3 + 3 * 3 * 3)
+
+
+def test_calibration_formats_apply_where_the_source_supports_them():
+    grid = copy.deepcopy(PARAMS["grids"]["mini"])
+    grid["calibration"].update(sources=["gensim_wiki", "strategyqa_train", "movie_reviews_train"],
+                               formats=["raw", "icl", "cot"])
+    calibs = [v.calib for v in grid_variants(grid, PARAMS["calibration_sources"]) if v.method == "wanda"]
+    assert calibs == ["gensim_wiki-raw-n32-l256-s0", "strategyqa_train-icl-n32-l256-s0",
+                      "strategyqa_train-cot-n32-l256-s0", "movie_reviews_train-icl-n32-l256-s0"]

@@ -14,9 +14,10 @@ import yaml
 from prunescope.data import fetch
 from prunescope.data.fetch import ArchiveError, fetch_pypi_archive
 from prunescope.data.hub import HubAccessError, download_hub_dataset, load_local_dataset, normalise_rows
-from prunescope.data.records import DatasetError, subsample_records, validate_records
-from prunescope.data.standins import extract_bigbench, extract_vader
-from prunescope.io import read_jsonl, sha256_file
+from prunescope.data.prepare import prepare_dataset, read_dataset
+from prunescope.data.records import DatasetError, split_holdout, subsample_records, validate_records
+from prunescope.data.standins import read_bigbench, read_vader
+from prunescope.io import ChecksumError, read_json, read_jsonl, sha256_file
 
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
 SENTIMENT = ["negative", "positive"]
@@ -85,23 +86,18 @@ def vader_archive(tmp_path):
     })
 
 
-def test_extract_vader_binarises_and_drops_neutral(vader_archive, tmp_path):
-    out = tmp_path / "movie.jsonl"
-    assert extract_vader(vader_archive, "movieReviewSnippets", SENTIMENT, out) == 4
-    assert read_jsonl(out) == [
+def test_read_vader_binarises_and_drops_neutral(vader_archive):
+    assert read_vader(vader_archive, "movieReviewSnippets", SENTIMENT) == [
         {"id": "1", "input": "A wonderful, moving film.", "choices": SENTIMENT, "label": 1},
         {"id": "3", "input": "Dull and far too long.", "choices": SENTIMENT, "label": 0},
         {"id": "4", "input": "Good enough.", "choices": SENTIMENT, "label": 1},
         {"id": "5", "input": "Terrible.", "choices": SENTIMENT, "label": 0},
     ]
-    first_line = out.read_text(encoding="utf-8").splitlines()[0]
-    assert list(json.loads(first_line)) == ["choices", "id", "input", "label"]  # keys sorted
 
 
-def test_extract_vader_missing_subset_names_the_member(vader_archive, tmp_path):
+def test_read_vader_missing_subset_names_the_member(vader_archive):
     with pytest.raises(DatasetError, match="nytEditorialSnippets_GroundTruth.txt"):
-        extract_vader(vader_archive, "nytEditorialSnippets", SENTIMENT, tmp_path / "x.jsonl")
-    assert not (tmp_path / "x.jsonl").exists()
+        read_vader(vader_archive, "nytEditorialSnippets", SENTIMENT)
 
 
 # --- bigbench ----------------------------------------------------------------------------------------------------
@@ -115,26 +111,24 @@ def bigbench_archive(tmp_path: Path, tasks: dict[str, list[dict]]) -> Path:
     return make_tar_gz(tmp_path / "bigbench-1.0.0.tar.gz", members)
 
 
-def test_extract_bigbench_reads_target_scores_in_file_order(tmp_path):
+def test_read_bigbench_reads_target_scores_in_file_order_and_rationales(tmp_path):
     examples = [
         {"input": "Is water wet? ", "target_scores": {"Yes": 1, "No": 0}, "target": "Yes. Because."},
         {"input": "Tie", "target_scores": {"a": 1, "b": 1}},
         {"input": "Free form only", "target": "an answer"},
-        {"input": "Pick one", "target_scores": {"zeta ": 0, "alpha": 0, "mid": 1}},
+        {"input": "Pick one", "target_scores": {"zeta ": 0, "alpha": 0, "mid": 1}, "target": "alpha. Not this."},
     ]
     archive = bigbench_archive(tmp_path, {"mytask": examples, "othertask": [examples[0]]})
-    out = tmp_path / "mytask.jsonl"
-    assert extract_bigbench(archive, "mytask", out) == 2
-    assert read_jsonl(out) == [
-        {"id": "0", "input": "Is water wet?", "choices": ["Yes", "No"], "label": 0},
+    assert read_bigbench(archive, "mytask") == [
+        {"id": "0", "input": "Is water wet?", "choices": ["Yes", "No"], "label": 0, "rationale": "Because."},
         {"id": "3", "input": "Pick one", "choices": ["zeta", "alpha", "mid"], "label": 2},
     ]
 
 
-def test_extract_bigbench_missing_task(tmp_path):
+def test_read_bigbench_missing_task(tmp_path):
     archive = bigbench_archive(tmp_path, {"othertask": [{"input": "q", "target_scores": {"a": 1, "b": 0}}]})
     with pytest.raises(DatasetError, match="benchmark_tasks/mytask/task.json"):
-        extract_bigbench(archive, "mytask", tmp_path / "x.jsonl")
+        read_bigbench(archive, "mytask")
 
 
 # --- record checks -----------------------------------------------------------------------------------------------
@@ -187,6 +181,17 @@ def test_subsample_is_seeded_sorted_and_sized():
     assert subsample_records(records, None, 0) == records and subsample_records(records, 500, 0) == records
 
 
+def test_holdout_is_seeded_disjoint_and_complete():
+    records = [good_record(i) for i in range(50)]
+    kept, held = split_holdout(records, 12, seed=0, name="demo")
+    assert len(held) == 12 and len(kept) == 38
+    assert sorted(kept + held, key=lambda r: int(r["id"])) == records
+    assert (kept, held) == split_holdout(records, 12, seed=0, name="demo")
+    assert held != split_holdout(records, 12, seed=1, name="demo")[1]
+    with pytest.raises(DatasetError, match=r"datasets.demo.train.holdout below 50"):
+        split_holdout(records, 50, seed=0, name="demo")
+
+
 # --- the registry's field mappings ------------------------------------------------------------------------------
 # One hand-written row per hub/local dataset of params.yaml, in the shape of that dataset's columns, and the record
 # it must become.
@@ -209,11 +214,11 @@ SAMPLE_ROWS = {
     "mnli": ({"premise": "A man sleeps.", "hypothesis": "A man runs.", "label": 2, "idx": 7},
              pair("A man sleeps.", "A man runs.", ["entailment", "neutral", "contradiction"], 2)),
     "rte": ({"sentence1": "Paris is in France.", "sentence2": "Paris is French.", "label": 0, "idx": 1},
-            pair("Paris is in France.", "Paris is French.", ["true", "false"], 0)),
+            pair("Paris is in France.", "Paris is French.", ["yes", "no"], 0)),
     "qnli": ({"question": "Where is Paris?", "sentence": "Paris is in France.", "label": 0, "idx": 2},
              pair("Paris is in France.", "Where is Paris?", ["yes", "no"], 0)),
     "wnli": ({"sentence1": "The cup fell.", "sentence2": "It broke.", "label": 1, "idx": 3},
-             pair("The cup fell.", "It broke.", ["false", "true"], 1)),
+             pair("The cup fell.", "It broke.", ["no", "yes"], 1)),
     "scitail": ({"premise": "Water boils at 100 C.", "hypothesis": "Water boils.", "label": "neutral"},
                 pair("Water boils at 100 C.", "Water boils.", ["entails", "neutral"], 1)),
     "mednli": ({"sentence1": "No fever.", "sentence2": "Has fever.", "gold_label": "contradiction", "pairID": "x"},
@@ -371,3 +376,48 @@ def test_local_dataset_missing_path_says_how_to_obtain_it(tmp_path):
             load_local_dataset(path, MEDNLI["fields"], MEDNLI["label_map"], None, labels, tmp_path / "o.jsonl", None,
                                0, MEDNLI["how_to_obtain"])
 
+
+
+# --- evaluation part and calibration pool --------------------------------------------------------------------------
+
+def test_stand_in_pool_is_a_holdout_that_evaluation_never_sees(vader_archive, tmp_path):
+    spec = {**PARAMS["datasets"]["movie_reviews"], "train": {"holdout": 1}, "subsample": 2}
+    evaluation, pool = tmp_path / "eval.jsonl", tmp_path / "pool.jsonl"
+    assert prepare_dataset("movie_reviews", spec, vader_archive, 0, evaluation) == 2
+    assert prepare_dataset("movie_reviews", spec, vader_archive, 0, pool, part="train") == 1
+    evaluated, held = read_jsonl(evaluation), read_jsonl(pool)
+    assert not {r["id"] for r in evaluated} & {r["id"] for r in held}
+    no_pool = {**spec, "train": None}
+    with pytest.raises(DatasetError, match="datasets.movie_reviews.train is null"):
+        prepare_dataset("movie_reviews", no_pool, vader_archive, 0, tmp_path / "x.jsonl", part="train")
+
+
+def test_hub_pool_is_the_train_split_with_its_own_subsample(tmp_path, monkeypatch):
+    import datasets
+
+    splits = {"validation": [{"sentence": "fine", "label": 1}],
+              "train": [{"sentence": f"s{i}", "label": i % 2} for i in range(10)]}
+    asked = []
+
+    def fake_split(hub_id, config, split, data_files=None):
+        asked.append((hub_id, config, split))
+        return datasets.Dataset.from_list(splits[split])
+
+    monkeypatch.setattr("prunescope.data.hub.load_hub_split", fake_split)
+    spec = {**PARAMS["datasets"]["sst2"], "train": {"split": "train", "subsample": 4}}
+    assert prepare_dataset("sst2", spec, None, 0, tmp_path / "pool.jsonl", part="train") == 4
+    assert prepare_dataset("sst2", spec, None, 0, tmp_path / "eval.jsonl") == 1
+    assert asked == [("nyu-mll/glue", "sst2", "train"), ("nyu-mll/glue", "sst2", "validation")]
+
+
+def test_an_edited_dataset_file_is_caught_on_read(vader_archive, tmp_path):
+    path = tmp_path / "eval.jsonl"
+    prepare_dataset("movie_reviews", {**PARAMS["datasets"]["movie_reviews"], "train": None}, vader_archive, 0, path)
+    assert read_dataset(path) == read_jsonl(path)
+    assert read_json(tmp_path / "eval.json")["n"] == 4
+    path.write_text(path.read_text(encoding="utf-8").replace('"label": 1', '"label": 0', 1), encoding="utf-8")
+    with pytest.raises(ChecksumError, match=r"eval.jsonl does not match .* the prepare_dataset rule rebuilds it"):
+        read_dataset(path)
+    (tmp_path / "eval.json").unlink()
+    with pytest.raises(DatasetError, match="no readable manifest"):
+        read_dataset(path)

@@ -80,6 +80,24 @@ def test_results_record_what_made_them(finished_run):
     assert "torch" in json.dumps(result["environment"])
 
 
+def test_task_derived_calibration_is_closer_to_its_task_than_wikipedia(finished_run):
+    """A cot sample from strategyqa's held-out pool, built by the same rules, and its similarity scores."""
+    calib = "strategyqa_train-cot-n4-l64-s0"
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores", "2",
+         f"results/similarity/smollm2-135m/{calib}.json"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-5000:]
+    manifest = json.loads((finished_run / f"data/calibration/smollm2-135m/{calib}.json").read_text())
+    assert (manifest["source"], manifest["format"], manifest["n"], manifest["seqlen"]) == ("strategyqa_train", "cot",
+                                                                                           4, 64)
+    task = json.loads((finished_run / f"results/similarity/smollm2-135m/{calib}.json").read_text())["datasets"]
+    wiki = json.loads((finished_run / "results/similarity/smollm2-135m/gensim_wiki-raw-n4-l64-s0.json")
+                      .read_text())["datasets"]
+    assert set(task) == set(wiki) == set(DATASETS)
+    assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
+    assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
+
+
 def test_rerun_with_nothing_changed_has_nothing_to_do(finished_run):
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores", "1",

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from prunescope.data.prepare import write_manifest
 from prunescope.evaluation import build_task, environment_info, evaluate_model
 from prunescope.evaluation.run import load_task_config
 from prunescope.evaluation.tasks import to_jinja
@@ -38,10 +39,16 @@ def make_records(n: int) -> list[dict]:
     ]
 
 
+def write_dataset(path, records):
+    """A prepared dataset file: records plus the checksummed manifest build_task verifies."""
+    write_jsonl(path, records)
+    write_manifest(path, {"dataset": "demo", "part": "evaluation"})
+
+
 @pytest.fixture
 def records_path(tmp_path):
     path = tmp_path / "demo.jsonl"
-    write_jsonl(path, make_records(30))
+    write_dataset(path, make_records(30))
     return path
 
 
@@ -128,10 +135,10 @@ def test_unknown_placeholder_is_a_clear_error(records_path, tmp_path):
 
 def test_bad_records_are_rejected(tmp_path):
     path = tmp_path / "bad.jsonl"
-    write_jsonl(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 2}])
+    write_dataset(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 2}])
     with pytest.raises(ValueError, match=r"dataset demo: .*label: outside 0 \.\. number of choices - 1 \(rows 1;"):
         build_task("demo", path, TEMPLATE, None, 0, tmp_path / "task")
-    write_jsonl(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 1}])
+    write_dataset(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 1}])
     with pytest.raises(ValueError, match=r"record 'x': the template needs text field\(s\) \['premise'\]"):
         build_task("demo", path, "{premise} {input}", None, 0, tmp_path / "task")
 
@@ -150,7 +157,7 @@ def test_evaluate_matches_a_direct_computation(tiny_llama, tiny_tokenizer, tmp_p
         by_bytes.append(argmax([s / len(c.encode()) for s, c in zip(scores, record["choices"], strict=True)]))
         record["label"] = by_chars[-1]
     assert by_raw != by_chars and by_bytes != by_chars  # otherwise this test could not tell the rules apart
-    write_jsonl(tmp_path / "demo.jsonl", records)
+    write_dataset(tmp_path / "demo.jsonl", records)
     name = build_task("demo", tmp_path / "demo.jsonl", TEMPLATE, None, 0, tmp_path / "task")
 
     metrics = evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 4, 0, "cpu")

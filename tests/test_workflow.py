@@ -40,6 +40,18 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
     assert int(counts["prepare_model"]) == n_models
 
 
+def test_dry_run_plans_task_derived_calibration(tmp_path, params):
+    params["grids"]["mini"]["calibration"].update(sources=["gensim_wiki", "strategyqa_train"],
+                                                  formats=["raw", "icl", "cot"])
+    run = snakemake(workdir_with(tmp_path, params), "--dry-run", "all")
+    assert run.returncode == 0, run.stderr + run.stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
+    assert counts["prepare_train_pool"] == "1"  # strategyqa's held-out pool
+    assert counts["calibration_text"] == "2"
+    assert counts["sample_calibration"] == counts["calibration_similarity"] == "3"  # raw, icl and cot samples
+    assert "data/calibration/smollm2-135m/strategyqa_train-cot-n32-l256-s0.safetensors" in run.stdout
+
+
 def test_bad_params_stop_before_any_job_and_write_nothing(tmp_path, params):
     params["grids"]["mini"]["patterns"] = [{"structure": "2:4", "sparsity": 0.7}]
     workdir = workdir_with(tmp_path, params)

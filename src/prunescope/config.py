@@ -16,9 +16,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from prunescope.data.records import template_fields
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 NO_CALIBRATION = "none"  # the calibration key of methods that use no data (magnitude)
 CALIBRATED = {"wanda", "sparsegpt", "ria"}
+TEXT_SOURCES = {"gensim", "hub"}  # documents, sampled as raw windows
+QA_FORMATS = ("zero", "single", "icl", "cot")  # question-answer sources (hub_qa, task), packed to seqlen
 
 _CALIB_KEY = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<format>[a-z]+)-n(?P<nsamples>\d+)"
                         r"-l(?P<seqlen>\d+)-s(?P<seed>\d+)$")
@@ -71,6 +75,7 @@ def _check_references(params: dict) -> None:
         _check_names(f"{prefix}.models", grid["models"], params["models"])
         _check_names(f"{prefix}.datasets", grid["datasets"], params["datasets"])
         _check_names(f"{prefix}.calibration.sources", grid["calibration"]["sources"], params["calibration_sources"])
+        calibration_pairs(grid["calibration"], params["calibration_sources"], prefix=f"{prefix}.calibration")
         for i, pattern in enumerate(grid["patterns"]):
             if pattern["structure"] != "unstructured":
                 n, m = (int(x) for x in pattern["structure"].split(":"))
@@ -89,6 +94,33 @@ def _check_references(params: dict) -> None:
     for name, dataset in params["datasets"].items():
         if "archive" in dataset["source"]:
             _check_names(f"datasets.{name}.source.archive", [dataset["source"]["archive"]], params["archives"])
+        _check_train(name, dataset)
+        _check_template(f"datasets.{name}.template", dataset["template"])
+    for name, source in params["calibration_sources"].items():
+        if source["kind"] == "hub_qa":
+            _check_template(f"calibration_sources.{name}.template", source["template"], ("input",))
+        if source["kind"] == "task":
+            _check_names(f"calibration_sources.{name}.dataset", [source["dataset"]], params["datasets"])
+            if params["datasets"][source["dataset"]]["train"] is None:
+                raise ParamsError(f"params.yaml: calibration_sources.{name}.dataset = {source['dataset']!r} is not "
+                                  f"allowed: datasets.{source['dataset']}.train is null, so it has no calibration pool")
+
+
+def _check_template(key: str, template: str, *allowed: tuple[str, ...]) -> None:
+    try:
+        template_fields(key, template, *allowed)
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: {err}") from err
+
+
+def _check_train(name: str, dataset: dict) -> None:
+    """A hub dataset's pool is another split; an archive stand-in's is a holdout; a local file has none."""
+    train, kind = dataset["train"], dataset["source"]["kind"]
+    expected = {"hub": "split", "vader": "holdout", "bigbench": "holdout"}.get(kind)
+    if train is not None and expected not in train:
+        allowed = f"null or {{{expected}: ...}}" if expected else "null (a local file has no second split)"
+        raise ParamsError(f"params.yaml: datasets.{name}.train = {_short(train)} is not allowed for a {kind} "
+                          f"source: {allowed}")
 
 
 def _check_names(key: str, names: list[str], registry: dict) -> None:
@@ -155,11 +187,39 @@ class Variant:
         return f"{self.model}/{self.method}/{self.pattern}/{self.calib}"
 
 
-def grid_variants(grid: dict) -> list[Variant]:
+def source_formats(source: dict) -> tuple[str, ...]:
+    """The calibration formats a source supports: raw windows of text, or the question-answer formats."""
+    if source["kind"] in TEXT_SOURCES:
+        return ("raw",)
+    has_rationale = source["rationale"] if source["kind"] == "task" else source["rationale_separator"] is not None
+    return QA_FORMATS if has_rationale else QA_FORMATS[:-1]
+
+
+def calibration_pairs(calibration: dict, sources: dict, prefix: str = "calibration") -> list[tuple[str, str]]:
+    """(source, format) for every listed format that applies to a listed source ("cot where it applies").
+
+    A source that none of the formats applies to, or a format no source supports, is a config error rather
+    than a silently empty part of the grid.
+    """
+    pairs = [(src, fmt) for src in calibration["sources"] for fmt in calibration["formats"]
+             if fmt in source_formats(sources[src])]
+    for src in calibration["sources"]:
+        if not any(s == src for s, _ in pairs):
+            raise ParamsError(f"params.yaml: {prefix}.formats = {calibration['formats']} is not allowed for source "
+                              f"{src!r}: it supports {', '.join(source_formats(sources[src]))}")
+    for fmt in calibration["formats"]:
+        if not any(f == fmt for _, f in pairs):
+            raise ParamsError(f"params.yaml: {prefix}.formats lists {fmt!r}, which none of the sources "
+                              f"{calibration['sources']} supports (raw: text sources; zero, single, icl: "
+                              "question-answer sources; cot: those with rationales)")
+    return pairs
+
+
+def grid_variants(grid: dict, sources: dict) -> list[Variant]:
     """Every pruned variant of a grid, in a stable order; methods without calibration get one key, 'none'."""
     cal = grid["calibration"]
-    calib_keys = [calibration_key(src, cal["format"], cal["nsamples"], cal["seqlen"], seed)
-                  for src, seed in itertools.product(cal["sources"], cal["seeds"])]
+    calib_keys = [calibration_key(src, fmt, cal["nsamples"], cal["seqlen"], seed)
+                  for (src, fmt), seed in itertools.product(calibration_pairs(cal, sources), cal["seeds"])]
     variants = []
     for model, method, pattern in itertools.product(grid["models"], grid["methods"], grid["patterns"]):
         keys = calib_keys if method in CALIBRATED else [NO_CALIBRATION]

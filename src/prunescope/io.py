@@ -70,3 +70,15 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class ChecksumError(ValueError):
+    """A file that does not match the sha256 its manifest recorded: swapped, edited or truncated."""
+
+
+def verify_sha256(path: str | os.PathLike, expected: str, rebuild: str) -> None:
+    """Raise ChecksumError naming the file and how to rebuild it unless its sha256 is `expected`."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumError(f"{path} does not match its manifest (sha256 expected {expected}, got {actual}): it was "
+                            f"swapped, edited or truncated; delete it and rerun the workflow: {rebuild}")

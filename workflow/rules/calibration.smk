@@ -15,3 +15,23 @@ rule sample_calibration:
         "logs/sample_calibration/{model}/{calib}.log",
     script:
         "../scripts/sample_calibration.py"
+
+
+rule calibration_similarity:
+    """How close one calibration sample is to each evaluated dataset: sentence-embedding cosine and vocabulary
+    overlap, for the calibration analysis."""
+    input:
+        calibration="data/calibration/{model}/{calib}.safetensors",
+        model="data/models/{model}",
+        tasks=TASK_DIRS,
+    output:
+        "results/similarity/{model}/{calib}.json",
+    params:
+        datasets=GRID["datasets"],
+        templates={dataset: config["datasets"][dataset]["template"] for dataset in GRID["datasets"]},
+        similarity=config["similarity"],
+    log:
+        "logs/calibration_similarity/{model}/{calib}.log",
+    threads: config["runtime"]["cpu_threads"]
+    script:
+        "../scripts/calibration_similarity.py"

@@ -15,7 +15,7 @@ except ParamsError as err:
     sys.exit(str(err))
 
 GRID = config["grids"][config["grid"]]
-VARIANTS = grid_variants(GRID)
+VARIANTS = grid_variants(GRID, config["calibration_sources"])
 
 
 wildcard_constraints:
@@ -43,3 +43,6 @@ PRUNED_DIRS = [f"results/pruned/{v.path}" for v in VARIANTS]
 DENSE_EVAL_FILES = expand("results/eval/{model}/dense/{dataset}.json", model=GRID["models"], dataset=GRID["datasets"])
 PRUNED_EVAL_FILES = [f"results/eval/{v.path}/{dataset}.json" for v in VARIANTS for dataset in GRID["datasets"]]
 EVAL_FILES = DENSE_EVAL_FILES + PRUNED_EVAL_FILES
+TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
+SIMILARITY_FILES = [path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
+                    for path in CALIBRATION_FILES]

@@ -10,27 +10,52 @@ def dataset_source_input(wc):
     return []
 
 
+def pool_dataset(wc):
+    """The registry dataset whose calibration pool a task-derived source uses (None for other sources)."""
+    return config["calibration_sources"][wc.source].get("dataset")
+
+
 rule prepare_dataset:
     """One dataset of the registry -> data/datasets/{dataset}.jsonl ({id, input, choices, label, ...})."""
     input:
         dataset_source_input,
     output:
-        "data/datasets/{dataset}.jsonl",
+        records="data/datasets/{dataset}.jsonl",
+        manifest="data/datasets/{dataset}.json",
     params:
         spec=lambda wc: config["datasets"][wc.dataset],
         seed=config["evaluation"]["subsample_seed"],
+        part="evaluation",
     log:
         "logs/prepare_dataset/{dataset}.log",
     script:
         "../scripts/prepare_dataset.py"
 
 
+use rule prepare_dataset as prepare_train_pool with:
+    output:
+        records=temp("data/train/{dataset}.jsonl"),
+        manifest=temp("data/train/{dataset}.json"),
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        seed=config["evaluation"]["subsample_seed"],
+        part="train",
+    log:
+        "logs/prepare_train_pool/{dataset}.log",
+
+
 rule calibration_text:
-    """Documents of one calibration source (gensim's bundled corpora offline, hub text datasets online)."""
+    """Documents or question-answer pairs of one calibration source (offline: gensim's corpora and the stand-ins'
+    held-out pools; online: hub text datasets, GSM8K and the registry's train splits)."""
+    input:
+        lambda wc: expand("data/train/{dataset}.{ext}", dataset=pool_dataset(wc), ext=["jsonl", "json"])
+        if pool_dataset(wc)
+        else [],
     output:
         temp("data/text/{source}.jsonl"),
     params:
         spec=lambda wc: config["calibration_sources"][wc.source],
+        template=lambda wc: config["datasets"][pool_dataset(wc)]["template"] if pool_dataset(wc) else None,
     log:
         "logs/calibration_text/{source}.log",
     script:

@@ -2,13 +2,11 @@
 # One job scores one model variant on every dataset of the grid: the model is loaded (and its pruning
 # artifact applied) once, which dominates the cost at every scale.
 
-TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
-
-
 rule build_task:
     """The lm-eval task config and the fixed evaluation subsample of one dataset (shared by every model)."""
     input:
-        "data/datasets/{dataset}.jsonl",
+        records="data/datasets/{dataset}.jsonl",
+        manifest="data/datasets/{dataset}.json",
     output:
         directory("results/tasks/{dataset}"),
     params:

@@ -14,13 +14,20 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from prunescope.io import atomic_path, read_json, sha256_file, write_json
+from prunescope.io import atomic_path, read_json, sha256_file, verify_sha256, write_json
 
 logger = logging.getLogger(__name__)
 
 DRAWS_PER_SAMPLE = 100  # give up after this many document draws per requested sample (plus a fixed allowance)
 EXTRA_DRAWS = 1000
 TENSOR_KEY = "input_ids"
+FEWSHOT_SEPARATOR = "\n\n"
+PAIR_FORMATS = {  # the text of one pair in each format
+    "zero": "{question}",
+    "single": "{question} {answer}",
+    "icl": "{question} {answer}",
+    "cot": "{question} {rationale} So the answer is {answer}.",
+}
 
 
 class CalibrationError(ValueError):
@@ -55,6 +62,57 @@ def sample_calibration(documents: list[str], tokenizer, nsamples: int, seqlen: i
     logger.info("calibration %s: %d x %d tokens from %d draws over %d distinct documents (seed %d)",
                 source, nsamples, seqlen, draws, len(tokenised), seed)
     return torch.tensor(windows, dtype=torch.long)
+
+
+def pack_calibration(pairs: list[dict], fmt: str, tokenizer, nsamples: int, seqlen: int, seed: int, *,
+                     source: str = "calibration pairs") -> torch.LongTensor:
+    """(nsamples, seqlen) token ids from question-answer pairs in a task format, for the companion paper's study.
+
+    zero: the question alone; single: question and answer; icl: question-answer pairs forming one few-shot
+    prompt; cot: as icl, with the rationale before the answer. Pairs are taken in a seeded random order, each
+    at most once, and concatenated until a sample holds seqlen tokens (its last pair is cut there): zero and
+    single pairs are separate documents joined by the EOS token; icl and cot pairs are joined by a blank line,
+    the separator of a few-shot prompt. Raises CalibrationError rather than reuse pairs or return short samples.
+    """
+    if fmt not in PAIR_FORMATS:
+        raise CalibrationError(f"unknown calibration format {fmt!r} for {source}: one of {', '.join(PAIR_FORMATS)}")
+    if fmt == "cot":
+        missing = [row for row, pair in enumerate(pairs, start=1) if not pair.get("rationale")]
+        if missing:
+            raise CalibrationError(f"calibration source {source} has no rationale in {len(missing)} of {len(pairs)} "
+                                   f"pairs (rows {missing[:5]}, 1-based): the cot format needs one in every pair")
+    separator = _separator_ids(tokenizer, fmt, source)
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    windows, current, total = [], [], 0
+    for index in order:
+        if current:
+            current += separator
+        ids = tokenizer(PAIR_FORMATS[fmt].format(**pairs[index]), add_special_tokens=False)["input_ids"]
+        current += ids
+        total += len(ids)
+        if len(current) >= seqlen:
+            windows.append(current[:seqlen])
+            current = []
+            if len(windows) == nsamples:
+                break
+    else:
+        raise CalibrationError(
+            f"calibration source {source} cannot supply {nsamples} samples of {seqlen} tokens in format {fmt}: its "
+            f"{len(pairs)} pairs hold {total} tokens, enough for {len(windows)}. Use fewer samples, a shorter seqlen, "
+            "or a larger pool (datasets.<name>.train in params.yaml)")
+    logger.info("calibration %s (%s): %d x %d tokens from %d of %d pairs (seed %d)", source, fmt, nsamples, seqlen,
+                order.index(index) + 1, len(pairs), seed)
+    return torch.tensor(windows, dtype=torch.long)
+
+
+def _separator_ids(tokenizer, fmt: str, source: str) -> list[int]:
+    if fmt in ("icl", "cot"):
+        return tokenizer(FEWSHOT_SEPARATOR, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is None:
+        raise CalibrationError(f"calibration format {fmt} of {source} separates documents by the EOS token, and this "
+                               "tokenizer has none: use the icl format")
+    return [tokenizer.eos_token_id]
 
 
 def _token_ids(tokenizer, text: str) -> list[int]:
@@ -95,10 +153,7 @@ def load_calibration(path: str | os.PathLike) -> torch.LongTensor:
     except (OSError, ValueError) as err:
         raise CalibrationError(f"calibration file {path} has no readable manifest {manifest_path(path)} ({err}): "
                                f"{rebuild}") from err
-    actual = sha256_file(path)
-    if actual != manifest["sha256"]:
-        raise CalibrationError(f"calibration file {path} does not match its manifest (sha256 expected "
-                               f"{manifest['sha256']}, got {actual}): it was swapped or truncated; {rebuild}")
+    verify_sha256(path, manifest["sha256"], "the sample_calibration rule rebuilds it")
     input_ids = load_file(path)[TENSOR_KEY]
     if tuple(input_ids.shape) != (manifest["n"], manifest["seqlen"]):
         raise CalibrationError(f"calibration file {path} holds {tuple(input_ids.shape)} ids, its manifest says "

@@ -1,7 +1,9 @@
-"""Calibration text sources as JSONL documents {"text": ...}, one document per line.
+"""Calibration sources as JSONL: documents {"text"} for text sources, or question-answer pairs
+{"question", "answer", "rationale"?} for the task formats (zero, single, icl, cot).
 
 Offline, the text comes from the corpora in gensim's wheel (a shortened English Wikipedia dump, the Lee news
-corpus); with hub access, from a hub text dataset such as C4 or WikiText-2.
+corpus) and the pairs from the stand-in datasets' held-out pools; with hub access, from hub text datasets (C4,
+WikiText-2, the Pile, RedPajama), GSM8K, and the train splits of the registry's datasets.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import re
 
 from prunescope.data.hub import load_hub_split
+from prunescope.data.prepare import read_dataset
+from prunescope.data.records import render_template
 from prunescope.io import write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -24,6 +28,7 @@ ARTICLE_NAMESPACE = "0"
 _EMPHASIS = re.compile(r"'{2,}")  # ''italic'' and '''bold''' markup that filter_wiki leaves in
 _HEADING = re.compile(r"^=+\s*(.*?)\s*=+$")
 _SPACES = re.compile(r"\s+")
+JOIN_SEPARATOR = "\n\n"  # line-split corpora (WikiText) become one document, as in the SparseGPT reference
 
 
 class CalibrationTextError(ValueError):
@@ -72,13 +77,59 @@ def _lines(path: str) -> list[str]:
 
 
 def download_hub_text(hub_id: str, config: str | None, data_files: str | None, split: str, text_field: str,
-                      out_path: str | os.PathLike) -> int:
+                      join: bool, out_path: str | os.PathLike) -> int:
     """Write the non-empty `text_field` values of a hub split as documents; fails fast without the hub."""
     rows = load_hub_split(hub_id, config, split, data_files)
-    if text_field not in rows.column_names:
-        raise CalibrationTextError(f"{hub_id} has no column {text_field!r} (columns: {', '.join(rows.column_names)})")
+    _check_columns(rows, hub_id, [text_field])
     documents = [text for text in rows[text_field] if text and text.strip()]
+    if join and documents:
+        documents = [JOIN_SEPARATOR.join(text.strip() for text in documents)]
     return _write_documents(documents, hub_id, out_path)
+
+
+def download_hub_pairs(hub_id: str, config: str | None, split: str, question_field: str, answer_field: str,
+                       rationale_separator: str | None, template: str, out_path: str | os.PathLike) -> int:
+    """Question-answer pairs of a hub split (GSM8K: the answer holds the rationale, then '####', then the result)."""
+    rows = load_hub_split(hub_id, config, split)
+    _check_columns(rows, hub_id, [question_field, answer_field])
+    pairs = []
+    for index, (question, answer) in enumerate(zip(rows[question_field], rows[answer_field], strict=True)):
+        pair = {"question": render_template(template, {"input": question.strip()}), "answer": answer.strip()}
+        if rationale_separator is not None:
+            rationale, separator, result = answer.rpartition(rationale_separator)
+            if not separator:
+                raise CalibrationTextError(f"{hub_id} row {index}: its {answer_field!r} has no rationale separator "
+                                           f"{rationale_separator!r}: check rationale_separator in params.yaml")
+            pair.update(answer=result.strip(), rationale=rationale.strip())
+        pairs.append(pair)
+    return _write_pairs(pairs, hub_id, out_path)
+
+
+def task_pairs(records_path: str | os.PathLike, template: str, dataset: str, out_path: str | os.PathLike) -> int:
+    """A dataset's calibration pool as pairs: its evaluation prompt, the correct choice, and its rationale if any."""
+    pairs = []
+    for record in read_dataset(records_path):
+        pair = {"question": render_template(template, record), "answer": record["choices"][record["label"]]}
+        if record.get("rationale"):
+            pair["rationale"] = record["rationale"]
+        pairs.append(pair)
+    return _write_pairs(pairs, f"dataset {dataset} (train pool)", out_path)
+
+
+def _check_columns(rows, hub_id: str, columns: list[str]) -> None:
+    missing = [column for column in columns if column not in rows.column_names]
+    if missing:
+        raise CalibrationTextError(f"{hub_id} has no column(s) {missing} (columns: {', '.join(rows.column_names)}): "
+                                   "fix the field names of this calibration source in params.yaml")
+
+
+def _write_pairs(pairs: list[dict], source: str, out_path: str | os.PathLike) -> int:
+    if not pairs:
+        raise CalibrationTextError(f"calibration source {source} yielded no question-answer pairs")
+    write_jsonl(out_path, pairs)
+    logger.info("calibration source %s: %d question-answer pairs (%d with a rationale) -> %s", source, len(pairs),
+                sum("rationale" in pair for pair in pairs), out_path)
+    return len(pairs)
 
 
 def _write_documents(documents: list[str], source: str, out_path: str | os.PathLike) -> int:

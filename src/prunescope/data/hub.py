@@ -153,6 +153,8 @@ def _normalise_row(row: dict, fields: dict, choices: list[str] | None) -> dict:
     record = {field: _text(_resolve(row, fields[field])) for field in TEXT_FIELDS if field in fields}
     if "input" not in record:
         record["input"] = "\n".join(record[f] for f in ("premise", "hypothesis") if record.get(f))
+    if "rationale" in fields:
+        record["rationale"] = _text(_resolve(row, fields["rationale"]))
     if choices is None:
         values = _resolve(row, fields["choices"])
         if not isinstance(values, list):

@@ -1,17 +1,20 @@
 """The normalised record every evaluation dataset is turned into, and its checks.
 
 One schema for all 4 categories means the evaluation code never needs to know where a dataset came from:
-{"id": str, "input": str, "choices": [str, ...], "label": int} plus "premise"/"hypothesis" for pair tasks.
+{"id": str, "input": str, "choices": [str, ...], "label": int} plus "premise"/"hypothesis" for pair tasks and
+"rationale" (the explanation behind the label) where the source has one, for chain-of-thought calibration.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 
 logger = logging.getLogger(__name__)
 
-TEXT_FIELDS = ("input", "premise", "hypothesis")
+TEXT_FIELDS = ("input", "premise", "hypothesis")  # the fields a prompt template may use
+PLACEHOLDER = re.compile(r"\{(\w+)\}")  # a text field's name in single braces; any other brace is literal text
 SHOWN_ROWS = 5
 
 
@@ -45,7 +48,7 @@ def _record_problems(record: dict) -> list[str]:
         problems.append("id: missing or not a non-empty string")
     if not isinstance(record.get("input"), str) or not record["input"].strip():
         problems.append("input: missing or empty text")
-    for field in ("premise", "hypothesis"):
+    for field in ("premise", "hypothesis", "rationale"):
         if field in record and not isinstance(record[field], str):
             problems.append(f"{field}: not a string")
     choices = record.get("choices")
@@ -66,6 +69,21 @@ def _describe(problem: str, rows: list[int]) -> str:
     return f"{problem} (rows {shown}{more}; 1-based)"
 
 
+def template_fields(key: str, template: str, allowed: tuple[str, ...] = TEXT_FIELDS) -> list[str]:
+    """The record fields a template uses; an unknown placeholder is a config error, caught before any job runs."""
+    names = PLACEHOLDER.findall(template)
+    unknown = sorted({name for name in names if name not in allowed})
+    if unknown:
+        raise ValueError(f"{key} uses unknown placeholder(s) {', '.join('{' + name + '}' for name in unknown)}; "
+                         f"allowed: {', '.join('{' + name + '}' for name in allowed)}")
+    return sorted(set(names))
+
+
+def render_template(template: str, record: dict) -> str:
+    """The prompt lm-eval shows for a record: each placeholder filled from the record, all other text verbatim."""
+    return PLACEHOLDER.sub(lambda match: record[match.group(1)], template)
+
+
 def subsample_records(records: list[dict], size: int | None, seed: int) -> list[dict]:
     """A fixed seeded subsample kept in file order, so every model and pruned variant sees the same examples."""
     if size is None or size >= len(records):
@@ -73,3 +91,17 @@ def subsample_records(records: list[dict], size: int | None, seed: int) -> list[
     indices = sorted(random.Random(seed).sample(range(len(records)), size))
     logger.info("subsampled %d of %d records (seed %d)", size, len(records), seed)
     return [records[i] for i in indices]
+
+
+def split_holdout(records: list[dict], size: int, seed: int, name: str) -> tuple[list[dict], list[dict]]:
+    """(evaluation part, held-out part): a seeded set of `size` records kept out of evaluation, both in file order.
+
+    Stand-ins have one labelled split, so a task-derived calibration pool must be carved out of it; evaluation
+    and calibration then never share an example.
+    """
+    if size >= len(records):
+        raise DatasetError(f"dataset {name}: train.holdout = {size} leaves no records to evaluate (it has "
+                           f"{len(records)}); set datasets.{name}.train.holdout below {len(records)}")
+    held = set(random.Random(seed).sample(range(len(records)), size))
+    kept = [record for i, record in enumerate(records) if i not in held]
+    return kept, [record for i, record in enumerate(records) if i in held]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO
 
 from prunescope.data.records import DatasetError, validate_records
-from prunescope.io import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ POSITIVE_AT = 1.0  # mean human rating in [-4, 4]: >= 1 positive, <= -1 negative
 NEGATIVE_AT = -1.0
 
 
-def extract_vader(archive_path: str | os.PathLike, subset: str, choices: list[str], out_path: str | os.PathLike) -> int:
+def read_vader(archive_path: str | os.PathLike, subset: str, choices: list[str]) -> list[dict]:
     """Binarised sentiment records from one vaderSentiment ground-truth file (`id<TAB>mean rating<TAB>text`)."""
     if len(choices) != 2:
         raise DatasetError(f"vader {subset}: needs exactly 2 label words [negative, positive], got {choices}")
@@ -37,8 +36,7 @@ def extract_vader(archive_path: str | os.PathLike, subset: str, choices: list[st
                                    f"{archive_path}:{VADER_INNER_ARCHIVE}", member).read().decode("utf-8")
     records = _vader_records(lines.splitlines(), subset, choices)
     validate_records(records, f"vader {subset}")
-    write_jsonl(out_path, records)
-    return len(records)
+    return records
 
 
 def _vader_records(lines: list[str], subset: str, choices: list[str]) -> list[dict]:
@@ -59,7 +57,7 @@ def _vader_records(lines: list[str], subset: str, choices: list[str]) -> list[di
     return records
 
 
-def extract_bigbench(archive_path: str | os.PathLike, task: str, out_path: str | os.PathLike) -> int:
+def read_bigbench(archive_path: str | os.PathLike, task: str) -> list[dict]:
     """Multiple-choice records from bigbench/benchmark_tasks/<task>/task.json inside the bigbench sdist."""
     wanted = ("bigbench", "benchmark_tasks", task, "task.json")
     with tarfile.open(archive_path, "r|gz") as archive:
@@ -68,8 +66,7 @@ def extract_bigbench(archive_path: str | os.PathLike, task: str, out_path: str |
         examples = json.load(task_file)["examples"]
     records = _bigbench_records(examples, task)
     validate_records(records, f"bigbench {task}")
-    write_jsonl(out_path, records)
-    return len(records)
+    return records
 
 
 def _bigbench_records(examples: list[dict], task: str) -> list[dict]:
@@ -88,13 +85,24 @@ def _bigbench_records(examples: list[dict], task: str) -> list[dict]:
         if len(choices) < 2 or values.count(best) != 1:
             ambiguous += 1
             continue
-        records.append({"id": str(index), "input": example["input"].strip(), "choices": choices,
-                        "label": values.index(best)})
+        label = values.index(best)
+        record = {"id": str(index), "input": example["input"].strip(), "choices": choices, "label": label}
+        rationale = _rationale(example.get("target"), choices[label])
+        if rationale:
+            record["rationale"] = rationale
+        records.append(record)
     if free_form or ambiguous:
         logger.warning("bigbench %s: skipped %d free-form examples (no target_scores) and %d without exactly one "
                        "correct choice", task, free_form, ambiguous)
     logger.info("bigbench %s: %d records from %d examples", task, len(records), len(examples))
     return records
+
+
+def _rationale(target: object, answer: str) -> str | None:
+    """The explanation in a free-text target that restates the answer first ("Yes. Because ..."), else None."""
+    if not isinstance(target, str) or not target.startswith(answer):
+        return None
+    return target[len(answer):].lstrip(" .:,").strip() or None
 
 
 def _stream_member(archive: tarfile.TarFile, matches: Callable[[str], bool], where: object, what: str) -> IO[bytes]:

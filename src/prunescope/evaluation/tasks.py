@@ -15,39 +15,24 @@ from pathlib import Path
 
 import yaml
 
-from prunescope.data.records import subsample_records, validate_records
-from prunescope.io import atomic_path, read_jsonl, write_jsonl
+from prunescope.data.prepare import read_dataset
+from prunescope.data.records import PLACEHOLDER, subsample_records, template_fields, validate_records
+from prunescope.io import atomic_path, write_jsonl
 
 logger = logging.getLogger(__name__)
 
-PLACEHOLDERS = ("input", "premise", "hypothesis")
 DATA_FILE = "data.jsonl"
-# A placeholder is a name in single braces; any other brace is literal text.
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def task_name(dataset: str) -> str:
     return f"prunescope_{dataset}"
 
 
-def template_fields(dataset: str, template: str) -> list[str]:
-    """The record fields a template uses; an unknown placeholder is a config error, caught before any job runs."""
-    names = _PLACEHOLDER.findall(template)
-    unknown = sorted({name for name in names if name not in PLACEHOLDERS})
-    if unknown:
-        raise ValueError(
-            f"datasets.{dataset}.template uses unknown placeholder(s) "
-            f"{', '.join('{' + name + '}' for name in unknown)}; "
-            f"allowed: {', '.join('{' + name + '}' for name in PLACEHOLDERS)}"
-        )
-    return sorted(set(names))
-
-
 def to_jinja(template: str) -> str:
     """The template as Jinja: placeholders become variables, all other text renders verbatim."""
     parts = []
     position = 0
-    for match in _PLACEHOLDER.finditer(template):
+    for match in PLACEHOLDER.finditer(template):
         parts.append(_escape_literal(template[position:match.start()]))
         parts.append("{{" + match.group(1) + "}}")
         position = match.end()
@@ -93,8 +78,8 @@ def task_config(dataset: str, template: str) -> dict:
 def build_task(dataset: str, records_path: str | os.PathLike, template: str, limit: int | None, seed: int,
                out_dir: str | os.PathLike) -> str:
     """Write the task folder (data.jsonl and <task>.yaml) atomically; return the task name."""
-    fields = template_fields(dataset, template)
-    records = read_jsonl(records_path)
+    fields = template_fields(f"datasets.{dataset}.template", template)
+    records = read_dataset(records_path)
     selected = subsample_records(records, limit, seed)
     check_records(dataset, selected, fields)
     config = task_config(dataset, template)

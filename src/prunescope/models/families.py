@@ -16,9 +16,13 @@ class Family:
     name: str
     blocks_path: str
     pre_block_paths: tuple[str, ...]
+    mlp_out_path: str  # within a block: the Linear whose input is the MLP's intermediate activation (NSA's neurons)
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return self._resolve(model, self.blocks_path)
+
+    def mlp_out(self, block: nn.Module) -> nn.Linear:
+        return self._resolve(block, self.mlp_out_path)
 
     def pre_block_modules(self, model: nn.Module) -> list[nn.Module]:
         """Embeddings and everything else the model runs before block 0 (absent optional ones skipped)."""
@@ -28,8 +32,9 @@ class Family:
         module = model
         for part in path.split("."):
             if not hasattr(module, part):
+                model_type = getattr(getattr(model, "config", None), "model_type", None)
                 raise ValueError(f"a {type(model).__name__} has no {path!r}: is model family {self.name!r} right "
-                                 f"for this model (config.model_type={getattr(model.config, 'model_type', None)!r})?")
+                                 f"for this model (config.model_type={model_type!r})?")
             module = getattr(module, part)
         return module
 
@@ -39,12 +44,13 @@ _ROTARY_DECODER = ("model.embed_tokens", "model.rotary_emb")
 FAMILIES = {
     family.name: family
     for family in (
-        Family("llama", "model.layers", _ROTARY_DECODER),
-        Family("mistral", "model.layers", _ROTARY_DECODER),
-        Family("qwen2", "model.layers", _ROTARY_DECODER),
+        Family("llama", "model.layers", _ROTARY_DECODER, "mlp.down_proj"),
+        Family("mistral", "model.layers", _ROTARY_DECODER, "mlp.down_proj"),
+        Family("qwen2", "model.layers", _ROTARY_DECODER, "mlp.down_proj"),
         Family("opt", "model.decoder.layers",
-               ("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.project_in")),
-        Family("gpt_neox", "gpt_neox.layers", ("gpt_neox.embed_in", "gpt_neox.emb_dropout", "gpt_neox.rotary_emb")),
+               ("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.project_in"), "fc2"),
+        Family("gpt_neox", "gpt_neox.layers", ("gpt_neox.embed_in", "gpt_neox.emb_dropout", "gpt_neox.rotary_emb"),
+               "mlp.dense_4h_to_h"),
     )
 }
 

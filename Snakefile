@@ -13,6 +13,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/calibration.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/nsa.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -21,6 +22,7 @@ rule all:
     input:
         REPORT_OUTPUTS,
         SIMILARITY_FILES,
+        NSA_REPORT_OUTPUTS,
     default_target: True
 
 
@@ -44,3 +46,11 @@ rule evaluate_all:
     input:
         EVAL_FILES,
         SIMILARITY_FILES,
+
+
+rule nsa_all:
+    """Neuron Semantic Attribution on the grid's NSA datasets, dense and every pruned variant, NSA-guided pruning,
+    and their tables and figures (DVC stage `nsa`)."""
+    input:
+        NSA_FILES,
+        NSA_REPORT_OUTPUTS,

@@ -70,6 +70,13 @@ BAD = [
     (("datasets", "sst2", "template"), "Review: {text}", "datasets.sst2.template uses unknown placeholder(s) {text}",
      "{input}, {premise}, {hypothesis}"),
     (("calibration_sources", "gsm8k", "template"), "Q: {premise}", "calibration_sources.gsm8k.template", "{input}"),
+    (("grids", "mini", "nsa_datasets"), ["sst2"], "grids.mini.nsa_datasets = 'sst2'", "movie_reviews"),
+    (("nsa", "lr"), 0, "nsa.lr = 0", "> 0"),
+    (("nsa", "drop_threshold"), 1.5, "nsa.drop_threshold = 1.5", "< 1"),
+    (("grids", "mini", "nsa_guided", "categories"), ["nli"], "grids.mini.nsa_guided.categories lists 'nli'",
+     "no dataset of grids.mini.nsa_datasets"),
+    (("grids", "mini", "nsa_guided", "methods"), ["sparsegpt"], "grids.mini.nsa_guided.methods = 'sparsegpt'",
+     "wanda"),
 ]
 
 
@@ -86,6 +93,9 @@ def test_bad_values_are_rejected_with_one_line(path, value, where, allowed):
 def test_wanda_variant_with_n_m_is_rejected_before_any_job():
     params = copy.deepcopy(PARAMS)
     params["pruning"]["wanda"]["per_row_alpha"] = True
+    with pytest.raises(ParamsError, match=r"per_row_alpha = True is not allowed with grids\.mini\.nsa_guided"):
+        validate_params(params)  # protecting neurons needs per-row counts, which the alpha variant does not keep
+    params["grids"]["mini"]["nsa_guided"]["methods"] = []
     validate_params(params)  # the mini grid is unstructured only
     params["grids"]["mini"]["patterns"].append({"structure": "2:4", "sparsity": 0.5})
     with pytest.raises(ParamsError, match=r"pruning\.wanda\.per_row_alpha = True .* grids\.mini prunes wanda with 2:4"):

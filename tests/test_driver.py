@@ -9,7 +9,7 @@ import torch
 from conftest import make_tiny_model
 from prunescope.models import FAMILIES, get_family
 from prunescope.pruning import prune_model, pruned_layer_names
-from prunescope.pruning.driver import _capture_block_inputs, _hidden_states
+from prunescope.pruning.driver import _capture_block_inputs, _hidden_states, protected_weights
 
 VOCAB = 300
 CPU = torch.device("cpu")
@@ -103,9 +103,58 @@ def test_magnitude_without_calibration():
     ({"method_options": {"alpha": 1.0}}, r"no option\(s\) \['alpha'\]"),
     ({"calibration": None}, "needs calibration"),
     ({"structure": "2:4", "sparsity": 0.6}, "sparsity is 0.6"),
+    ({"structure": "2:4", "protected_neurons": {0: [1]}}, "unstructured sparsity only, not 2:4"),
+    ({"method_options": {"per_row_alpha": True}, "protected_neurons": {0: [1]}}, "per_row_alpha does not support"),
+    ({"method_options": {"protected": None}}, r"no option\(s\) \['protected'\]"),
+    ({"protected_neurons": {2: [1]}}, "the model has 2 blocks"),
+    ({"protected_neurons": {0: [128]}}, r"protected neurons must be in \[0, 128\)"),
 ])
 def test_clear_errors(kwargs, message):
     arguments = {"family": "llama", "method": "wanda", "sparsity": 0.5, "structure": "unstructured",
                  "calibration": calibration(), "batch_size": 2, "device": CPU, "method_options": {}}
     with pytest.raises(ValueError, match=message):
         prune_model(make_tiny_model("llama", VOCAB), **{**arguments, **kwargs})
+
+
+PROTECTED_NEURONS = {0: [3, 7, 100], 1: list(range(40))}  # block 1 covers SparseGPT's whole first 32-column block
+
+
+@pytest.mark.parametrize("family,linears", [
+    ("llama", {"mlp.gate_proj": "rows", "mlp.up_proj": "rows", "mlp.down_proj": "columns"}),
+    ("opt", {"fc1": "rows", "fc2": "columns"}),
+    ("gpt_neox", {"mlp.dense_h_to_4h": "rows", "mlp.dense_4h_to_h": "columns"}),
+])
+def test_protected_weights_are_the_neurons_rows_and_columns(family, linears):
+    block = get_family(family).blocks(make_tiny_model(family, VOCAB))[0]
+    masks = protected_weights(get_family(family), block, [3, 7])
+    assert masks.keys() == linears.keys()
+    for name, kind in linears.items():
+        mask = masks[name] if kind == "rows" else masks[name].T
+        assert mask.any(dim=1).nonzero().flatten().tolist() == [3, 7] and mask[[3, 7]].all(), name
+
+
+@pytest.mark.parametrize("family,method,options", [
+    ("llama", "magnitude", {}),
+    ("llama", "wanda", {}),
+    ("llama", "sparsegpt", {"blocksize": 32}),
+    ("llama", "ria", {}),
+    ("llama", "ria", {"per_row": True}),
+    ("opt", "wanda", {}),
+    ("gpt_neox", "magnitude", {}),
+])
+def test_protected_neurons_kept_at_equal_layer_sparsity(family, method, options):
+    data = None if method == "magnitude" else calibration()
+    plain = prune_model(make_tiny_model(family, VOCAB), family, method, 0.5, "unstructured", data, 3, CPU, options)
+    model = make_tiny_model(family, VOCAB)
+    result = prune_model(model, family, method, 0.5, "unstructured", data, 3, CPU, options, PROTECTED_NEURONS)
+    adapter = get_family(family)
+    expected = {f"{adapter.blocks_path}.{index}.{name}": mask for index, block in enumerate(adapter.blocks(model))
+                for name, mask in protected_weights(adapter, block, PROTECTED_NEURONS[index]).items()}
+    assert len(expected) == 2 * len(protected_weights(adapter, adapter.blocks(model)[0], [0]))
+    for layer, plain_layer in zip(result.layers, plain.layers, strict=True):
+        name = layer["name"]
+        mask, protected = result.masks[name], expected.get(name, torch.zeros_like(result.masks[name]))
+        assert (~mask).sum() == (~plain.masks[name]).sum() and layer["sparsity"] == plain_layer["sparsity"], name
+        assert mask[protected].all() and (model.get_submodule(name).weight[~mask] == 0).all(), name
+        assert layer["protected"] == protected.sum() and plain_layer.keys() == layer.keys() - {"protected"}
+    assert all(not torch.equal(result.masks[name], plain.masks[name]) for name in expected)

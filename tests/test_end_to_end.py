@@ -28,6 +28,8 @@ def finished_run(tmp_path_factory):
     mini["patterns"] = [{"structure": "unstructured", "sparsity": 0.5}, {"structure": "2:4", "sparsity": 0.5}]
     mini["eval_limit"] = 6
     mini["calibration"].update(nsamples=4, seqlen=64)
+    mini["nsa_datasets"] = ["movie_reviews"]
+    params["nsa"].update(min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=10)
     params["pruning"]["calibration_batch_size"] = 2
     params["evaluation"]["batch_size"] = 8
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -96,6 +98,42 @@ def test_task_derived_calibration_is_closer_to_its_task_than_wikipedia(finished_
     assert set(task) == set(wiki) == set(DATASETS)
     assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
     assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
+
+
+def test_nsa_finds_words_and_neurons_and_compares_every_variant(finished_run):
+    nsa = finished_run / "results/nsa/smollm2-135m/movie_reviews"
+    words = json.loads((nsa / "words.json").read_text())["words"]
+    assert words and {w["group"] for w in words.values()} <= {"negative", "positive"}
+    association = json.loads((nsa / "association.json").read_text())
+    assert association["vocabulary"] == sorted(words) and association["top_words"]
+    assert {key.split(":")[0] for key in association["top_words"]} <= {"0", "15", "29"}
+    with open(finished_run / "reports/tables/nsa.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["pattern"]) for r in rows} == {(m, p) for m in METHODS for p in PATTERNS}
+    assert all(int(r["pairs"]) > 0 and 0 <= float(r["fraction_dropped"]) <= 1 for r in rows)
+    compare = json.loads((nsa / "wanda/unstructured-0.5/gensim_wiki-raw-n4-l64-s0.json").read_text())
+    example = compare["example"]
+    assert len(example["tokens"]) == len(example["dense"]) == len(example["pruned"]) and example["key_tokens"]
+    causal = json.loads((nsa / "causal.json").read_text())
+    assert causal["neurons_ablated"] == 10
+    assert causal["acc"] == pytest.approx(causal["acc_matched_ablated"] - causal["matched_change"])
+    metrics = json.loads((finished_run / "reports/nsa.json").read_text())
+    assert metrics["drop_vs_accuracy"]["n"] == len(rows) and "movie_reviews" in metrics["causal"]
+    assert (finished_run / "reports/figures/nsa/heatmap_smollm2-135m_movie_reviews.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nsa_guided_pruning_protects_matched_neurons_at_equal_sparsity(finished_run):
+    calib = "gensim_wiki-raw-n4-l64-s0"
+    guided = finished_run / f"results/guided/pruned/smollm2-135m/sentiment/wanda/unstructured-0.5/{calib}"
+    manifest = json.loads((guided / "manifest.json").read_text())
+    assert manifest["protected"]["category"] == "sentiment"
+    assert set(manifest["protected"]["neurons"]) <= {"0", "15", "29"} and manifest["protected"]["neurons"]
+    assert all(layer["sparsity"] == 0.5 for layer in manifest["layers"])
+    with open(finished_run / "reports/tables/nsa_guided.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["category"] for r in rows} == {"sentiment", "nli", "similarity", "qa"}
+    for row in rows:
+        assert float(row["recovered"]) == pytest.approx(float(row["guided_acc"]) - float(row["plain_acc"]), abs=2e-4)
 
 
 def test_rerun_with_nothing_changed_has_nothing_to_do(finished_run):

@@ -19,7 +19,8 @@ from prunescope.nsa.causal import ablation_accuracies, random_neurons
 from prunescope.nsa.compare import activation_drops, group_drop_fractions, matched_pairs, semantic_retention
 from prunescope.nsa.matching import closed_form_association, fit_association, top_neurons, top_words, zscore
 from prunescope.nsa.neurons import ablated, mlp_activations
-from prunescope.nsa.words import influential_words, token_attributions, tokenize_words
+from prunescope.nsa.run import heatmap_example, protected_neurons
+from prunescope.nsa.words import influential_words, render_with_spans, token_attributions, tokenize_words
 
 PLANTED_WORDS = ["wonderful", "great", "superb"]
 OTHER_WORDS = ["dull", "boring", "plain", "long", "slow", "odd"]
@@ -88,6 +89,14 @@ def test_tokens_are_merged_into_their_words(tiny_tokenizer):
     assert tiny_tokenizer.decode(pieces[-1]) == "!"
 
 
+def test_template_words_are_not_candidates(tiny_tokenizer):
+    text, fields = render_with_spans("Review: {input}\nSentiment:", {"input": "The movie was wonderful"})
+    assert text == "Review: The movie was wonderful\nSentiment:" and fields == [(8, 31)]
+    prompt = tokenize_words(tiny_tokenizer, text, fields)
+    assert prompt.words == ["the", "movie", "was", "wonderful"]
+    assert prompt.token_words[:2] == [-1, -1] and prompt.token_words[-1] == -1  # "Review" and "Sentiment" tokens
+
+
 def test_fitted_association_matches_the_closed_form():
     torch.manual_seed(1)
     z = torch.randn(400, 12)
@@ -143,7 +152,8 @@ def test_influential_words_keep_top_k_pool_by_count_and_group_by_label(word_toke
     push = {"wonderful": 3.0, "great": 2.0, "the": 0.5, "dull": 4.0, "boring": 1.0, "movie": -1.0}
     fake = lambda model, ids, answer: torch.tensor([push.get(WORDS[i], 0.0) for i in ids])  # noqa: E731
     monkeypatch.setattr("prunescope.nsa.words.token_attributions", fake)
-    prompts = ["the movie wonderful great", "the great wonderful", "the dull boring", "movie dull", "the boring"]
+    prompts = [tokenize_words(word_tokenizer, text) for text in
+               ["the movie wonderful great", "the great wonderful", "the dull boring", "movie dull", "the boring"]]
     labels = ["positive", "positive", "negative", "negative", "negative"]
     vocabulary = influential_words(None, word_tokenizer, prompts, labels, labels, top_k=2, min_count=2)
     assert vocabulary == {
@@ -218,3 +228,37 @@ def test_dense_vs_pruned_reports_the_planted_neurons_drop(planted_model, word_to
                      "fraction_dropped": 1.0}}
     # z-scores ignore the scale: the neuron still means the same words
     assert semantic_retention(dense_association, pruned_association)[PLANTED] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_heatmap_example_shows_the_planted_neuron_on_a_planted_word(planted_model, word_tokenizer):
+    vocabulary = PLANTED_WORDS  # (a neuron that happens to fire on one rare other word could outscore it)
+    prompts = [tokenize_words(word_tokenizer, text) for text, _ in examples()]
+    token_words = torch.tensor([vocabulary.index(p.words[i]) if i >= 0 and p.words[i] in vocabulary else -1
+                                for p in prompts for i in p.token_words])
+    dense = mlp_activations(planted_model, LLAMA, [p.input_ids for p in prompts], [LAYER, 1])
+    associations = {layer: fit_association(zscore(acts)[0], token_words, len(vocabulary), 300, 0.05, 0.01)
+                    for layer, acts in dense.items()}
+    pruned = {layer: acts * 0.5 for layer, acts in dense.items()}
+    example = heatmap_example(word_tokenizer, prompts, token_words, vocabulary, associations, dense, pruned)
+    assert (example["layer"], example["neuron"]) == (LAYER, PLANTED) and example["word"] in PLANTED_WORDS
+    text = examples()[example["example"]][0]
+    assert example["tokens"] == text.split() and example["key_tokens"] == [text.split().index(example["word"])]
+    assert example["pruned"] == pytest.approx([v * 0.5 for v in example["dense"]], abs=1e-4)
+    assert max(example["dense"]) == example["dense"][example["key_tokens"][0]]
+
+
+def test_protected_neurons_pool_each_words_matched_neurons(tmp_path):
+    from safetensors.torch import save_file
+
+    from prunescope.io import sha256_file, write_json
+
+    paths = []
+    for name, association in (("a", torch.tensor([[0.0, 2.0, 1.0], [0.5, 0.0, 0.0]])),
+                              ("b", torch.tensor([[0.0, 0.0, 3.0]]))):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"layer4": association}, path)
+        write_json(path.with_suffix(".json"), {"sha256": sha256_file(path)})
+        paths.append(str(path))
+    assert protected_neurons(paths, k=1) == {4: [0, 1, 2]}
+    assert protected_neurons(paths[:1], k=2) == {4: [0, 1, 2]}
+    assert protected_neurons(paths[1:], k=2) == {4: [2]}  # zero associations are never matched

@@ -69,3 +69,42 @@ def test_table_and_figure_files_are_byte_stable(results, tmp_path):
     assert outputs[0] == outputs[1]
     assert "| movies " in outputs[0][1].decode()
     assert outputs[0][2][:4] == b"\x89PNG"
+
+
+def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
+    from prunescope.reporting.nsa import drop_correlation, drop_table, guided_table, nsa_metrics, plot_heatmap
+
+    paths = [write_result(tmp_path, "movies", "sentiment", "dense", 0.8),
+             write_result(tmp_path, "boolq", "qa", "dense", 0.6)]
+    compare = []
+    for i, (method, acc) in enumerate([("magnitude", 0.5), ("wanda", 0.7), ("ria", 0.75)]):
+        paths.append(write_result(tmp_path, "movies", "sentiment", method, acc))
+        paths.append(write_result(tmp_path, "boolq", "qa", method, 0.55))
+        result = {"model": "m", "dataset": "movies", "method": method, "pattern": "unstructured-0.5", "calib": "none",
+                  "pairs": 4, "mean_relative_drop": 0.6 - 0.2 * i, "semantic_retention": 0.5,
+                  "groups": {"negative": {"pairs": 3, "fraction_dropped": 1 / 3},
+                             "positive": {"pairs": 1, "fraction_dropped": 1.0}},
+                  "example": {"tokens": ["a", " great", " film"], "key_tokens": [1], "dense": [0.1, 2.0, 0.0],
+                              "pruned": [0.1, 0.4 + i, 0.0], "layer": 3, "neuron": 9, "word": "great"}}
+        (tmp_path / f"{method}.json").write_text(json.dumps(result))
+        compare.append(str(tmp_path / f"{method}.json"))
+    results = load_results(paths, PARAMS)
+    drops = drop_table(compare, results)
+    assert list(drops["method"]) == ["magnitude", "ria", "wanda"]
+    assert list(drops["acc_drop"]) == pytest.approx([0.3, 0.05, 0.1])
+    assert drops["fraction_dropped"].tolist() == pytest.approx([0.5] * 3)
+    # by hand: drops (0.6, 0.2, 0.4) against accuracy drops (0.3, 0.05, 0.1): r = 0.05 / sqrt(0.08 * 0.035)
+    assert drop_correlation(drops)["pearson"] == pytest.approx(0.9449, abs=1e-4)
+
+    (tmp_path / "g").mkdir()
+    guided_paths = [write_result(tmp_path / "g", "movies", "sentiment", "wanda", 0.8),
+                    write_result(tmp_path / "g", "boolq", "qa", "wanda", 0.5)]
+    guided = load_results(guided_paths, PARAMS).assign(protect="sentiment")
+    table = guided_table(results, guided)
+    assert table[["category", "plain_acc", "guided_acc"]].values.tolist() == [["sentiment", 0.7, 0.8],
+                                                                             ["qa", 0.55, 0.5]]
+    assert table["recovered"].tolist() == pytest.approx([0.1, -0.05])
+    metrics = nsa_metrics(drops, pd.DataFrame(columns=["dataset", "matched_change", "random_change"]), table)
+    assert metrics["guided_sentiment_wanda_unstructured-0.5_none"]["sentiment"]["recovered"] == pytest.approx(0.1)
+    plot_heatmap([json.loads(open(p).read()) for p in compare], tmp_path / "h.png", tmp_path / "h.svg")
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prunescope.config import grid_variants, guided_variants
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
@@ -38,6 +40,13 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
     assert int(counts["build_task"]) == n_datasets
     assert int(counts["prepare_dataset"]) == n_datasets
     assert int(counts["prepare_model"]) == n_models
+    spec, n_nsa = params["grids"][grid], len(params["grids"][grid]["nsa_datasets"])
+    variants, guided = grid_variants(spec, params["calibration_sources"]), guided_variants(spec,
+                                                                                          params["calibration_sources"])
+    assert int(counts["nsa_words"]) == int(counts["nsa_association"]) == int(counts["nsa_causal"]) == n_models * n_nsa
+    assert int(counts["nsa_compare"]) == len(variants) * n_nsa  # every pruned variant against the dense NSA
+    assert int(counts["prune_guided"]) == int(counts["evaluate_guided"]) == len(guided) > 0
+    assert counts["nsa_report"] == "1"
 
 
 def test_dry_run_plans_task_derived_calibration(tmp_path, params):

@@ -74,6 +74,7 @@ def _check_references(params: dict) -> None:
         prefix = f"grids.{grid_name}"
         _check_names(f"{prefix}.models", grid["models"], params["models"])
         _check_names(f"{prefix}.datasets", grid["datasets"], params["datasets"])
+        _check_names(f"{prefix}.nsa_datasets", grid["nsa_datasets"], dict.fromkeys(grid["datasets"]))
         _check_names(f"{prefix}.calibration.sources", grid["calibration"]["sources"], params["calibration_sources"])
         calibration_pairs(grid["calibration"], params["calibration_sources"], prefix=f"{prefix}.calibration")
         for i, pattern in enumerate(grid["patterns"]):
@@ -88,6 +89,7 @@ def _check_references(params: dict) -> None:
                     raise ParamsError(
                         "params.yaml: pruning.wanda.per_row_alpha = True is not allowed: the per-row variant is "
                         f"unstructured only, and {prefix} prunes wanda with {pattern['structure']}")
+        _check_guided(prefix, grid, params, selected=grid_name == params["grid"])
     for name, model in params["models"].items():
         if model["source"] == "bundled":
             _check_names(f"models.{name}.archive", [model["archive"]], params["archives"])
@@ -104,6 +106,25 @@ def _check_references(params: dict) -> None:
             if params["datasets"][source["dataset"]]["train"] is None:
                 raise ParamsError(f"params.yaml: calibration_sources.{name}.dataset = {source['dataset']!r} is not "
                                   f"allowed: datasets.{source['dataset']}.train is null, so it has no calibration pool")
+
+
+def _check_guided(prefix: str, grid: dict, params: dict, selected: bool) -> None:
+    """NSA-guided pruning protects a category's matched neurons: it needs that category's NSA and an
+    unstructured variant of each method to compare with."""
+    guided = grid["nsa_guided"]
+    _check_names(f"{prefix}.nsa_guided.methods", guided["methods"], dict.fromkeys(grid["methods"]))
+    nsa_categories = {params["datasets"][name]["category"] for name in grid["nsa_datasets"]}
+    for category in guided["categories"]:
+        if category not in nsa_categories:
+            raise ParamsError(f"params.yaml: {prefix}.nsa_guided.categories lists {category!r}, but no dataset of "
+                              f"{prefix}.nsa_datasets is in that category: add one or remove the category")
+    if guided["categories"] and not any(p["structure"] == "unstructured" for p in grid["patterns"]):
+        raise ParamsError(f"params.yaml: {prefix}.nsa_guided needs an unstructured pattern in {prefix}.patterns "
+                          "(protected neurons cannot keep an N:M pattern)")
+    if (selected and "wanda" in guided["methods"] and guided["categories"]
+            and params["pruning"]["wanda"]["per_row_alpha"]):
+        raise ParamsError("params.yaml: pruning.wanda.per_row_alpha = True is not allowed with "
+                          f"{prefix}.nsa_guided.methods listing wanda: set it false or drop wanda there")
 
 
 def _check_template(key: str, template: str, *allowed: tuple[str, ...]) -> None:
@@ -225,3 +246,11 @@ def grid_variants(grid: dict, sources: dict) -> list[Variant]:
         keys = calib_keys if method in CALIBRATED else [NO_CALIBRATION]
         variants += [Variant(model, method, pattern_key(pattern["structure"], pattern["sparsity"]), k) for k in keys]
     return variants
+
+
+def guided_variants(grid: dict, sources: dict) -> list[tuple[str, Variant]]:
+    """(protected category, variant) for NSA-guided pruning: the grid's unstructured variants of the guided
+    methods, once per protected category."""
+    guided = grid["nsa_guided"]
+    return [(category, v) for category in guided["categories"] for v in grid_variants(grid, sources)
+            if v.method in guided["methods"] and v.pattern.startswith("unstructured")]

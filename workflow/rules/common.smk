@@ -5,6 +5,7 @@ from prunescope.config import (
     NO_CALIBRATION,
     ParamsError,
     grid_variants,
+    guided_variants,
     parse_calibration_key,
     validate_params,
 )
@@ -16,6 +17,7 @@ except ParamsError as err:
 
 GRID = config["grids"][config["grid"]]
 VARIANTS = grid_variants(GRID, config["calibration_sources"])
+GUIDED = guided_variants(GRID, config["calibration_sources"])
 
 
 wildcard_constraints:
@@ -25,6 +27,7 @@ wildcard_constraints:
     method=r"magnitude|wanda|sparsegpt|ria",
     pattern=r"(unstructured|\d+of\d+)-[0-9.]+",
     calib=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    protect=r"sentiment|nli|similarity|qa",
     file=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
@@ -46,3 +49,32 @@ EVAL_FILES = DENSE_EVAL_FILES + PRUNED_EVAL_FILES
 TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
 SIMILARITY_FILES = [path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
                     for path in CALIBRATION_FILES]
+NSA_COMPARE_FILES = [f"results/nsa/{v.model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
+                     for dataset in GRID["nsa_datasets"] for v in VARIANTS]
+NSA_CAUSAL_FILES = expand("results/nsa/{model}/{dataset}/causal.json", model=GRID["models"],
+                          dataset=GRID["nsa_datasets"])
+# token heatmaps, one per model and NSA dataset: a row per variant of the first calibration key (or data-free)
+FIRST_CALIB = next((v.calib for v in VARIANTS if v.calib != NO_CALIBRATION), NO_CALIBRATION)
+NSA_HEATMAPS = [(model, dataset) for model in GRID["models"] for dataset in GRID["nsa_datasets"]]
+NSA_HEATMAP_INPUTS = [[f"results/nsa/{model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json" for v in VARIANTS
+                       if v.model == model and v.calib in (NO_CALIBRATION, FIRST_CALIB)]
+                      for model, dataset in NSA_HEATMAPS]
+GUIDED_PRUNED_DIRS = [f"results/guided/pruned/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}"
+                      for protect, v in GUIDED]
+GUIDED_EVAL_FILES = [f"{path.replace('/pruned/', '/eval/', 1)}/{dataset}.json"
+                     for path in GUIDED_PRUNED_DIRS for dataset in GRID["datasets"]]
+
+
+def nsa_associations(model, category):
+    """The association files of a category's NSA datasets: the neurons NSA-guided pruning protects."""
+    return [f"results/nsa/{model}/{dataset}/association.safetensors" for dataset in GRID["nsa_datasets"]
+            if config["datasets"][dataset]["category"] == category]
+
+
+NSA_FILES = NSA_COMPARE_FILES + NSA_CAUSAL_FILES + GUIDED_EVAL_FILES
+NSA_REPORT_OUTPUTS = (
+    ["reports/tables/nsa.csv", "reports/tables/nsa_guided.csv", "reports/tables/nsa.md", "reports/nsa.json"]
+    + [f"reports/figures/nsa/{name}.{ext}" for name in ["drop_scatter"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]
+       for ext in ("png", "svg")]
+    if GRID["nsa_datasets"] else []
+)

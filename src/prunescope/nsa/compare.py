@@ -6,7 +6,7 @@ refitted on the pruned model with the dense ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -29,8 +29,10 @@ def activation_drops(dense: torch.Tensor, pruned: torch.Tensor, token_words: tor
     return rows
 
 
-def group_drop_fractions(drops: Sequence[dict], word_groups: Sequence[str], threshold: float) -> dict[str, dict]:
-    """Per word group: matched neurons, the mean relative drop, and the share that lost more than `threshold`."""
+def group_drop_fractions(drops: Sequence[dict], word_groups: Sequence[str] | Mapping[str, str],
+                         threshold: float) -> dict[str, dict]:
+    """Per word group (word_groups[row["word"]]): matched pairs, their mean relative drop, and the share of them
+    that lost more than `threshold`."""
     groups: dict[str, list[float]] = {}
     for row in drops:
         groups.setdefault(word_groups[row["word"]], []).append(row["relative_drop"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+NUMERICAL_ZERO = 1e-3  # z-score units: Adam's steps around the L1 kink leave ~1e-5 residues where the optimum is 0
+
 
 def zscore(activations: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(z, mean, std) per neuron over all tokens, so neurons that fire everywhere do not win every word."""
@@ -42,7 +44,7 @@ def fit_association(z: torch.Tensor, token_words: torch.Tensor, n_words: int, ep
         schedule.step()
         with torch.no_grad():
             association.clamp_(min=0)
-    return association.detach().float()
+    return association.detach().masked_fill(association.detach() < NUMERICAL_ZERO, 0.0).float()
 
 
 def closed_form_association(z: torch.Tensor, token_words: torch.Tensor, n_words: int, lam: float) -> torch.Tensor:

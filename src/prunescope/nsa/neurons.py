@@ -22,7 +22,7 @@ def mlp_activations(model, family: Family, sequences: Sequence[list[int]], layer
     try:
         with torch.no_grad():
             for ids in sequences:
-                model(input_ids=torch.tensor([ids], device=device))
+                model.base_model(input_ids=torch.tensor([ids], device=device))  # no lm_head: ~20% of the cost
     finally:
         for handle in handles:
             handle.remove()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from prunescope.data.records import PLACEHOLDER
+
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")  # words are letter runs: numbers and punctuation carry no semantics here
 
 
@@ -26,10 +28,24 @@ class TokenizedPrompt:
     words: list[str]
 
 
-def tokenize_words(tokenizer, text: str) -> TokenizedPrompt:
-    """Tokens with their words: a token belongs to the (lower-cased) word its character span overlaps."""
+def render_with_spans(template: str, record: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The prompt and the character spans of the record's own text in it (the template's words are not data)."""
+    text, spans, position = "", [], 0
+    for match in PLACEHOLDER.finditer(template):
+        text += template[position:match.start()]
+        value = record[match.group(1)]
+        spans.append((len(text), len(text) + len(value)))
+        text += value
+        position = match.end()
+    return text + template[position:], spans
+
+
+def tokenize_words(tokenizer, text: str, fields: list[tuple[int, int]] | None = None) -> TokenizedPrompt:
+    """Tokens with their words: a token belongs to the (lower-cased) word its character span overlaps; with
+    `fields`, only words inside those character spans count (template words are the same in every prompt)."""
     encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    spans = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text)]
+    spans = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text)
+             if fields is None or any(start <= m.start() and m.end() <= end for start, end in fields)]
     token_words = []
     for start, end in encoded["offset_mapping"]:
         token_words.append(next((i for i, (s, e, _) in enumerate(spans) if start < e and s < end), -1))
@@ -62,14 +78,13 @@ def word_attributions(prompt: TokenizedPrompt, token_scores: torch.Tensor) -> di
     return scores
 
 
-def influential_words(model, tokenizer, prompts: list[str], answers: list[str], groups: list[str], top_k: int,
-                      min_count: int) -> dict[str, dict]:
+def influential_words(model, tokenizer, prompts: list[TokenizedPrompt], answers: list[str], groups: list[str],
+                      top_k: int, min_count: int) -> dict[str, dict]:
     """{word: {"group", "count", "mean_attribution"}} for words among an example's top_k (by positive
     attribution toward its gold answer) in at least min_count examples; group = the label it most often pushed to.
     """
     kept: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for prompt_text, answer, group in zip(prompts, answers, groups, strict=True):
-        prompt = tokenize_words(tokenizer, prompt_text)
+    for prompt, answer, group in zip(prompts, answers, groups, strict=True):
         answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
         scores = word_attributions(prompt, token_attributions(model, prompt.input_ids, answer_ids))
         ranked = sorted(((s, w) for w, s in scores.items() if s > 0), key=lambda sw: (-sw[0], sw[1]))[:top_k]

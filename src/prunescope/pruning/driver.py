@@ -14,7 +14,7 @@ import itertools
 import logging
 import resource
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family, get_family
 from prunescope.pruning import magnitude, ria, sparsegpt, wanda
-from prunescope.pruning.masks import LayerPruning, parse_structure
+from prunescope.pruning.masks import LayerPruning, check_protection, parse_structure
 from prunescope.pruning.stats import InputStats, collect_inputs
 
 logger = logging.getLogger(__name__)
@@ -56,12 +56,22 @@ class _StopForward(Exception):
 
 def prune_model(model: nn.Module, family: str, method: str, sparsity: float, structure: str,
                 calibration: torch.Tensor | None, batch_size: int, device: torch.device | str,
-                method_options: Mapping[str, Any]) -> PruneResult:
-    """Prune every Linear of the decoder blocks in place; embeddings and lm_head are never touched."""
+                method_options: Mapping[str, Any],
+                protected_neurons: Mapping[int, Sequence[int]] | None = None) -> PruneResult:
+    """Prune every Linear of the decoder blocks in place; embeddings and lm_head are never touched.
+
+    protected_neurons ({block index: MLP intermediate neurons}, NSA-guided pruning) exempts those neurons' weights
+    (protected_weights) from pruning; each Linear still loses as many weights as without protection.
+    """
     prune_layer = _method(method, method_options)
     nm = parse_structure(structure, sparsity)
     adapter = get_family(family)
     device = torch.device(device)
+    check_protection(nm, protected_neurons)
+    n_blocks = len(adapter.blocks(model))
+    if protected_neurons and not all(0 <= index < n_blocks for index in protected_neurons):
+        raise ValueError(f"protected_neurons has block indices {sorted(protected_neurons)}; the model has "
+                         f"{n_blocks} blocks")
     if calibration is None and METHODS[method].CALIBRATED:
         raise ValueError(f"method {method!r} needs calibration data")
     result = PruneResult(method, family, sparsity, structure, dict(method_options), {}, {}, [])
@@ -69,17 +79,21 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
 
-    def prune_block(block_name: str, block: nn.Module, stats: dict[str, InputStats] | None) -> None:
+    def prune_block(index: int, block: nn.Module, stats: dict[str, InputStats] | None) -> None:
+        neurons = None if protected_neurons is None else protected_neurons.get(index, ())
+        protected = {} if neurons is None else protected_weights(adapter, block, neurons)
         for name, layer in block_linears(block).items():
             stat = stats[name] if stats is not None else None
-            _prune_linear(f"{block_name}.{name}", layer, prune_layer(layer.weight.float(), stat, sparsity, nm),
-                          stat, result)
+            mask = protected.get(name)
+            pruned = prune_layer(layer.weight.float(), stat, sparsity, nm, protected=mask)
+            _prune_linear(f"{adapter.blocks_path}.{index}.{name}", layer, pruned, stat, result,
+                          None if neurons is None else 0 if mask is None else int(mask.sum()))
 
     with torch.no_grad(), _fp32_matmul():
         if calibration is None:
             for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} (data-free)")):
                 with _on_device(block, device):
-                    prune_block(f"{adapter.blocks_path}.{index}", block, None)
+                    prune_block(index, block, None)
         else:
             _sequential(model, adapter, calibration, batch_size, device, method, prune_block)
     result.seconds = time.perf_counter() - start
@@ -93,6 +107,27 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
 def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
     """Every nn.Linear inside one decoder block, by name relative to the block."""
     return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
+
+
+def protected_weights(adapter: Family, block: nn.Module, neurons: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Never-pruned masks (True = protected) for MLP intermediate `neurons`: their input columns of mlp_out and
+    their rows of the sibling Linears producing the intermediate (gate/up, fc1, dense_h_to_4h), by block name."""
+    out = adapter.mlp_out(block)
+    index = torch.as_tensor(list(neurons), dtype=torch.long, device=out.weight.device)
+    if index.numel() and not (0 <= int(index.min()) and int(index.max()) < out.in_features):
+        raise ValueError(f"protected neurons must be in [0, {out.in_features}), got {sorted(neurons)}")
+    parent = adapter.mlp_out_path.rpartition(".")[0]
+    masks = {}
+    for name, layer in block_linears(block).items():
+        mask = torch.zeros_like(layer.weight, dtype=torch.bool)
+        if layer is out:
+            mask[:, index] = True
+        elif name.rpartition(".")[0] == parent and layer.out_features == out.in_features:
+            mask[index] = True
+        else:
+            continue
+        masks[name] = mask
+    return masks
 
 
 def pruned_layer_names(model: nn.Module, family: str) -> list[str]:
@@ -115,16 +150,18 @@ def _method(method: str, options: Mapping[str, Any]) -> Callable[..., LayerPruni
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; supported: {', '.join(METHODS)}")
     prune_layer = METHODS[method].prune_layer
-    allowed = list(inspect.signature(prune_layer).parameters)[4:]
+    allowed = [name for name in list(inspect.signature(prune_layer).parameters)[4:] if name != "protected"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"method {method!r} has no option(s) {unknown}; its options are {allowed or 'none'}")
-    return lambda weight, stats, sparsity, nm: prune_layer(weight, stats, sparsity, nm, **options)
+    return lambda weight, stats, sparsity, nm, protected: prune_layer(weight, stats, sparsity, nm, **options,
+                                                                      protected=protected)
 
 
 def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: InputStats | None,
-                  result: PruneResult) -> None:
-    """Write the pruned weight in place (pruned entries +0.0) and record mask, kept values and error."""
+                  result: PruneResult, protected: int | None) -> None:
+    """Write the pruned weight in place (pruned entries +0.0) and record mask, kept values and error (and the
+    protected count, only for a run with protection, so other records stay as they were)."""
     dense = layer.weight.detach().float().clone() if stats is not None else None
     mask = pruned.mask.to(layer.weight.device)
     if pruned.weight is None:
@@ -140,6 +177,7 @@ def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: Inpu
         "dtype": str(layer.weight.dtype).removeprefix("torch."),
         "sparsity": 1.0 - mask.sum().item() / mask.numel(),
         "reconstruction_error": error,
+        **({} if protected is None else {"protected": protected}),
     })
     for note in pruned.notes:
         result.notes.append(f"{name}: {note}")
@@ -159,7 +197,7 @@ def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, ba
             with collect_inputs(block_linears(block)) as stats:
                 for hidden, args, kwargs in inputs:
                     block(hidden, *args, **kwargs)
-            prune_block(f"{adapter.blocks_path}.{index}", block, stats)
+            prune_block(index, block, stats)
             del stats
             inputs = [(_hidden_states(block(hidden, *args, **kwargs)), args, kwargs) for hidden, args, kwargs in inputs]
         logger.debug("block %d pruned", index)

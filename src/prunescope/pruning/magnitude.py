@@ -10,11 +10,12 @@ from prunescope.pruning.stats import InputStats
 CALIBRATED = False
 
 
-def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
+def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,
+                   protected: torch.Tensor | None = None) -> torch.Tensor:
     """Keep-mask from |W|: one group per matrix (unstructured) or per N:M column group."""
-    return select_mask(weight.abs().float(), sparsity, nm, per_row=False)
+    return select_mask(weight.abs().float(), sparsity, nm, per_row=False, protected=protected)
 
 
-def prune_layer(weight: torch.Tensor, stats: InputStats | None, sparsity: float,
-                nm: tuple[int, int] | None) -> LayerPruning:
-    return LayerPruning(magnitude_mask(weight, sparsity, nm))
+def prune_layer(weight: torch.Tensor, stats: InputStats | None, sparsity: float, nm: tuple[int, int] | None, *,
+                protected: torch.Tensor | None = None) -> LayerPruning:
+    return LayerPruning(magnitude_mask(weight, sparsity, nm, protected))

@@ -3,7 +3,8 @@
 A comparison group of size G at sparsity s loses exactly k = floor(G * s) entries, the k lowest scores, and
 ties are broken by pruning the lower index first (a stable ascending sort). The reference implementations
 instead prune every score <= the value at sorted position k (k + 1 entries plus any ties), so their layers
-land slightly above s and depend on tie order; we prune exactly k, deterministically.
+land slightly above s and depend on tie order; we prune exactly k, deterministically. Protected entries
+(NSA-guided pruning) are never pruned; the same total is then taken from the other entries of the layer.
 """
 
 from __future__ import annotations
@@ -60,14 +61,50 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def matrix_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """One comparison group over the whole matrix (row-major index order for ties)."""
-    return lowest_k_mask(scores.reshape(-1), prune_count(scores.numel(), sparsity)).reshape(scores.shape)
+def spread_counts(wanted: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """Per-group prune counts with protected weights: each group takes min(wanted, free unprotected entries) and
+    the shortfall goes evenly to groups with spare unprotected entries (remainder to the lowest index), repeated
+    until placed, so the total, and with it the layer's sparsity, stays sum(wanted)."""
+    counts = torch.minimum(wanted, free)
+    deficit = int((wanted - counts).sum())
+    if deficit > int((free - counts).sum()):
+        raise ValueError(f"cannot prune {int(wanted.sum())} weights when only {int(free.sum())} are unprotected")
+    while deficit:
+        spare = free - counts
+        open_groups = spare > 0
+        n_open = int(open_groups.sum())
+        share = deficit // n_open + (open_groups.cumsum(0) <= deficit % n_open)
+        add = torch.minimum(share * open_groups, spare)
+        counts += add
+        deficit -= int(add.sum())
+    return counts
 
 
-def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """One comparison group per output row: each row loses floor(C_in * s)."""
-    return lowest_k_mask(scores, prune_count(scores.shape[-1], sparsity))
+def protected_lowest_k(scores: torch.Tensor, k: int, protected: torch.Tensor) -> torch.Tensor:
+    """Whole-matrix keep-mask pruning the k lowest unprotected scores (scores finite, k <= unprotected count)."""
+    return lowest_k_mask(scores.masked_fill(protected, torch.inf).reshape(-1), k).reshape(scores.shape)
+
+
+def matrix_mask(scores: torch.Tensor, sparsity: float, protected: torch.Tensor | None = None) -> torch.Tensor:
+    """One comparison group over the whole matrix (row-major index order for ties); protected entries are kept."""
+    k = prune_count(scores.numel(), sparsity)
+    if protected is None:
+        return lowest_k_mask(scores.reshape(-1), k).reshape(scores.shape)
+    spread_counts(torch.tensor([k]), (~protected).sum().reshape(1).cpu())  # raises when protection leaves too few
+    return protected_lowest_k(scores, k, protected)
+
+
+def row_mask(scores: torch.Tensor, sparsity: float, protected: torch.Tensor | None = None) -> torch.Tensor:
+    """One comparison group per output row: each row loses floor(C_in * s); with protection rows * floor(C_in * s)
+    in total, a protected row's share moved to the other rows (spread_counts)."""
+    k = prune_count(scores.shape[-1], sparsity)
+    if protected is None:
+        return lowest_k_mask(scores, k)
+    counts = spread_counts(torch.full((scores.shape[0],), k), (~protected).sum(dim=1).cpu()).to(scores.device)
+    order = torch.sort(scores.masked_fill(protected, torch.inf), dim=1, stable=True).indices
+    positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
+    return ranks >= counts.reshape(-1, 1)
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -78,8 +115,18 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return lowest_k_mask(scores.reshape(rows, cols // m, m), n).reshape(rows, cols)
 
 
-def select_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None, per_row: bool) -> torch.Tensor:
-    """Dispatch to N:M, per-row or whole-matrix selection."""
+def check_protection(nm: tuple[int, int] | None, protection: object) -> None:
+    """Protection (a mask or the driver's neurons; None = off) is unstructured only: a protected N:M group could
+    not keep its pattern at equal sparsity."""
+    if protection is not None and nm is not None:
+        raise ValueError(f"NSA-guided pruning supports unstructured sparsity only, not {nm[0]}:{nm[1]}: a group "
+                         "of protected weights could not keep the N:M pattern")
+
+
+def select_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None, per_row: bool,
+                protected: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatch to N:M, per-row or whole-matrix selection; `protected` (True = never pruned) is unstructured only."""
+    check_protection(nm, protected)
     if nm is not None:
         return nm_mask(scores, *nm)
-    return row_mask(scores, sparsity) if per_row else matrix_mask(scores, sparsity)
+    return row_mask(scores, sparsity, protected) if per_row else matrix_mask(scores, sparsity, protected)

@@ -23,12 +23,12 @@ def ria_scores(weight: torch.Tensor, col_norms: torch.Tensor, alpha: float) -> t
 
 
 def ria_mask(weight: torch.Tensor, col_norms: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,
-             alpha: float, per_row: bool) -> torch.Tensor:
+             alpha: float, per_row: bool, protected: torch.Tensor | None = None) -> torch.Tensor:
     """Whole-matrix comparison unless per_row; N:M groups within rows either way."""
-    return select_mask(ria_scores(weight, col_norms, alpha), sparsity, nm, per_row=per_row)
+    return select_mask(ria_scores(weight, col_norms, alpha), sparsity, nm, per_row=per_row, protected=protected)
 
 
 def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tuple[int, int] | None,
-                alpha: float = 0.5, per_row: bool = False) -> LayerPruning:
+                alpha: float = 0.5, per_row: bool = False, *, protected: torch.Tensor | None = None) -> LayerPruning:
     """Defaults as the reference: alpha 0.5, one comparison group per matrix."""
-    return LayerPruning(ria_mask(weight, stats.col_norms, sparsity, nm, alpha, per_row))
+    return LayerPruning(ria_mask(weight, stats.col_norms, sparsity, nm, alpha, per_row, protected))

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from prunescope.pruning.masks import LayerPruning, matrix_mask, nm_mask
+from prunescope.pruning.masks import (
+    LayerPruning,
+    check_protection,
+    matrix_mask,
+    nm_mask,
+    protected_lowest_k,
+    prune_count,
+    spread_counts,
+)
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
@@ -34,9 +42,15 @@ def inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tens
 
 
 def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tuple[int, int] | None,
-                percdamp: float = 0.01, blocksize: int = 128) -> LayerPruning:
-    """Prune one (C_out, C_in) weight; returns the mask and the updated fp32 weight (pruned entries +0)."""
-    cols = weight.shape[1]
+                percdamp: float = 0.01, blocksize: int = 128, *,
+                protected: torch.Tensor | None = None) -> LayerPruning:
+    """Prune one (C_out, C_in) weight; returns the mask and the updated fp32 weight (pruned entries +0).
+
+    Protected weights still absorb the OBS updates but are never zeroed; each block prunes as many as without
+    protection unless its protected columns leave too few, then the shortfall moves to other blocks.
+    """
+    check_protection(nm, protected)
+    rows, cols = weight.shape
     if nm is not None and (blocksize % nm[1] or cols % nm[1]):
         raise ValueError(f"SparseGPT {nm[0]}:{nm[1]} needs blocksize ({blocksize}) and C_in ({cols}) "
                          f"to be multiples of {nm[1]}")
@@ -47,12 +61,18 @@ def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tu
     W[:, dead] = 0.0
     U, notes = inverse_cholesky(H, percdamp)
     keep = torch.ones_like(W, dtype=torch.bool)
+    if protected is not None:
+        wanted = torch.tensor([prune_count(rows * min(blocksize, cols - start), sparsity)
+                               for start in range(0, cols, blocksize)])
+        counts = spread_counts(wanted, torch.stack([(~p).sum() for p in protected.split(blocksize, dim=1)]).cpu())
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
         block, U1 = W[:, start:end], U[start:end, start:end]
         d = U1.diagonal()
         if nm is None:
-            keep[:, start:end] = matrix_mask(block.square() / d.square(), sparsity)
+            scores = block.square() / d.square()
+            keep[:, start:end] = (matrix_mask(scores, sparsity) if protected is None else
+                                  protected_lowest_k(scores, int(counts[start // blocksize]), protected[:, start:end]))
         errors = torch.zeros_like(block)
         for i in range(end - start):
             if nm is not None and i % nm[1] == 0:

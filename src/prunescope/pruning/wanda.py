@@ -24,9 +24,9 @@ def wanda_scores(weight: torch.Tensor, col_norms: torch.Tensor) -> torch.Tensor:
 
 
 def wanda_mask(weight: torch.Tensor, col_norms: torch.Tensor, sparsity: float,
-               nm: tuple[int, int] | None) -> torch.Tensor:
+               nm: tuple[int, int] | None, protected: torch.Tensor | None = None) -> torch.Tensor:
     """Per-row groups, as the reference: each output row loses floor(C_in * s) weights."""
-    return select_mask(wanda_scores(weight, col_norms), sparsity, nm, per_row=True)
+    return select_mask(wanda_scores(weight, col_norms), sparsity, nm, per_row=True, protected=protected)
 
 
 def alpha_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -38,10 +38,13 @@ def alpha_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tuple[int, int] | None,
-                per_row_alpha: bool = False) -> LayerPruning:
+                per_row_alpha: bool = False, *, protected: torch.Tensor | None = None) -> LayerPruning:
     """Per-row comparison as the reference; per_row_alpha selects the reference's alpha variant (unstructured)."""
     if not per_row_alpha:
-        return LayerPruning(wanda_mask(weight, stats.col_norms, sparsity, nm))
+        return LayerPruning(wanda_mask(weight, stats.col_norms, sparsity, nm, protected))
+    if protected is not None:
+        raise ValueError("wanda's per_row_alpha does not support protected weights (NSA-guided pruning); "
+                         "set pruning.wanda.per_row_alpha: false")
     if nm is not None:
         raise ValueError(f"wanda's per_row_alpha is for unstructured sparsity only, not {nm[0]}:{nm[1]}; "
                          "set pruning.wanda.per_row_alpha: false for N:M")

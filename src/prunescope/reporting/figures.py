@@ -14,12 +14,12 @@ from prunescope.io import atomic_path  # noqa: E402
 from prunescope.reporting.tables import CATEGORIES  # noqa: E402
 
 
-def _style() -> None:
+def set_style() -> None:
     sns.set_theme(style="whitegrid", context="paper", palette="colorblind", font_scale=1.2)
     plt.rcParams["svg.hashsalt"] = "prunescope"  # stable element ids: same data, same SVG bytes
 
 
-def _save(fig, png_path: str, svg_path: str) -> None:
+def save_figure(fig, png_path: str, svg_path: str) -> None:
     for path, fmt, metadata in ((png_path, "png", {"Software": None}), (svg_path, "svg", {"Date": None})):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
@@ -28,7 +28,7 @@ def _save(fig, png_path: str, svg_path: str) -> None:
 
 def plot_accuracy_change(table: pd.DataFrame, png_path: str, svg_path: str) -> None:
     """Bars: mean accuracy change vs dense per category, one hue per pruned variant; error bars = SE over datasets."""
-    _style()
+    set_style()
     data = table.assign(variant=table["method"] + " " + table["pattern"])
     categories = [c for c in CATEGORIES if c in set(data["category"])]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -40,4 +40,4 @@ def plot_accuracy_change(table: pd.DataFrame, png_path: str, svg_path: str) -> N
     models = ", ".join(sorted(set(data["model"])))
     ax.set_title(f"Pruning's effect by task category ({models})")
     ax.legend(title="method, pattern", frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
-    _save(fig, png_path, svg_path)
+    save_figure(fig, png_path, svg_path)

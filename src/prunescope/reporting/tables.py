@@ -31,6 +31,7 @@ def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
             "model": result["model"], "category": result["category"], "dataset": result["dataset"],
             "method": result["method"], "pattern": result["pattern"], "calib": result["calib"],
             "n_examples": metrics["n"], "acc": metrics["acc"], "acc_norm": metrics["acc_norm"],
+            "protect": result.get("protect"),  # NSA-guided variants: the category whose neurons were protected
         })
     return pd.DataFrame(rows)
 
@@ -60,10 +61,15 @@ def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, csv_path: str, markdown_path: str) -> None:
     """CSV (every column, fixed float format) and a Markdown view: one row per dataset, one column per variant."""
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(table, csv_path)
     with atomic_path(markdown_path) as tmp:
         tmp.write_text(_markdown(table), encoding="utf-8")
+
+
+def write_csv(table: pd.DataFrame, path: str) -> None:
+    """Every column, floats to 4 decimals (byte-stable across reruns), written atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -1,0 +1,148 @@
+# Neuron Semantic Attribution on the evaluated examples of the grid's NSA datasets: influential words and the
+# neuron-word association on the dense model, then every pruned variant compared with it, and a causal check.
+
+
+rule nsa_words:
+    """Influential words by gradient x input on the dense model, grouped by the label they push toward."""
+    input:
+        model="data/models/{model}",
+        task="results/tasks/{dataset}",
+    output:
+        "results/nsa/{model}/{dataset}/words.json",
+    params:
+        template=lambda wc: config["datasets"][wc.dataset]["template"],
+        model_spec=lambda wc: config["models"][wc.model],
+        nsa=config["nsa"],
+    log:
+        "logs/nsa_words/{model}/{dataset}.log",
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+    script:
+        "../scripts/nsa_words.py"
+
+
+rule nsa_association:
+    """The learned non-negative sparse neuron-word association A of each studied MLP layer (dense model)."""
+    input:
+        model="data/models/{model}",
+        task="results/tasks/{dataset}",
+        words="results/nsa/{model}/{dataset}/words.json",
+    output:
+        association="results/nsa/{model}/{dataset}/association.safetensors",
+        info="results/nsa/{model}/{dataset}/association.json",
+    params:
+        template=lambda wc: config["datasets"][wc.dataset]["template"],
+        model_spec=lambda wc: config["models"][wc.model],
+        nsa=config["nsa"],
+    log:
+        "logs/nsa_association/{model}/{dataset}.log",
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+    script:
+        "../scripts/nsa_association.py"
+
+
+rule nsa_compare:
+    """Matched neurons' activation drops on one pruned variant, per word group, and semantic retention."""
+    input:
+        model="data/models/{model}",
+        task="results/tasks/{dataset}",
+        association="results/nsa/{model}/{dataset}/association.safetensors",
+        pruned="results/pruned/{model}/{method}/{pattern}/{calib}",
+    output:
+        "results/nsa/{model}/{dataset}/{method}/{pattern}/{calib}.json",
+    params:
+        template=lambda wc: config["datasets"][wc.dataset]["template"],
+        model_spec=lambda wc: config["models"][wc.model],
+        nsa=config["nsa"],
+    log:
+        "logs/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.log",
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+    script:
+        "../scripts/nsa_compare.py"
+
+
+rule nsa_causal:
+    """Accuracy with the most strongly matched neurons zeroed vs as many random neurons of the same layers."""
+    input:
+        model="data/models/{model}",
+        task="results/tasks/{dataset}",
+        association="results/nsa/{model}/{dataset}/association.safetensors",
+    output:
+        "results/nsa/{model}/{dataset}/causal.json",
+    params:
+        model_spec=lambda wc: config["models"][wc.model],
+        nsa=config["nsa"],
+        batch_size=config["evaluation"]["batch_size"],
+    log:
+        "logs/nsa_causal/{model}/{dataset}.log",
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+    script:
+        "../scripts/nsa_causal.py"
+
+
+use rule prune as prune_guided with:
+    input:
+        model="data/models/{model}",
+        calibration=lambda wc: [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib),
+        associations=lambda wc: nsa_associations(wc.model, wc.protect),
+    output:
+        directory("results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}"),
+    params:
+        model_spec=lambda wc: config["models"][wc.model],
+        method_options=lambda wc: config["pruning"][wc.method],
+        batch_size=config["pruning"]["calibration_batch_size"],
+        neurons_per_word=config["nsa"]["neurons_per_word"],
+    log:
+        "logs/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
+    benchmark:
+        "benchmarks/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.tsv"
+
+
+use rule evaluate_dense as evaluate_guided with:
+    input:
+        model="data/models/{model}",
+        tasks=TASK_DIRS,
+        pruned="results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}",
+    output:
+        expand("results/guided/eval/{{model}}/{{protect}}/{{method}}/{{pattern}}/{{calib}}/{dataset}.json",
+               dataset=GRID["datasets"]),
+    log:
+        "logs/evaluate_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
+    benchmark:
+        "benchmarks/evaluate_guided/{model}/{protect}/{method}/{pattern}/{calib}.tsv"
+
+
+rule nsa_report:
+    """NSA tables (drops vs accuracy drops and their correlation, the causal check, guided vs plain pruning),
+    headline numbers, the drop scatter and one token heatmap per NSA dataset."""
+    input:
+        results=EVAL_FILES,
+        guided=GUIDED_EVAL_FILES,
+        compare=NSA_COMPARE_FILES,
+        causal=NSA_CAUSAL_FILES,
+    output:
+        drops="reports/tables/nsa.csv",
+        guided="reports/tables/nsa_guided.csv",
+        markdown="reports/tables/nsa.md",
+        metrics="reports/nsa.json",
+        scatter_png=report("reports/figures/nsa/drop_scatter.png", caption="../report/nsa_drop_scatter.rst",
+                           category="NSA"),
+        scatter_svg="reports/figures/nsa/drop_scatter.svg",
+        heatmap_png=report([f"reports/figures/nsa/heatmap_{m}_{d}.png" for m, d in NSA_HEATMAPS],
+                           caption="../report/nsa_heatmap.rst", category="NSA"),
+        heatmap_svg=[f"reports/figures/nsa/heatmap_{m}_{d}.svg" for m, d in NSA_HEATMAPS],
+    params:
+        evaluation=config["evaluation"],
+        limit=GRID["eval_limit"],
+        heatmap_inputs=NSA_HEATMAP_INPUTS,
+    log:
+        "logs/report/nsa_report.log",
+    script:
+        "../scripts/nsa_report.py"

@@ -1,0 +1,8 @@
+from prunescope.nsa.run import learn_association
+from prunescope.runlog import job_device, job_log
+
+with job_log(snakemake.log[0]):
+    p, nsa = snakemake.params, snakemake.params.nsa
+    learn_association(snakemake.input.model, p.model_spec["dtype"], p.model_spec["family"], snakemake.input.task,
+                      p.template, snakemake.input.words, nsa["layers"], nsa["epochs"], nsa["lr"], nsa["lambda"],
+                      nsa["seed"], job_device(snakemake.threads), snakemake.output.association)

@@ -1,0 +1,8 @@
+from prunescope.nsa.run import causal_check
+from prunescope.runlog import job_device, job_log
+
+with job_log(snakemake.log[0]):
+    p, nsa = snakemake.params, snakemake.params.nsa
+    causal_check(snakemake.input.model, p.model_spec["dtype"], p.model_spec["family"], snakemake.wildcards.dataset,
+                 snakemake.input.task, snakemake.input.association, nsa["ablate_neurons"], nsa["seed"], p.batch_size,
+                 job_device(snakemake.threads), snakemake.output[0])

@@ -1,0 +1,26 @@
+from prunescope.io import read_json, write_json
+from prunescope.reporting.nsa import (
+    causal_table,
+    drop_table,
+    guided_table,
+    nsa_metrics,
+    plot_drop_scatter,
+    plot_heatmap,
+    write_markdown,
+)
+from prunescope.reporting.tables import load_results, write_csv
+from prunescope.runlog import job_log
+
+with job_log(snakemake.log[0]):
+    i, o, p = snakemake.input, snakemake.output, snakemake.params
+    expected = {"evaluation": dict(p.evaluation), "limit": p.limit}
+    results, guided = load_results(i.results, expected), load_results(i.guided, expected)
+    drops, causal = drop_table(i.compare, results), causal_table(i.causal)
+    gains = guided_table(results, guided)
+    write_csv(drops, o.drops)
+    write_csv(gains, o.guided)
+    write_markdown(drops, causal, gains, o.markdown)
+    write_json(o.metrics, nsa_metrics(drops, causal, gains))
+    plot_drop_scatter(drops, o.scatter_png, o.scatter_svg)
+    for paths, png, svg in zip(p.heatmap_inputs, o.heatmap_png, o.heatmap_svg, strict=True):
+        plot_heatmap([read_json(path) for path in paths], png, svg)

@@ -23,8 +23,10 @@ run: setup  ## The main job on the selected grid (params.yaml `grid`; default: t
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run all
 
-report: run  ## One self-contained HTML report of every table and figure
+report: run  ## One self-contained HTML report of every table and figure, checked in headless Chromium
 	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
+	$(BIN)/python -m prunescope.browser reports/report.html --screenshot reports/report.png \
+	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv'
 
 repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

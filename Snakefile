@@ -5,6 +5,7 @@ min_version("9.0")
 
 
 configfile: "params.yaml"
+report: "workflow/report/workflow.rst"  # the report's front page; captions in workflow/report/
 
 
 include: "workflow/rules/common.smk"
@@ -15,6 +16,7 @@ include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/nsa.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/experiments.smk"
 
 
 rule all:
@@ -23,6 +25,7 @@ rule all:
         REPORT_OUTPUTS,
         SIMILARITY_FILES,
         NSA_REPORT_OUTPUTS,
+        EXPERIMENT_OUTPUTS,
     default_target: True
 
 

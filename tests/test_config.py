@@ -10,9 +10,11 @@ from prunescope.config import (
     ParamsError,
     calibration_key,
     grid_variants,
+    guided_variants,
     parse_calibration_key,
     parse_pattern_key,
     pattern_key,
+    studied_variants,
     validate_params,
 )
 
@@ -77,6 +79,8 @@ BAD = [
      "no dataset of grids.mini.nsa_datasets"),
     (("grids", "mini", "nsa_guided", "methods"), ["sparsegpt"], "grids.mini.nsa_guided.methods = 'sparsegpt'",
      "wanda"),
+    (("grids", "mini", "sweeps", "sparsities"), [0.3, 1.0], "grids.mini.sweeps.sparsities[1] = 1.0", "< 1"),
+    (("grids", "mini", "sweeps", "seqlens"), [4], "grids.mini.sweeps.seqlens[0] = 4", "8"),
 ]
 
 
@@ -120,21 +124,41 @@ def test_keys_round_trip():
                                           "seed": 7}
 
 
-def test_grid_variants_give_magnitude_no_calibration():
-    variants = grid_variants(PARAMS["grids"]["mini"], PARAMS["calibration_sources"])
-    assert [v.path for v in variants] == [
-        "smollm2-135m/magnitude/unstructured-0.5/none",
-        "smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n32-l256-s0",
+def test_grid_variants_give_magnitude_no_calibration_then_the_sweeps():
+    grid = copy.deepcopy(PARAMS["grids"]["mini"])
+    grid["calibration"].update(sources=["gensim_wiki"], seeds=[0, 1])
+    grid["sweeps"] = {"methods": ["magnitude", "wanda"], "sparsities": [0.3, 0.5], "nsamples": [8],
+                      "seqlens": [64, 256]}
+    variants = grid_variants(grid, PARAMS["calibration_sources"])
+    assert [v.path.removeprefix("smollm2-135m/") for v in variants] == [
+        "magnitude/unstructured-0.5/none",
+        "wanda/unstructured-0.5/gensim_wiki-raw-n32-l256-s0",
+        "wanda/unstructured-0.5/gensim_wiki-raw-n32-l256-s1",
+        "magnitude/unstructured-0.3/none",  # the sweep's 0.5 points are main variants already: listed once
+        "wanda/unstructured-0.3/gensim_wiki-raw-n32-l256-s0",
+        "wanda/unstructured-0.5/gensim_wiki-raw-n8-l256-s0",  # nsamples at the base seqlen, seed 0 only
+        "wanda/unstructured-0.5/gensim_wiki-raw-n32-l64-s0",  # seqlen at the base nsamples
     ]
     paper = grid_variants(PARAMS["grids"]["paper"], PARAMS["calibration_sources"])
-    # 14 models x (magnitude: 3 patterns + 3 calibrated methods x 3 patterns x 3 seeds)
-    assert len(paper) == 14 * (3 + 3 * 3 * 3)
+    # 14 models x (magnitude: 3 patterns + 3 calibrated methods x 3 patterns x 3 seeds), then the first model's
+    # sweeps: 4 methods x 7 sparsities + 3 calibrated methods x (5 nsamples + 4 seqlens)
+    assert len(paper) == 14 * (3 + 3 * 3 * 3) + 4 * 7 + 3 * (5 + 4)
+
+
+def test_nsa_and_guided_pruning_use_the_base_calibration_source():
+    grid = PARAMS["grids"]["mini"]
+    studied = studied_variants(grid, PARAMS["calibration_sources"])
+    assert {v.calib for v in studied} == {"none", "gensim_wiki-raw-n32-l256-s0", "gensim_wiki-raw-n32-l256-s1"}
+    guided = guided_variants(grid, PARAMS["calibration_sources"])
+    assert [(c, v.method, v.calib) for c, v in guided] == [("sentiment", "wanda", "gensim_wiki-raw-n32-l256-s0"),
+                                                          ("sentiment", "wanda", "gensim_wiki-raw-n32-l256-s1")]
 
 
 def test_calibration_formats_apply_where_the_source_supports_them():
     grid = copy.deepcopy(PARAMS["grids"]["mini"])
     grid["calibration"].update(sources=["gensim_wiki", "strategyqa_train", "movie_reviews_train"],
-                               formats=["raw", "icl", "cot"])
+                               formats=["raw", "icl", "cot"], seeds=[0])
+    grid["sweeps"]["methods"] = []
     calibs = [v.calib for v in grid_variants(grid, PARAMS["calibration_sources"]) if v.method == "wanda"]
     assert calibs == ["gensim_wiki-raw-n32-l256-s0", "strategyqa_train-icl-n32-l256-s0",
                       "strategyqa_train-cot-n32-l256-s0", "movie_reviews_train-icl-n32-l256-s0"]

@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,30 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prunescope import browser
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["movie_reviews", "strategyqa", "epistemic_reasoning", "similarities_abstraction"]
 METHODS = ["magnitude", "wanda", "sparsegpt", "ria"]
 PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 
 pytestmark = pytest.mark.e2e
+GIT = ["git", "-c", "user.name=prunescope tests", "-c", "user.email=tests@prunescope.invalid"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real Snakefile on `workdir`; fails the test with Snakemake's stderr tail."""
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+                          *args], capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-5000:]
+    return run
+
+
+def dvc(workdir: Path, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +46,8 @@ def finished_run(tmp_path_factory):
     mini["methods"] = METHODS
     mini["patterns"] = [{"structure": "unstructured", "sparsity": 0.5}, {"structure": "2:4", "sparsity": 0.5}]
     mini["eval_limit"] = 6
-    mini["calibration"].update(nsamples=4, seqlen=64)
+    mini["calibration"].update(sources=["gensim_wiki"], nsamples=4, seqlen=64, seeds=[0])
+    mini["sweeps"] = {"methods": ["wanda"], "sparsities": [0.3], "nsamples": [2], "seqlens": [32]}
     mini["nsa_datasets"] = ["movie_reviews"]
     params["nsa"].update(min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=10)
     params["pruning"]["calibration_batch_size"] = 2
@@ -44,7 +64,8 @@ def test_accuracy_table_has_dense_beside_every_pruned_result(finished_run):
     with open(finished_run / "reports/tables/accuracy.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["dataset"], r["method"], r["pattern"]) for r in rows} == {
-        (d, m, p) for d in DATASETS for m in METHODS for p in PATTERNS}
+        (d, m, p) for d in DATASETS for m in METHODS for p in PATTERNS} | {(d, "wanda", "unstructured-0.3")
+                                                                           for d in DATASETS}  # the sparsity sweep
     assert {r["category"] for r in rows} == {"sentiment", "qa", "nli", "similarity"}
     for row in rows:
         assert row["n_examples"] == "6"
@@ -60,8 +81,10 @@ def test_figure_and_metrics_are_written(finished_run):
     png = finished_run / "reports/figures/accuracy_change.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((finished_run / "reports/metrics.json").read_text())
-    wanda = metrics["smollm2-135m"]["wanda_unstructured-0.5_gensim_wiki-raw-n4-l64"]
+    wanda = metrics["accuracy"]["smollm2-135m"]["wanda_unstructured-0.5_gensim_wiki-raw-n4-l64"]
     assert set(wanda) >= {"sentiment", "qa", "nli", "similarity", "sentiment_drop_rank"}
+    assert set(metrics["calibration"]) == set(METHODS[1:])  # the calibrated methods
+    assert metrics["calibration"]["wanda"]["best"]["calibration"] == "gensim_wiki-raw"  # the only source
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -136,9 +159,72 @@ def test_nsa_guided_pruning_protects_matched_neurons_at_equal_sparsity(finished_
         assert float(row["recovered"]) == pytest.approx(float(row["guided_acc"]) - float(row["plain_acc"]), abs=2e-4)
 
 
+def test_sweeps_and_calibration_tables_follow_the_grid(finished_run):
+    with open(finished_run / "reports/tables/sparsity.csv") as f:
+        sparsity = list(csv.DictReader(f))
+    assert {(r["method"], r["sparsity"]) for r in sparsity} == {("wanda", "0.3000"), ("wanda", "0.5000")}
+    with open(finished_run / "reports/tables/calib_size.csv") as f:
+        sizes = {(r["nsamples"], r["seqlen"]) for r in csv.DictReader(f)}
+    assert sizes == {("2", "64"), ("4", "32"), ("4", "64")}
+    with open(finished_run / "reports/tables/calibration.csv") as f:
+        calibration = list(csv.DictReader(f))
+    assert {(r["method"], r["source"]) for r in calibration} == {(m, "gensim_wiki") for m in METHODS[1:]}
+    assert all(r["similarity"] for r in calibration)
+    with open(finished_run / "reports/tables/prune_cost.csv") as f:
+        cost = list(csv.DictReader(f))
+    assert len(cost) == len(METHODS) * len(PATTERNS) + 3 and all(float(r["seconds"]) > 0 for r in cost)
+    for figure in ("calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"):
+        assert (finished_run / f"reports/figures/{figure}.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_rerun_with_nothing_changed_has_nothing_to_do(finished_run):
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores", "1",
          "--dry-run", "all"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert re.search(r"Nothing to be done", run.stdout + run.stderr)
+
+
+def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run):
+    """`snakemake --report` gives one self-contained page; headless Chromium renders it as a reader sees it."""
+    html = finished_run / "reports/report.html"
+    snakemake(finished_run, "--cores", "1", "all", "--report", str(html))
+    page = html.read_text(encoding="utf-8")
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", page), "the report loads remote files"
+    expected = ([path.name for path in (finished_run / "reports/figures").rglob("*.png")]
+                + [path.name for path in (finished_run / "reports/tables").glob("*.csv")])
+    assert len(expected) >= 14 and all(name in page for name in expected)
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        pytest.skip(f"the HTML is checked; the browser check needs Chromium ({browser.INSTALL_HINT})")
+    summary = browser.check_report(html, finished_run / "reports/report.png", expected)
+    assert set(expected) <= {Path(name).name for name in summary["results"]}
+    assert {"Accuracy", "Calibration", "NSA", "Pruning cost"} <= set(summary["categories"])
+
+
+def test_dvc_metrics_and_plots_diff_across_two_param_settings(finished_run):
+    """Commit the reports of this grid, drop the 2:4 pattern from params.yaml, rebuild: only the report rules run,
+    and DVC shows the params, metrics and plots changes between the commit and the workspace.
+    Runs last: it changes the run's params.yaml."""
+    shutil.copy(ROOT / "dvc.yaml", finished_run / "dvc.yaml")
+    subprocess.run([*GIT, "init", "-q"], cwd=finished_run, check=True)
+    dvc(finished_run, "init", "-q")
+    subprocess.run([*GIT, "add", "dvc.yaml", "params.yaml", "reports", ".dvc"], cwd=finished_run, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "both patterns"], cwd=finished_run, check=True)
+
+    params = yaml.safe_load((finished_run / "params.yaml").read_text())
+    params["grids"]["mini"]["patterns"] = [{"structure": "unstructured", "sparsity": 0.5}]
+    (finished_run / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = snakemake(finished_run, "--cores", "2", "--dry-run", "all").stdout
+    rerun = set(re.findall(r"^rule (\w+):", plan, re.M)) - {"all"}
+    assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost", "nsa_report"}
+    snakemake(finished_run, "--cores", "2", "all")
+
+    assert "grids.mini.patterns" in json.loads(dvc(finished_run, "params", "diff", "--json"))["params.yaml"]
+    metrics = json.loads(dvc(finished_run, "metrics", "diff", "--json"))["reports/metrics.json"]
+    removed = [key for key, change in metrics.items() if "2of4-0.5" in key]
+    assert removed and all(metrics[key]["new"] is None and metrics[key]["old"] is not None for key in removed)
+    plots = json.loads(dvc(finished_run, "plots", "diff", "--json", "--split"))["data"]
+    rows = plots["reports/tables/accuracy.csv"][0]["anchor_definitions"]["<DVC_METRIC_DATA>"]
+    patterns = {rev: {row["pattern"] for row in rows if row["rev"] == rev} for rev in ("HEAD", "workspace")}
+    assert patterns["HEAD"] - patterns["workspace"] == {"2of4-0.5"} and "unstructured-0.5" in patterns["workspace"]
+    assert {entry["revisions"][0] for entry in plots["reports/figures/accuracy_change.png"]} == {"HEAD", "workspace"}

@@ -161,10 +161,13 @@ def test_evaluate_matches_a_direct_computation(tiny_llama, tiny_tokenizer, tmp_p
     name = build_task("demo", tmp_path / "demo.jsonl", TEMPLATE, None, 0, tmp_path / "task")
 
     metrics = evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 4, 0, "cpu")
-    assert set(metrics) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n"}
+    assert set(metrics) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", "per_example"}
     assert metrics["n"] == 24 and metrics["acc_stderr"] is None and metrics["acc_norm_stderr"] is None
     assert metrics["acc_norm"] == 1.0
     assert metrics["acc"] == pytest.approx(sum(r == c for r, c in zip(by_raw, by_chars, strict=True)) / 24)
+    # per example, in the records' order: acc is whether the raw argmax is the label, acc_norm always right
+    assert metrics["per_example"] == {"acc": [int(r == c) for r, c in zip(by_raw, by_chars, strict=True)],
+                                      "acc_norm": [1] * 24}
     assert evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 4, 0, "cpu") == metrics
     assert evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 1, 0, "cpu") == metrics
 
@@ -176,6 +179,27 @@ def test_evaluate_reports_stderr_when_asked(tiny_llama, tiny_tokenizer, records_
     acc = metrics["acc"]
     assert metrics["acc_stderr"] == pytest.approx((acc * (1 - acc) / (10 - 1)) ** 0.5)  # sample stderr of a mean
     assert isinstance(metrics["acc_norm_stderr"], float)
+
+
+def test_per_example_scores_average_to_the_accuracy(tiny_llama, tiny_tokenizer, records_path, tmp_path):
+    name = build_task("demo", records_path, TEMPLATE, 12, 0, tmp_path / "task")
+    metrics = evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 4, 0, "cpu")
+    for metric in ("acc", "acc_norm"):
+        scores = metrics["per_example"][metric]
+        assert len(scores) == metrics["n"] == 12 and set(scores) <= {0, 1}
+        assert all(type(score) is int for score in scores)
+        assert sum(scores) / len(scores) == pytest.approx(metrics[metric], abs=1e-12)
+
+
+def test_result_json_keeps_per_example_lists_on_one_line(tmp_path):
+    from prunescope.io import read_json, write_json
+
+    result = {"metrics": {"acc": 0.5, "per_example": {"acc": [1, 0], "acc_norm": [0, 1]}}, "text": "[1,\n2]",
+              "shape": [[2, 3], [4]], "floats": [0.5]}
+    write_json(tmp_path / "r.json", result, inline_int_lists=True)
+    text = (tmp_path / "r.json").read_text()
+    assert '"acc": [1, 0],' in text and '"acc_norm": [0, 1]' in text and '"text": "[1,\\n2]"' in text
+    assert read_json(tmp_path / "r.json") == result
 
 
 def test_environment_info_names_versions_and_device():

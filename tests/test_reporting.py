@@ -5,18 +5,31 @@ import json
 import pandas as pd
 import pytest
 
+from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
 from prunescope.reporting.tables import StaleResultError, accuracy_table, headline_metrics, load_results, write_table
 
 PARAMS = {"evaluation": {"batch_size": 8}, "limit": 10}
 
 
-def write_result(tmp_path, dataset, category, method, acc, calib="none", pattern="unstructured-0.5", params=PARAMS):
+def write_result(tmp_path, dataset, category, method, acc, calib="none", pattern="unstructured-0.5", params=PARAMS,
+                 scores=None, per_example=True):
+    """A result file; its per-example scores are `scores`, else the first round(10 acc) of 10 examples right."""
+    if scores is None:
+        scores = [1] * round(acc * 10) + [0] * (10 - round(acc * 10))
+    metrics = {"acc": acc, "acc_norm": acc, "n": len(scores)}
+    if per_example:
+        metrics["per_example"] = {"acc": scores, "acc_norm": scores}
     result = {"model": "m", "dataset": dataset, "category": category, "method": method, "pattern": pattern,
-              "calib": calib, "metrics": {"acc": acc, "acc_norm": acc, "n": 10}, "params": params}
-    path = tmp_path / f"{dataset}-{method}-{calib}.json"
+              "calib": calib, "metrics": metrics, "params": params}
+    path = tmp_path / f"{dataset}-{method}-{pattern}-{calib}.json"
     path.write_text(json.dumps(result))
     return str(path)
+
+
+def scored(tmp_path, dataset, method, scores, calib="none", category="sentiment"):
+    """A result file from its per-example scores alone."""
+    return write_result(tmp_path, dataset, category, method, sum(scores) / len(scores), calib, scores=scores)
 
 
 @pytest.fixture
@@ -54,21 +67,137 @@ def test_headline_metrics_rank_the_sentiment_drop(results):
 
 def test_stale_result_is_refused_naming_the_file(tmp_path):
     stale = write_result(tmp_path, "movies", "sentiment", "dense", 0.8, params={"evaluation": {}, "limit": 5})
-    with pytest.raises(StaleResultError, match="movies-dense-none.json"):
+    with pytest.raises(StaleResultError, match="movies-dense-unstructured-0.5-none.json"):
         load_results([stale], PARAMS)
 
 
+def test_results_carry_their_per_example_scores(results):
+    movies = results[(results["dataset"] == "movies") & (results["method"] == "dense")].iloc[0]
+    assert movies["acc_per_example"] == movies["acc_norm_per_example"] == [1] * 8 + [0] * 2
+    assert movies["path"].endswith("movies-dense-unstructured-0.5-none.json")
+
+
+def test_identical_dense_and_pruned_change_nothing(tmp_path):
+    scores = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1]
+    paths = [scored(tmp_path, "movies", "dense", scores)] + [
+        scored(tmp_path, "movies", "wanda", scores, f"wiki-raw-n4-l64-s{seed}") for seed in (0, 1)]
+    (row,) = category_drop_table(load_results(paths, PARAMS), 1000, 0).itertuples()
+    assert (row.calibration, row.datasets, row.seeds, row.n_examples) == ("wiki-raw-n4-l64", 1, 2, 10)
+    assert (row.dense_acc, row.acc_mean) == (0.6, 0.6)
+    assert (row.acc_change, row.ci_low, row.ci_high) == (0.0, 0.0, 0.0)  # exactly: counts are integers
+
+
+def test_pruned_wrong_where_dense_was_right_loses_the_dense_accuracy(tmp_path):
+    """Pruned gets nothing right, so every resample's change is minus the resampled dense accuracy: the CI is
+    the bootstrap interval of -0.6 over 10 examples, about -0.6 -+ 1.96 sqrt(0.6 0.4 / 10) = [-0.9, -0.3]."""
+    dense = [1, 1, 1, 0, 1, 0, 1, 0, 1, 0]
+    paths = [scored(tmp_path, "movies", "dense", dense), scored(tmp_path, "movies", "magnitude", [0] * 10)]
+    (row,) = category_drop_table(load_results(paths, PARAMS), 2000, 0).itertuples()
+    assert row.calibration == "none" and row.seeds == 1
+    assert row.acc_change == pytest.approx(-0.6)
+    assert row.ci_low < -0.6 < row.ci_high
+    assert row.ci_low == pytest.approx(-0.9, abs=0.1) and row.ci_high == pytest.approx(-0.3, abs=0.1)
+    assert -1 <= row.ci_low and row.ci_high <= 0
+
+
+def test_category_change_averages_its_datasets_like_the_accuracy_table(results):
+    drops = category_drop_table(results, 200, 0)
+    assert list(drops["category"]) == ["sentiment", "qa"]
+    assert drops["acc_change"].tolist() == pytest.approx([-0.2, -0.05])
+    assert drops["dense_acc"].tolist() == pytest.approx([0.8, 0.6])
+    assert (drops["ci_low"] <= drops["acc_change"]).all() and (drops["acc_change"] <= drops["ci_high"]).all()
+
+
+def test_bootstrap_is_deterministic_per_seed(results):
+    first, second = category_drop_table(results, 500, 0), category_drop_table(results, 500, 0)
+    pd.testing.assert_frame_equal(first, second)
+    other = category_drop_table(results, 500, 1)
+    assert not first[["ci_low", "ci_high"]].equals(other[["ci_low", "ci_high"]])
+    pd.testing.assert_frame_equal(first.drop(columns=["ci_low", "ci_high"]), other.drop(columns=["ci_low", "ci_high"]))
+    # a row's interval depends on its own results only, not on which other rows the table holds
+    only_qa = results[results["category"] == "qa"]
+    assert category_drop_table(only_qa, 500, 0).iloc[0].equals(first.iloc[1])
+
+
+def test_disagreeing_seeds_widen_the_interval(tmp_path):
+    """Dense is always right. With agreeing seeds (each half right) only the examples vary. Seed 0 always right
+    and seed 1 always wrong give the same mean change -0.5 and no example variance at all, but resampling the
+    two seeds draws {0, 0}, {1, 1} or one of each (1/4, 1/4, 1/2): changes 0, -1, -0.5, so the CI is [-1, 0]."""
+    half = [1, 0] * 10
+    paths = [scored(tmp_path, "movies", "dense", [1] * 20)]
+    paths += [scored(tmp_path, "movies", "wanda", half, f"agree-raw-n4-l64-s{seed}") for seed in (0, 1)]
+    paths += [scored(tmp_path, "movies", "wanda", [1] * 20, "split-raw-n4-l64-s0"),
+              scored(tmp_path, "movies", "wanda", [0] * 20, "split-raw-n4-l64-s1")]
+    agree, split = category_drop_table(load_results(paths, PARAMS), 1000, 0).itertuples()
+    assert (agree.calibration, split.calibration) == ("agree-raw-n4-l64", "split-raw-n4-l64")
+    assert agree.acc_change == split.acc_change == -0.5
+    assert (split.ci_low, split.ci_high) == (-1.0, 0.0)
+    assert 0 < agree.ci_high - agree.ci_low < split.ci_high - split.ci_low
+
+
+def test_bootstrap_over_many_datasets_brackets_the_change(tmp_path):
+    """1000 iterations over 7 datasets of 64 examples, 2 seeds (its speed, ~0.03 s, is not asserted here)."""
+    paths = []
+    for d in range(7):
+        paths.append(scored(tmp_path, f"d{d}", "dense", [int((i * 7 + d) % 3 > 0) for i in range(64)], category="qa"))
+        paths += [scored(tmp_path, f"d{d}", "wanda", [int((i * 5 + d + s) % 4 > 0) for i in range(64)],
+                         f"wiki-raw-n4-l64-s{s}", category="qa") for s in (0, 1)]
+    results = load_results(paths, PARAMS)
+    (row,) = category_drop_table(results, 1000, 0).itertuples()
+    assert (row.datasets, row.n_examples) == (7, 448) and row.ci_low < row.acc_change < row.ci_high
+
+
+def test_zero_iterations_give_no_interval(results, tmp_path):
+    """evaluation.bootstrap_iters 0 skips the bootstrap: the changes stay, the intervals are missing."""
+    drops = category_drop_table(results, 0, 0)
+    assert drops["acc_change"].tolist() == pytest.approx([-0.2, -0.05]) and drops["ci_low"].isna().all()
+    write_category_drop(drops, tmp_path / "d.csv", tmp_path / "d.md", tmp_path / "d.tex", iterations=0)
+    assert "| -- " in (tmp_path / "d.md").read_text()
+    plot_accuracy_change(drops, tmp_path / "d.png", tmp_path / "d.svg")
+
+
+def test_result_without_per_example_scores_is_a_clear_error(tmp_path):
+    paths = [scored(tmp_path, "movies", "dense", [1, 0]),
+             write_result(tmp_path, "movies", "sentiment", "wanda", 0.5, per_example=False)]
+    results = load_results(paths, PARAMS)  # the accuracy table needs none
+    assert accuracy_table(results)["acc_change"].tolist() == [0.0]
+    with pytest.raises(MissingPerExampleError, match=r"movies-wanda-unstructured-0\.5-none\.json has no per-example "
+                                                     r".*snakemake --forcerun evaluate_dense evaluate_pruned"):
+        category_drop_table(results, 100, 0)
+
+
 def test_table_and_figure_files_are_byte_stable(results, tmp_path):
-    table = accuracy_table(results)
+    table, drops = accuracy_table(results), category_drop_table(results, 1000, 0)
     outputs = []
     for run in ("a", "b"):
-        paths = [tmp_path / f"{run}.csv", tmp_path / f"{run}.md", tmp_path / f"{run}.png", tmp_path / f"{run}.svg"]
-        write_table(table, paths[0], paths[1])
-        plot_accuracy_change(table, paths[2], paths[3])
+        paths = [tmp_path / f"{run}{suffix}" for suffix in (".csv", ".md", ".tex", "_drop.csv", "_drop.md",
+                                                            "_drop.tex", ".png", ".svg")]
+        write_table(table, *paths[:3])
+        write_category_drop(category_drop_table(results, 1000, 0), *paths[3:6], iterations=1000)
+        plot_accuracy_change(drops, paths[6], paths[7])
         outputs.append([p.read_bytes() for p in paths])
     assert outputs[0] == outputs[1]
-    assert "| movies " in outputs[0][1].decode()
-    assert outputs[0][2][:4] == b"\x89PNG"
+    text = [output.decode() for output in outputs[0][:6]]
+    assert "| movies " in text[1]
+    assert "\\toprule" in text[2] and "\\bottomrule" in text[2] and "wiki-raw-n4-l64" in text[2]
+    assert "-0.200" in text[2] and "--" not in text[2].split("\\midrule")[1]  # two seeds: every std given
+    assert text[3].splitlines()[0] == ("model,method,pattern,calibration,category,datasets,seeds,n_examples,"
+                                       "dense_acc,acc_mean,acc_change,ci_low,ci_high")
+    assert "95% CI" in text[4] and "| sentiment " in text[4] and "(1000 iterations)" in text[4]
+    assert "95\\% CI" in text[5] and "\\toprule" in text[5]
+    assert outputs[0][6][:4] == b"\x89PNG" and b"<svg" in outputs[0][7]
+
+
+def test_figure_reads_the_written_table_and_draws_chosen_variants(results, tmp_path):
+    write_category_drop(category_drop_table(results, 200, 0), tmp_path / "d.csv", tmp_path / "d.md",
+                        tmp_path / "d.tex", iterations=200)
+    table = pd.read_csv(tmp_path / "d.csv", keep_default_na=False, na_values=[""])
+    plot_accuracy_change(table, tmp_path / "all.png", tmp_path / "all.svg")
+    plot_accuracy_change(table, tmp_path / "some.png", tmp_path / "some.svg",
+                         variants=[("m", "wanda", "unstructured-0.5", "wiki-raw-n4-l64-s0")])
+    assert (tmp_path / "all.svg").read_bytes() == (tmp_path / "some.svg").read_bytes()  # the same one variant
+    plot_accuracy_change(table, tmp_path / "none.png", tmp_path / "none.svg", variants=[])
+    assert (tmp_path / "none.svg").read_bytes() != (tmp_path / "all.svg").read_bytes()
 
 
 def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prunescope.config import grid_variants, guided_variants
+from prunescope.config import grid_variants, guided_variants, studied_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -44,14 +44,17 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
     variants, guided = grid_variants(spec, params["calibration_sources"]), guided_variants(spec,
                                                                                           params["calibration_sources"])
     assert int(counts["nsa_words"]) == int(counts["nsa_association"]) == int(counts["nsa_causal"]) == n_models * n_nsa
-    assert int(counts["nsa_compare"]) == len(variants) * n_nsa  # every pruned variant against the dense NSA
+    studied = studied_variants(spec, params["calibration_sources"])
+    assert int(counts["nsa_compare"]) == len(studied) * n_nsa  # each studied variant against the dense NSA
     assert int(counts["prune_guided"]) == int(counts["evaluate_guided"]) == len(guided) > 0
     assert counts["nsa_report"] == "1"
+    assert int(counts["prune"]) == len(variants) and counts["experiment_report"] == counts["prune_cost"] == "1"
 
 
 def test_dry_run_plans_task_derived_calibration(tmp_path, params):
     params["grids"]["mini"]["calibration"].update(sources=["gensim_wiki", "strategyqa_train"],
-                                                  formats=["raw", "icl", "cot"])
+                                                  formats=["raw", "icl", "cot"], seeds=[0])
+    params["grids"]["mini"]["sweeps"]["methods"] = []
     run = snakemake(workdir_with(tmp_path, params), "--dry-run", "all")
     assert run.returncode == 0, run.stderr + run.stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))

@@ -26,6 +26,7 @@ QA_FORMATS = ("zero", "single", "icl", "cot")  # question-answer sources (hub_qa
 
 _CALIB_KEY = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<format>[a-z]+)-n(?P<nsamples>\d+)"
                         r"-l(?P<seqlen>\d+)-s(?P<seed>\d+)$")
+_KEY_PARTS = ("source", "format", "nsamples", "seqlen", "seed")
 _PATTERN_KEY = re.compile(r"^(?P<structure>unstructured|\d+of\d+)-(?P<sparsity>[0-9.]+)$")
 
 
@@ -237,7 +238,12 @@ def calibration_pairs(calibration: dict, sources: dict, prefix: str = "calibrati
 
 
 def grid_variants(grid: dict, sources: dict) -> list[Variant]:
-    """Every pruned variant of a grid, in a stable order; methods without calibration get one key, 'none'."""
+    """Every pruned variant of a grid in a stable order: the main product, then the sweeps' extra variants."""
+    return list(dict.fromkeys(main_variants(grid, sources) + sweep_variants(grid, sources)))
+
+
+def main_variants(grid: dict, sources: dict) -> list[Variant]:
+    """models x methods x patterns x calibration samples; methods without calibration get one key, 'none'."""
     cal = grid["calibration"]
     calib_keys = [calibration_key(src, fmt, cal["nsamples"], cal["seqlen"], seed)
                   for (src, fmt), seed in itertools.product(calibration_pairs(cal, sources), cal["seeds"])]
@@ -248,9 +254,49 @@ def grid_variants(grid: dict, sources: dict) -> list[Variant]:
     return variants
 
 
+def studied_variants(grid: dict, sources: dict) -> list[Variant]:
+    """The main variants pruned with the base calibration source and format (every seed) or with none: what
+    NSA compares and NSA-guided pruning mirrors (the other sources are the calibration experiment's)."""
+    base = sweep_base(grid, sources)
+    return [v for v in main_variants(grid, sources) if v.calib == NO_CALIBRATION
+            or parse_calibration_key(v.calib) | {"seed": base["seed"]} == {k: base[k] for k in _KEY_PARTS}]
+
+
+def sweep_base(grid: dict, sources: dict) -> dict:
+    """What every sweep holds fixed: the grid's first model, first unstructured pattern (else its first pattern)
+    and first calibration source, format and seed, at the grid's nsamples and seqlen."""
+    cal = grid["calibration"]
+    source, fmt = calibration_pairs(cal, sources)[0]
+    pattern = next((p for p in grid["patterns"] if p["structure"] == "unstructured"), grid["patterns"][0])
+    return {"model": grid["models"][0], "pattern": pattern_key(pattern["structure"], pattern["sparsity"]),
+            "source": source, "format": fmt, "nsamples": cal["nsamples"], "seqlen": cal["seqlen"],
+            "seed": cal["seeds"][0]}
+
+
+def sweep_variants(grid: dict, sources: dict) -> list[Variant]:
+    """The sparsity sweep (unstructured, each sweep method) and the calibration-size sweeps (nsamples at the base
+    seqlen, seqlen at the base nsamples; calibrated methods), each varying one thing from sweep_base."""
+    sweeps, base = grid["sweeps"], sweep_base(grid, sources)
+
+    def key(nsamples: int, seqlen: int) -> str:
+        return calibration_key(base["source"], base["format"], nsamples, seqlen, base["seed"])
+
+    variants = []
+    for method in sweeps["methods"]:
+        calib = key(base["nsamples"], base["seqlen"]) if method in CALIBRATED else NO_CALIBRATION
+        variants += [Variant(base["model"], method, pattern_key("unstructured", s), calib)
+                     for s in sweeps["sparsities"]]
+        if method in CALIBRATED:
+            variants += [Variant(base["model"], method, base["pattern"], key(n, base["seqlen"]))
+                         for n in sweeps["nsamples"]]
+            variants += [Variant(base["model"], method, base["pattern"], key(base["nsamples"], length))
+                         for length in sweeps["seqlens"]]
+    return variants
+
+
 def guided_variants(grid: dict, sources: dict) -> list[tuple[str, Variant]]:
     """(protected category, variant) for NSA-guided pruning: the grid's unstructured variants of the guided
     methods, once per protected category."""
     guided = grid["nsa_guided"]
-    return [(category, v) for category in guided["categories"] for v in grid_variants(grid, sources)
+    return [(category, v) for category in guided["categories"] for v in studied_variants(grid, sources)
             if v.method in guided["methods"] and v.pattern.startswith("unstructured")]

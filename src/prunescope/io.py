@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -41,10 +42,20 @@ def _umask() -> int:
     return current
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON with sorted keys and a trailing newline, atomically (byte-stable output)."""
+def write_json(path: str | os.PathLike, obj: Any, inline_int_lists: bool = False) -> None:
+    """Write JSON with sorted keys and a trailing newline, atomically (byte-stable output).
+
+    inline_int_lists puts every list of integers on one line (per-example scores: one line, not one per example).
+    """
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+    if inline_int_lists:
+        text = _INT_LIST.sub(lambda match: "[" + ", ".join(re.findall(r"-?\d+", match.group())) + "]", text)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
+
+
+# An indented list of integers; a real newline never occurs inside a JSON string, so this matches no string.
+_INT_LIST = re.compile(r"\[\n\s*-?\d+(?:,\n\s*-?\d+)*\n\s*\]")
 
 
 def read_json(path: str | os.PathLike) -> Any:

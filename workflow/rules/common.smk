@@ -6,6 +6,8 @@ from prunescope.config import (
     ParamsError,
     grid_variants,
     guided_variants,
+    studied_variants,
+    sweep_base,
     parse_calibration_key,
     validate_params,
 )
@@ -17,6 +19,8 @@ except ParamsError as err:
 
 GRID = config["grids"][config["grid"]]
 VARIANTS = grid_variants(GRID, config["calibration_sources"])
+SWEEP_BASE = sweep_base(GRID, config["calibration_sources"])  # what the sweeps and the calibration analysis hold
+STUDIED = studied_variants(GRID, config["calibration_sources"])  # what NSA compares
 GUIDED = guided_variants(GRID, config["calibration_sources"])
 
 
@@ -50,13 +54,13 @@ TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
 SIMILARITY_FILES = [path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
                     for path in CALIBRATION_FILES]
 NSA_COMPARE_FILES = [f"results/nsa/{v.model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
-                     for dataset in GRID["nsa_datasets"] for v in VARIANTS]
+                     for dataset in GRID["nsa_datasets"] for v in STUDIED]
 NSA_CAUSAL_FILES = expand("results/nsa/{model}/{dataset}/causal.json", model=GRID["models"],
                           dataset=GRID["nsa_datasets"])
 # token heatmaps, one per model and NSA dataset: a row per variant of the first calibration key (or data-free)
-FIRST_CALIB = next((v.calib for v in VARIANTS if v.calib != NO_CALIBRATION), NO_CALIBRATION)
+FIRST_CALIB = next((v.calib for v in STUDIED if v.calib != NO_CALIBRATION), NO_CALIBRATION)
 NSA_HEATMAPS = [(model, dataset) for model in GRID["models"] for dataset in GRID["nsa_datasets"]]
-NSA_HEATMAP_INPUTS = [[f"results/nsa/{model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json" for v in VARIANTS
+NSA_HEATMAP_INPUTS = [[f"results/nsa/{model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json" for v in STUDIED
                        if v.model == model and v.calib in (NO_CALIBRATION, FIRST_CALIB)]
                       for model, dataset in NSA_HEATMAPS]
 GUIDED_PRUNED_DIRS = [f"results/guided/pruned/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}"
@@ -74,7 +78,7 @@ def nsa_associations(model, category):
 NSA_FILES = NSA_COMPARE_FILES + NSA_CAUSAL_FILES + GUIDED_EVAL_FILES
 NSA_REPORT_OUTPUTS = (
     ["reports/tables/nsa.csv", "reports/tables/nsa_guided.csv", "reports/tables/nsa.md", "reports/nsa.json"]
-    + [f"reports/figures/nsa/{name}.{ext}" for name in ["drop_scatter"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]
-       for ext in ("png", "svg")]
+    + [f"reports/figures/nsa/{name}.{ext}" for ext in ("png", "svg")
+       for name in ["drop_scatter", "guided"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]]
     if GRID["nsa_datasets"] else []
 )

@@ -3,6 +3,10 @@
 REPORT_OUTPUTS = [
     "reports/tables/accuracy.csv",
     "reports/tables/accuracy.md",
+    "reports/tables/accuracy.tex",
+    "reports/tables/category_drop.csv",
+    "reports/tables/category_drop.md",
+    "reports/tables/category_drop.tex",
     "reports/figures/accuracy_change.png",
     "reports/figures/accuracy_change.svg",
     "reports/metrics.json",
@@ -10,16 +14,28 @@ REPORT_OUTPUTS = [
 
 
 rule aggregate:
-    """Per-dataset accuracy table, dense baseline beside every pruned result, plus the headline metrics."""
+    """Per-dataset accuracy table, dense baseline beside every pruned result; the per-category accuracy change
+    with its bootstrap CI over examples and calibration seeds (category_drop); the headline metrics (per
+    category dense vs pruned and the sentiment drop's rank; the best and worst calibration source)."""
     input:
-        EVAL_FILES,
+        results=EVAL_FILES,
+        similarity=SIMILARITY_FILES,
     output:
-        csv="reports/tables/accuracy.csv",
+        csv=report("reports/tables/accuracy.csv", caption="../report/accuracy_table.rst", category="Accuracy",
+                   subcategory="Main grid"),
         markdown="reports/tables/accuracy.md",
+        latex="reports/tables/accuracy.tex",
+        drop_csv=report("reports/tables/category_drop.csv", caption="../report/category_drop.rst", category="Accuracy",
+                        subcategory="Main grid"),
+        drop_markdown="reports/tables/category_drop.md",
+        drop_latex="reports/tables/category_drop.tex",
         metrics="reports/metrics.json",
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
+        bootstrap_iters=config["evaluation"]["bootstrap_iters"],
+        bootstrap_seed=0,
+        base=SWEEP_BASE,
     log:
         "logs/report/aggregate.log",
     script:
@@ -27,12 +43,16 @@ rule aggregate:
 
 
 rule plot_accuracy_change:
-    """Accuracy change vs dense, by task category and pruning method."""
+    """Accuracy change vs dense with its bootstrap CI, by task category and pruning method and pattern (the main
+    grid's variants at the base calibration source and format)."""
     input:
-        "reports/tables/accuracy.csv",
+        "reports/tables/category_drop.csv",
     output:
-        png=report("reports/figures/accuracy_change.png", caption="../report/accuracy_change.rst", category="Accuracy"),
+        png=report("reports/figures/accuracy_change.png", caption="../report/accuracy_change.rst", category="Accuracy",
+                   subcategory="Main grid"),
         svg="reports/figures/accuracy_change.svg",
+    params:
+        variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     log:
         "logs/report/plot_accuracy_change.log",
     script:

@@ -1,9 +1,14 @@
 from prunescope.io import write_json
+from prunescope.reporting.drops import category_drop_table, write_category_drop
+from prunescope.reporting.sweeps import accuracy_changes, calibration_headline
 from prunescope.reporting.tables import accuracy_table, headline_metrics, load_results, write_table
 from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
-    expected = {"evaluation": dict(snakemake.params.evaluation), "limit": snakemake.params.limit}
-    table = accuracy_table(load_results(snakemake.input, expected))
-    write_table(table, snakemake.output.csv, snakemake.output.markdown)
-    write_json(snakemake.output.metrics, headline_metrics(table))
+    o, p = snakemake.output, snakemake.params
+    results = load_results(snakemake.input.results, {"evaluation": dict(p.evaluation), "limit": p.limit})
+    table, drops = accuracy_table(results), category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed)
+    write_table(table, o.csv, o.markdown, o.latex)
+    write_category_drop(drops, o.drop_csv, o.drop_markdown, o.drop_latex, p.bootstrap_iters)
+    write_json(o.metrics, {"accuracy": headline_metrics(table),
+                           **calibration_headline(accuracy_changes(results), p.base, snakemake.input.similarity)})

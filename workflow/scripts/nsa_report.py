@@ -5,6 +5,7 @@ from prunescope.reporting.nsa import (
     guided_table,
     nsa_metrics,
     plot_drop_scatter,
+    plot_guided,
     plot_heatmap,
     write_markdown,
 )
@@ -22,5 +23,6 @@ with job_log(snakemake.log[0]):
     write_markdown(drops, causal, gains, o.markdown)
     write_json(o.metrics, nsa_metrics(drops, causal, gains))
     plot_drop_scatter(drops, o.scatter_png, o.scatter_svg)
+    plot_guided(gains, o.guided_png, o.guided_svg)
     for paths, png, svg in zip(p.heatmap_inputs, o.heatmap_png, o.heatmap_svg, strict=True):
         plot_heatmap([read_json(path) for path in paths], png, svg)

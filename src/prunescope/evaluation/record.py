@@ -19,7 +19,8 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
                      bootstrap_iters: int, device: torch.device, labels: dict, params: dict) -> None:
     """Score the dense model, or the dense model with a pruning artifact applied, on every given dataset.
 
-    Each result embeds the labels and params that made it, so aggregation can refuse stale results.
+    Each result embeds the labels and params that made it, so aggregation can refuse stale results, and
+    metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples.
     """
     model, tokenizer = load_model(model_dir, dtype, device)
     if pruned_dir:
@@ -31,4 +32,4 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
         write_json(out_path, {
             **labels, "dataset": dataset, "category": category, "metrics": metrics, "params": params,
             "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
-        })
+        }, inline_int_lists=True)

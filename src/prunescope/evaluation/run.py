@@ -55,7 +55,8 @@ def evaluate_model(model, tokenizer, task_dir: str | os.PathLike, task_name: str
     """Zero-shot log-likelihood accuracy of the in-memory model on one task folder.
 
     Returns acc, acc_norm, their standard errors (None when lm-eval computes none, e.g. with
-    bootstrap_iters 0) and n, the number of examples scored.
+    bootstrap_iters 0), n, the number of examples scored, and per_example: each example's acc and acc_norm
+    (0 or 1) in document order, which the bootstrap confidence intervals of the reports resample.
     """
     from lm_eval import evaluator
     from lm_eval.models.huggingface import HFLM
@@ -66,8 +67,8 @@ def evaluate_model(model, tokenizer, task_dir: str | os.PathLike, task_name: str
     with quiet_lm_eval():
         lm = HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
         tasks = TaskManager(include_defaults=False).load([config])
-        results = evaluator.evaluate(lm=lm, task_dict=tasks, bootstrap_iters=bootstrap_iters, log_samples=False)
-    metrics = extract_metrics(results, task_name)
+        results = evaluator.evaluate(lm=lm, task_dict=tasks, bootstrap_iters=bootstrap_iters, log_samples=True)
+    metrics = {**extract_metrics(results, task_name), "per_example": extract_per_example(results, task_name)}
     logger.info("%s: acc %.4f, acc_norm %.4f on %d examples", task_name, metrics["acc"], metrics["acc_norm"],
                 metrics["n"])
     return metrics
@@ -90,6 +91,16 @@ def extract_metrics(results: dict, task_name: str) -> dict:
         stderr = scores[f"{name}_stderr,none"]
         metrics[f"{name}_stderr"] = None if stderr == "N/A" else float(stderr)
     return metrics
+
+
+def extract_per_example(results: dict, task_name: str) -> dict[str, list[int]]:
+    """Each example's score per metric (0 or 1), sorted by doc_id, from lm-eval's logged samples."""
+    samples = sorted((s for s in results["samples"][task_name] if s["filter"] == "none"), key=lambda s: s["doc_id"])
+    doc_ids = [sample["doc_id"] for sample in samples]
+    n = int(results["n-samples"][task_name]["effective"])
+    if doc_ids != list(range(n)):
+        raise ValueError(f"{task_name}: lm-eval logged samples for doc_ids {doc_ids}, expected 0 .. {n - 1} once each")
+    return {name: [int(sample[name]) for sample in samples] for name in METRICS}
 
 
 def environment_info(device: str) -> dict:

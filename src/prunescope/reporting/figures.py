@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,9 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from prunescope.io import atomic_path  # noqa: E402
-from prunescope.reporting.tables import CATEGORIES  # noqa: E402
+from prunescope.reporting.tables import CATEGORIES, calibration_group  # noqa: E402
 
 
 def set_style() -> None:
@@ -26,18 +29,52 @@ def save_figure(fig, png_path: str, svg_path: str) -> None:
     plt.close(fig)
 
 
-def plot_accuracy_change(table: pd.DataFrame, png_path: str, svg_path: str) -> None:
-    """Bars: mean accuracy change vs dense per category, one hue per pruned variant; error bars = SE over datasets."""
+def plot_accuracy_change(table: pd.DataFrame, png_path: str, svg_path: str,
+                         variants: Iterable[Sequence[str]] | None = None) -> None:
+    """Bars: the category_drop table's mean accuracy change vs dense per task category, one bar per pruned
+    variant (method, pattern), error bars = its 95% bootstrap CI; one panel per model.
+
+    variants, (model, method, pattern, calibration key) tuples, picks the rows to draw (seeds are averaged in the
+    table, so a key's seed is ignored); by default every row. A (method, pattern) drawn with more than one
+    calibration gets one bar per calibration.
+    """
     set_style()
-    data = table.assign(variant=table["method"] + " " + table["pattern"])
+    data = table.assign(category=table["category"].astype(str))
+    if variants is not None:
+        keep = {(m, method, pattern, calibration_group(calib)) for m, method, pattern, calib in variants}
+        data = data[[key in keep for key in zip(data["model"], data["method"], data["pattern"], data["calibration"],
+                                                strict=True)]]
+    several = data.groupby(["model", "method", "pattern"])["calibration"].transform("nunique") > 1
+    data = data.assign(variant=(data["method"] + " " + data["pattern"]).where(
+        ~several, data["method"] + " " + data["pattern"] + " " + data["calibration"]))
     categories = [c for c in CATEGORIES if c in set(data["category"])]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.barplot(data=data, x="category", y="acc_change", hue="variant", order=categories, errorbar="se",
-                capsize=0.1, ax=ax)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("task category")
-    ax.set_ylabel("accuracy change vs dense")
-    models = ", ".join(sorted(set(data["model"])))
-    ax.set_title(f"Pruning's effect by task category ({models})")
-    ax.legend(title="method, pattern", frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    labels = sorted(set(data["variant"]))
+    colors = dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 1)), strict=False))
+    models = sorted(set(data["model"])) or ["no pruned results"]
+    columns = min(len(models), 2)
+    rows = -(-len(models) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4 * rows), sharey=True, squeeze=False)
+    width = 0.8 / max(len(labels), 1)
+    for index, (ax, model) in enumerate(zip(axes.flat, models, strict=False)):
+        for j, label in enumerate(labels):
+            bars = (data[(data["model"] == model) & (data["variant"] == label)].set_index("category")
+                    .reindex(categories).dropna(subset=["acc_change"]))
+            x = [categories.index(c) - 0.4 + width * (j + 0.5) for c in bars.index]
+            err = [(bars["acc_change"] - bars["ci_low"]).clip(lower=0).fillna(0),
+                   (bars["ci_high"] - bars["acc_change"]).clip(lower=0).fillna(0)]  # no interval: no error bar
+            ax.bar(x, bars["acc_change"], width=width, color=colors[label], yerr=err, capsize=3,
+                   error_kw={"elinewidth": 1, "ecolor": "0.2"})
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel("task category")
+        ax.set_ylabel("accuracy change vs dense (95% CI)" if index % columns == 0 else "")
+        ax.set_title(model if len(models) > 1 else f"Pruning's effect by task category ({model})")
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+    if len(models) > 1:
+        fig.suptitle("Pruning's effect by task category")
+    if labels:
+        fig.legend([Patch(color=colors[label]) for label in labels], labels, title="method, pattern",
+                   frameon=False, bbox_to_anchor=(1.0, 0.9), loc="upper left")
+    fig.tight_layout()
     save_figure(fig, png_path, svg_path)

@@ -130,3 +130,28 @@ def plot_drop_scatter(drops: pd.DataFrame, png_path: str, svg_path: str) -> None
     ax.set_title(f"NSA drop vs accuracy drop (Pearson r = {r}, n = {correlation['n']})")
     ax.legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
     save_figure(fig, png_path, svg_path)
+
+
+def plot_guided(table: pd.DataFrame, png_path: str, svg_path: str) -> None:
+    """Dense, plain and NSA-guided accuracy per category (mean over the guided variants' calibration seeds)."""
+    set_style()
+    long = (table.groupby(["protect", "method", "pattern", "category"], observed=True)
+            [["dense_acc", "plain_acc", "guided_acc"]].mean().reset_index()
+            .melt(id_vars=["protect", "method", "pattern", "category"], var_name="model variant", value_name="acc"))
+    long["model variant"] = long["model variant"].map({"dense_acc": "dense", "plain_acc": "plain pruning",
+                                                       "guided_acc": "NSA-guided pruning"})
+    long["category"] = long["category"].astype(str)
+    panels = sorted(set(zip(long["protect"], long["method"], long["pattern"], strict=True)))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.5 * max(len(panels), 1), 4), squeeze=False)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no NSA-guided variants in this grid (nsa_guided)", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for ax, (protect, method, pattern) in zip(axes[0], panels, strict=True):
+        rows = long[(long["protect"] == protect) & (long["method"] == method) & (long["pattern"] == pattern)]
+        sns.barplot(data=rows, x="category", y="acc", hue="model variant", ax=ax,
+                    order=[c for c in CATEGORIES if c in set(rows["category"])])
+        ax.set_title(f"{method} {pattern}, {protect} neurons protected")
+        ax.set_xlabel("task category")
+        ax.set_ylabel("accuracy")
+        ax.legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    save_figure(fig, png_path, svg_path)

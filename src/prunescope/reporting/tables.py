@@ -18,7 +18,11 @@ class StaleResultError(ValueError):
 
 
 def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
-    """One row per result file; refuses any file whose embedded params differ from `expected_params`."""
+    """One row per result file; refuses any file whose embedded params differ from `expected_params`.
+
+    Besides the scores, a row holds its file's path and the per-example 0/1 lists acc_per_example and
+    acc_norm_per_example (None for a result made before they were recorded; see drops.category_drop_table).
+    """
     rows = []
     for path in paths:
         result = read_json(path)
@@ -32,11 +36,13 @@ def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
             "method": result["method"], "pattern": result["pattern"], "calib": result["calib"],
             "n_examples": metrics["n"], "acc": metrics["acc"], "acc_norm": metrics["acc_norm"],
             "protect": result.get("protect"),  # NSA-guided variants: the category whose neurons were protected
+            "path": str(path), **{f"{name}_per_example": metrics.get("per_example", {}).get(name)
+                                  for name in ("acc", "acc_norm")},
         })
     return pd.DataFrame(rows)
 
 
-def _calibration_group(calib: str) -> str:
+def calibration_group(calib: str) -> str:
     """A calibration key without its seed: results of different seeds are averaged together."""
     return re.sub(r"-s\d+$", "", calib)
 
@@ -45,7 +51,7 @@ def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and pruned variant: mean and std over calibration seeds, the dense accuracy, the change."""
     dense = (results[results["method"] == "dense"][["model", "dataset", "acc", "acc_norm"]]
              .rename(columns={"acc": "dense_acc", "acc_norm": "dense_acc_norm"}))
-    pruned = results[results["method"] != "dense"].assign(calibration=lambda d: d["calib"].map(_calibration_group))
+    pruned = results[results["method"] != "dense"].assign(calibration=lambda d: d["calib"].map(calibration_group))
     keys = ["model", "category", "dataset", *VARIANT_KEYS]
     table = (pruned.groupby(keys, sort=False)
              .agg(n_examples=("n_examples", "first"), n_seeds=("acc", "size"), acc_mean=("acc", "mean"),
@@ -59,17 +65,42 @@ def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, kind="stable")[columns].reset_index(drop=True)
 
 
-def write_table(table: pd.DataFrame, csv_path: str, markdown_path: str) -> None:
-    """CSV (every column, fixed float format) and a Markdown view: one row per dataset, one column per variant."""
+def write_table(table: pd.DataFrame, csv_path: str, markdown_path: str, latex_path: str | None = None) -> None:
+    """CSV (every column, fixed float format), a Markdown view (one row per dataset, one column per variant) and,
+    given latex_path, a LaTeX table of the accuracy columns (one row per dataset and variant)."""
     write_csv(table, csv_path)
     with atomic_path(markdown_path) as tmp:
         tmp.write_text(_markdown(table), encoding="utf-8")
+    if latex_path is not None:
+        write_latex(table[list(LATEX_COLUMNS)].rename(columns=LATEX_COLUMNS), latex_path)
 
 
 def write_csv(table: pd.DataFrame, path: str) -> None:
     """Every column, floats to 4 decimals (byte-stable across reruns), written atomically."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
+
+
+def write_markdown(table: pd.DataFrame, path: str, title: str) -> None:
+    """A title line and the table as Markdown (floats to 3 decimals, missing values as --), written atomically."""
+    view = table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".3f", missingval="--")
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"{title}\n\n{view}\n", encoding="utf-8")
+
+
+def write_latex(table: pd.DataFrame, path: str) -> None:
+    """A booktabs tabular (\\toprule, \\midrule, \\bottomrule; needs \\usepackage{booktabs}): text escaped, text
+    columns left- and numbers right-aligned, floats to 3 decimals, missing values as --, written atomically."""
+    align = "".join("r" if pd.api.types.is_numeric_dtype(dtype) else "l" for dtype in table.dtypes)
+    styler = (table.style.hide(axis="index").format(precision=3, na_rep="--", escape="latex")
+              .format_index(escape="latex", axis=1))
+    with atomic_path(path) as tmp:
+        tmp.write_text(styler.to_latex(hrules=True, column_format=align), encoding="utf-8")
+
+
+LATEX_COLUMNS = {"model": "model", "category": "category", "dataset": "dataset", "method": "method",
+                 "pattern": "pattern", "calibration": "calibration", "n_examples": "n", "n_seeds": "seeds",
+                 "dense_acc": "dense", "acc_mean": "pruned", "acc_std": "std", "acc_change": "change"}
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -1,0 +1,61 @@
+# The experiments beside the main grid: the calibration analysis, the sparsity and calibration-size sweeps,
+# and what each pruning run cost. Sweep variants are part of VARIANTS (config.sweep_variants).
+
+EXPERIMENT_TABLES = ["calibration", "sparsity", "calib_size", "prune_cost"]
+EXPERIMENT_FIGURES = ["calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"]
+EXPERIMENT_OUTPUTS = (
+    [f"reports/tables/{name}.{ext}" for name in EXPERIMENT_TABLES for ext in ("csv", "md")]
+    + [f"reports/figures/{name}.{ext}" for name in EXPERIMENT_FIGURES for ext in ("png", "svg")]
+)
+
+
+rule experiment_report:
+    """Calibration source/format x category (with the calibration-to-task similarity), the sparsity and calibration-size sweep tables and curves, the calibration x dataset heatmap."""
+    input:
+        results=EVAL_FILES,
+        similarity=SIMILARITY_FILES,
+    output:
+        calibration=report("reports/tables/calibration.csv", caption="../report/calibration_table.rst",
+                           category="Calibration", subcategory="Source and format"),
+        calibration_md="reports/tables/calibration.md",
+        sparsity=report("reports/tables/sparsity.csv", caption="../report/sparsity_table.rst", category="Accuracy",
+                        subcategory="Sparsity sweep"),
+        sparsity_md="reports/tables/sparsity.md",
+        calib_size=report("reports/tables/calib_size.csv", caption="../report/calib_size_table.rst",
+                          category="Calibration", subcategory="Calibration size"),
+        calib_size_md="reports/tables/calib_size.md",
+        heatmap_png=report("reports/figures/calibration_heatmap.png", caption="../report/calibration_heatmap.rst",
+                           category="Calibration", subcategory="Source and format"),
+        heatmap_svg="reports/figures/calibration_heatmap.svg",
+        sparsity_png=report("reports/figures/sparsity.png", caption="../report/sparsity.rst", category="Accuracy",
+                            subcategory="Sparsity sweep"),
+        sparsity_svg="reports/figures/sparsity.svg",
+        nsamples_png=report("reports/figures/calib_nsamples.png", caption="../report/calib_nsamples.rst",
+                            category="Calibration", subcategory="Calibration size"),
+        nsamples_svg="reports/figures/calib_nsamples.svg",
+        seqlen_png=report("reports/figures/calib_seqlen.png", caption="../report/calib_seqlen.rst",
+                          category="Calibration", subcategory="Calibration size"),
+        seqlen_svg="reports/figures/calib_seqlen.svg",
+    params:
+        evaluation=config["evaluation"],
+        limit=GRID["eval_limit"],
+        base=SWEEP_BASE,
+        sweep_methods=GRID["sweeps"]["methods"],
+    log:
+        "logs/report/experiment_report.log",
+    script:
+        "../scripts/experiment_report.py"
+
+
+rule prune_cost:
+    """Per pruning run: wall time, peak memory, achieved sparsity, reconstruction error per layer type."""
+    input:
+        PRUNED_DIRS,
+    output:
+        csv=report("reports/tables/prune_cost.csv", caption="../report/prune_cost.rst", category="Pruning cost",
+                   subcategory="Per pruning run"),
+        markdown="reports/tables/prune_cost.md",
+    log:
+        "logs/report/prune_cost.log",
+    script:
+        "../scripts/prune_cost.py"

@@ -1,0 +1,29 @@
+from prunescope.reporting.sweeps import (
+    accuracy_changes,
+    calib_size_table,
+    calibration_table,
+    plot_calibration_heatmap,
+    plot_sweep,
+    sparsity_table,
+)
+from prunescope.reporting.tables import load_results, write_csv, write_markdown
+from prunescope.runlog import job_log
+
+with job_log(snakemake.log[0]):
+    i, o, p = snakemake.input, snakemake.output, snakemake.params
+    changes = accuracy_changes(load_results(i.results, {"evaluation": dict(p.evaluation), "limit": p.limit}))
+    calibration = calibration_table(changes, p.base, i.similarity)
+    sparsity = sparsity_table(changes, p.base, p.sweep_methods)
+    sizes = calib_size_table(changes, p.base, p.sweep_methods)
+    for table, csv, markdown, title in (
+            (calibration, o.calibration, o.calibration_md, "Accuracy change per calibration source/format."),
+            (sparsity, o.sparsity, o.sparsity_md, "Accuracy change along the sparsity sweep."),
+            (sizes, o.calib_size, o.calib_size_md, "Accuracy change along the calibration-size sweeps.")):
+        write_csv(table, csv)
+        write_markdown(table, markdown, title)
+    plot_calibration_heatmap(changes, p.base, o.heatmap_png, o.heatmap_svg)
+    plot_sweep(sparsity, "sparsity", "sparsity", o.sparsity_png, o.sparsity_svg)
+    plot_sweep(sizes[sizes["seqlen"] == p.base["seqlen"]], "nsamples", "calibration samples", o.nsamples_png,
+               o.nsamples_svg)
+    plot_sweep(sizes[sizes["nsamples"] == p.base["nsamples"]], "seqlen", "calibration sequence length",
+               o.seqlen_png, o.seqlen_svg)

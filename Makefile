@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report repro bench test lint
+.PHONY: setup run dry-run report repro pull bench test lint
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ report: run  ## One self-contained HTML report of every table and figure, checke
 
 repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+pull: setup  ## After cloning: every DVC-tracked output from the DVC remote, marked up to date for Snakemake
+	$(BIN)/dvc pull
+	$(BIN)/snakemake --cores 1 --touch all
 
 bench: setup  ## Pruning benchmarks on the embedded default: batched driver vs per-sample loop (reports/bench/)
 	$(BIN)/snakemake --cores $(CORES) prepare_all

@@ -41,6 +41,7 @@ rule prune_all:
     """Every pruned variant of the selected grid (DVC stage `prune`)."""
     input:
         PRUNED_DIRS,
+        PRUNE_RUN_FILES,
 
 
 rule evaluate_all:

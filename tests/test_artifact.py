@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_tiny_model
 from prunescope.io import read_json
-from prunescope.pruning import apply_artifact, prune_model, save_artifact
+from prunescope.pruning import apply_artifact, prune_model, save_artifact, write_measurements
 
 VOCAB = 300
 CALIBRATION = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
@@ -43,25 +43,28 @@ def test_identical_inputs_give_byte_identical_files(tmp_path):
     _, _, first = pruned("sparsegpt", blocksize=16)
     save_artifact(first, tmp_path / "a", {"base_model": "tiny"})
     save_artifact(first, tmp_path / "b", {"base_model": "tiny"})
-    for name in ("masks.safetensors", "weights.safetensors", "manifest.json", "run.json"):
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == ["manifest.json", "masks.safetensors",
+                                                                      "weights.safetensors"]
+    for name in ("masks.safetensors", "weights.safetensors", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("method,options", [("wanda", {}), ("sparsegpt", {"blocksize": 16})])
-def test_rerun_differs_only_in_run_json(tmp_path, method, options):
-    """Two runs from fresh models: same masks, kept weights and manifest; only the measurements may differ."""
+def test_rerun_gives_the_same_artifact_and_keeps_measurements_apart(tmp_path, method, options):
+    """Two runs from fresh models: same masks, kept weights and manifest; the measurements, which may differ,
+    are written to a file of their own."""
     for folder in ("a", "c"):
         _, _, result = pruned(method, **options)
         save_artifact(result, tmp_path / folder, {"base_model": "tiny"})
+        write_measurements(result, tmp_path / f"{folder}.json")
     names = ["masks.safetensors", "manifest.json"] + (["weights.safetensors"] if method == "sparsegpt" else [])
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == sorted(names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
-    manifest, run = read_json(tmp_path / "a" / "manifest.json"), read_json(tmp_path / "a" / "run.json")
-    assert manifest["run_measurements"] == "run.json" and "run.json" not in manifest["files"]
+    manifest, run = read_json(tmp_path / "a" / "manifest.json"), read_json(tmp_path / "a.json")
     assert not {"seconds", "peak_memory_bytes"} & set(manifest)
+    assert not any(note.startswith("peak_memory_bytes:") for note in manifest["notes"])
     assert run["seconds"] > 0 and run["peak_memory_bytes"] > 0 and run["notes"][0].startswith("peak_memory_bytes:")
-    (tmp_path / "c" / "run.json").write_text("{}")  # measurements are not verified: the artifact still applies
-    apply_artifact(make_tiny_model("llama", VOCAB), tmp_path / "c")
 
 
 def test_truncated_masks_file_is_a_clear_error(tmp_path):

@@ -2,15 +2,19 @@
 
 import csv
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+import slurm_cluster
 from prunescope import browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,6 +203,164 @@ def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run):
     summary = browser.check_report(html, finished_run / "reports/report.png", expected)
     assert set(expected) <= {Path(name).name for name in summary["results"]}
     assert {"Accuracy", "Calibration", "NSA", "Pruning cost"} <= set(summary["categories"])
+
+
+def outputs_of(workdir: Path, variants: list[str]) -> dict[str, bytes]:
+    """Every pruning artifact file and evaluation result of the given variants (model/method/pattern/calib)."""
+    files = [path for variant in variants for kind in ("pruned", "eval")
+             for path in sorted((workdir / "results" / kind / variant).rglob("*")) if path.is_file()]
+    assert files, variants
+    return {str(path.relative_to(workdir)): path.read_bytes() for path in files}
+
+
+def remove_outputs(workdir: Path, variants: list[str]) -> None:
+    for variant in variants:
+        for folder in (workdir / "results/pruned" / variant, workdir / "results/eval" / variant):
+            shutil.rmtree(folder)
+        (workdir / "results/prune_runs" / f"{variant}.json").unlink()
+
+
+def test_a_killed_run_resumes_and_gives_byte_identical_results(finished_run):
+    """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune
+    job: no partial output survives; after `snakemake --unlock` (a killed Snakemake cannot remove its directory
+    lock) the same command finishes, and the masks, manifest and results equal the uninterrupted run's bytes."""
+    variant = "smollm2-135m/sparsegpt/2of4-0.5/gensim_wiki-raw-n4-l64-s0"
+    before = outputs_of(finished_run, [variant])
+    remove_outputs(finished_run, [variant])
+    log = finished_run / f"logs/prune/{variant}.log"
+    log.unlink()
+    targets = [f"results/eval/{variant}/{dataset}.json" for dataset in DATASETS]
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run),
+               "--cores", "2", *targets]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "block" in log.read_text()):  # the driver is pruning blocks
+            assert run.poll() is None and time.monotonic() < deadline, "the prune job never started"
+            time.sleep(0.2)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    pruned_parent = (finished_run / "results/pruned" / variant).parent
+    assert not (finished_run / "results/pruned" / variant).exists()
+    assert not (finished_run / "results/eval" / variant).exists()
+    snakemake(finished_run, "--unlock")
+    snakemake(finished_run, "--cores", "2", *targets)
+    assert not [path.name for path in pruned_parent.iterdir() if path.name.startswith(".")]  # no temp left
+    assert outputs_of(finished_run, [variant]) == before
+    snakemake(finished_run, "--cores", "2", "all")  # what reads the rebuilt (same) files is rebuilt as well
+
+
+def test_changing_one_param_reruns_only_what_depends_on_it(finished_run):
+    """The sparsity sweep's 0.3 becomes 0.4: one new variant is pruned and evaluated, and the tables that list
+    it are rebuilt; nothing else (dry run only: the params are put back)."""
+    params_file = finished_run / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["grids"]["mini"]["sweeps"]["sparsities"] = [0.4]
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        plan = snakemake(finished_run, "--cores", "2", "--dry-run", "all").stdout
+    finally:
+        params_file.write_text(original)
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", plan, re.M)
+    rerun = sorted({rule for rule, _ in jobs})
+    assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "plot_accuracy_change", "prune",
+                     "prune_cost"], plan
+    pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned")]
+    assert len(pruned) == 2 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
+
+
+def slurm_test_profile(folder: Path) -> Path:
+    """profiles/slurm as a cluster user has it, with the resources the one test node can give (gpu 0 over the
+    rules' own gpu=1, CPUs and memory capped at the node's) and quick status checks."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    cpus, memory = slurm_cluster.node_resources()
+
+    def fit(resources: dict) -> dict:
+        fitted = {**resources, "gpu": 0}
+        fitted["mem_mb"] = min(fitted.get("mem_mb", memory), memory // 2)
+        fitted["cpus_per_task"] = min(fitted.get("cpus_per_task", 1), cpus)
+        return fitted
+
+    profile["default-resources"] = fit(profile["default-resources"])
+    profile["set-resources"] = {rule: fit(resources) for rule, resources in profile["set-resources"].items()}
+    profile.update({"slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2,
+                    "latency-wait": 5})
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return folder
+
+
+def test_slurm_reports_a_failed_job_keeps_the_others_and_a_rerun_finishes(finished_run, tmp_path):
+    """On a real single-node SLURM through profiles/slurm: one variant's calibration sample is truncated, so its
+    prune job fails (named in Snakemake's report and its log) while another variant is rebuilt and kept; after
+    the bad file is deleted, a rerun rebuilds the rest, and everything equals the local run's bytes."""
+    if reason := slurm_cluster.unavailable():
+        pytest.skip(reason)
+    fine = "smollm2-135m/magnitude/2of4-0.5/none"
+    broken = "smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n2-l64-s0"  # the nsamples sweep's own sample
+    before = outputs_of(finished_run, [fine, broken])
+    remove_outputs(finished_run, [fine, broken])
+    sample = finished_run / "data/calibration/smollm2-135m/gensim_wiki-raw-n2-l64-s0.safetensors"
+    sample.write_bytes(sample.read_bytes()[:-64])
+    profile = slurm_test_profile(tmp_path)
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run),
+               "--workflow-profile", str(profile), "all"]
+    with slurm_cluster.local_slurm(tmp_path / "cluster") as env:
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the jobs run the same venv
+        failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+        assert failed.returncode != 0
+        assert re.search(r"Error in rule prune:", failed.stdout + failed.stderr)
+        assert "sample_calibration rule rebuilds it" in (finished_run / f"logs/prune/{broken}.log").read_text()
+        assert outputs_of(finished_run, [fine]) == {k: v for k, v in before.items() if "/magnitude/" in k}
+        assert not (finished_run / "results/pruned" / broken).exists()
+        sample.unlink()
+        sample.with_suffix(".json").unlink()
+        finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+        assert finished.returncode == 0, finished.stderr[-5000:]
+    assert "slurm" in finished.stdout + finished.stderr
+    assert outputs_of(finished_run, [fine, broken]) == before
+
+
+def test_dvc_round_trip_through_a_local_remote(finished_run, tmp_path):
+    """The cluster recipe: after the Snakemake run, `dvc commit` and `dvc push` to a local remote; then a fresh git
+    clone and `make pull`: `dvc repro` and `snakemake -n` have nothing to do, and a rebuilt table and figure equal
+    the pulled ones byte for byte."""
+    project, clone = tmp_path / "project", tmp_path / "clone"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if not name.startswith("reports/") and name not in ("params.yaml", "dvc.lock") and (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    shutil.copy2(finished_run / "params.yaml", project / "params.yaml")
+    for folder in ("reports", "data", "results"):  # what the run made
+        shutil.copytree(finished_run / folder, project / folder, symlinks=True)
+    subprocess.run([*GIT, "init", "-q"], cwd=project, check=True)
+    dvc(project, "commit", "--force")
+    dvc(project, "remote", "add", "--default", "local", str(tmp_path / "remote"))
+    dvc(project, "push")
+    subprocess.run([*GIT, "add", "--all"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "a finished run"], cwd=project, check=True)
+
+    subprocess.run([*GIT, "clone", "-q", str(project), str(clone)], check=True)
+    assert not (clone / "data").exists() and not (clone / "results").exists()
+    venv = Path(sys.executable).parent.parent
+    pulled = subprocess.run(["make", "-C", str(clone), "pull", f"VENV={venv}", "-o", f"{venv}/.installed"],
+                            capture_output=True, text=True, timeout=900)
+    assert pulled.returncode == 0, pulled.stdout[-3000:] + pulled.stderr[-3000:]
+    assert "Data and pipelines are up to date" in dvc(clone, "status")
+    repro = dvc(clone, "repro")
+    assert "Running stage" not in repro and "Data and pipelines are up to date" in repro, repro
+    in_clone = [sys.executable, "-m", "snakemake", "--cores", "2"]  # the clone's own Snakefile and profiles
+    plan = subprocess.run([*in_clone, "--dry-run", "all"], cwd=clone, capture_output=True, text=True, timeout=600)
+    assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+
+    rebuilt = ["reports/tables/accuracy.csv", "reports/tables/category_drop.csv", "reports/metrics.json",
+               "reports/figures/accuracy_change.png", "reports/figures/accuracy_change.svg"]
+    pulled_bytes = {name: (clone / name).read_bytes() for name in rebuilt}
+    subprocess.run([*in_clone, "all", "--forcerun", "aggregate", "plot_accuracy_change"], cwd=clone, check=True,
+                   capture_output=True, timeout=600)
+    assert {name: (clone / name).read_bytes() for name in rebuilt} == pulled_bytes
 
 
 def test_dvc_metrics_and_plots_diff_across_two_param_settings(finished_run):

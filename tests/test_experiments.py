@@ -104,7 +104,7 @@ def test_prune_cost_reads_manifest_and_run(tmp_path):
     (folder / "manifest.json").write_text(json.dumps({
         "model": "m", "method": "wanda", "structure": "unstructured", "sparsity": 0.5, "calibration": CALIB,
         "achieved_sparsity": 0.5, "layers": layers}))
-    (folder / "run.json").write_text(json.dumps({"seconds": 12.345, "peak_memory_bytes": 2**30}))
-    row = prune_cost_table([str(folder)]).iloc[0]
+    (tmp_path / "run.json").write_text(json.dumps({"seconds": 12.345, "peak_memory_bytes": 2**30}))
+    row = prune_cost_table([str(folder)], [str(tmp_path / "run.json")]).iloc[0]
     assert (row["seconds"], row["peak_memory_gb"], row["achieved_sparsity"]) == (12.3, 1.0, 0.5)
     assert (row["error_q_proj"], row["error_down_proj"]) == pytest.approx((0.2, 0.2))

@@ -51,6 +51,31 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
     assert int(counts["prune"]) == len(variants) and counts["experiment_report"] == counts["prune_cost"] == "1"
 
 
+@pytest.mark.parametrize("profile", ["default", "local", "slurm"])
+def test_every_profile_plans_the_paper_grid(tmp_path, params, profile):
+    """The profiles parse (the SLURM one with its executor plugin, job groups and per-rule resources) and plan the
+    same jobs; the SLURM run itself is tested on a real SLURM in test_end_to_end."""
+    params["grid"] = "paper"
+    run = snakemake(workdir_with(tmp_path, params), "--workflow-profile", profile, "--dry-run", "all")
+    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
+    assert f"Using workflow specific profile profiles/{profile}" in run.stdout + run.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
+    assert int(counts["prune"]) == len(grid_variants(params["grids"]["paper"], params["calibration_sources"]))
+
+
+def test_slurm_profile_sends_every_gpu_rule_to_the_gpu_partition():
+    """A rule that asks for gpu=1 (directly or through `use rule`) but is missing from the profile would be sent
+    to the CPU partition with a GPU request: pending forever or rejected."""
+    text = "\n".join(path.read_text() for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
+    gpu_rules = {match.group(1) for block in re.split(r"\n(?=rule |use rule )", text)
+                 if (match := re.match(r"rule (\w+):", block)) and "gpu=1" in block}
+    gpu_rules |= {alias for base, alias in re.findall(r"use rule (\w+) as (\w+)", text) if base in gpu_rules}
+    assert {"prune", "evaluate_pruned", "prune_guided", "nsa_compare"} <= gpu_rules
+    resources = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())["set-resources"]
+    for rule in sorted(gpu_rules):
+        assert resources.get(rule, {}).get("slurm_partition") == "gpu" and resources[rule]["gpu"] == 1, rule
+
+
 def test_dry_run_plans_task_derived_calibration(tmp_path, params):
     params["grids"]["mini"]["calibration"].update(sources=["gensim_wiki", "strategyqa_train"],
                                                   formats=["raw", "icl", "cot"], seeds=[0])

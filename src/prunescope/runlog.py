@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -36,7 +40,39 @@ def job_log(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
             raise
 
 
+GPU_SLOTS = Path(tempfile.gettempdir()) / "prunescope-gpu-slots"
+_held_slot = None  # the lock file of this job's GPU, held until the process exits
+
+
 def job_device(threads: int) -> torch.device:
-    """The GPU this job was given, else the CPU; torch uses exactly the job's threads."""
+    """The GPU this job was given, else the CPU; torch uses exactly the job's threads.
+
+    With one visible GPU (a SLURM job's, or a one-GPU workstation) that GPU. With several, Snakemake hands out
+    `gpu` resource units but not device indices, so the job claims the first free one itself (claim_gpu_slot).
+    """
+    global _held_slot
     torch.set_num_threads(max(1, threads))
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda:0")
+    index, _held_slot = claim_gpu_slot(count, GPU_SLOTS)
+    logging.getLogger(__name__).info("GPU %d of %d claimed (lock in %s)", index, count, GPU_SLOTS)
+    return torch.device(f"cuda:{index}")
+
+
+def claim_gpu_slot(count: int, folder: Path, poll_seconds: float = 1.0) -> tuple[int, TextIO]:
+    """The index of the first of `count` GPUs no other job holds, and its locked file (an exclusive flock the OS
+    drops when the process ends, even if killed). Waits while every GPU is held."""
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for index in range(count):
+            handle = open(folder / f"gpu{index}.lock", "w")  # noqa: SIM115 - held for the job's lifetime
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            return index, handle
+        time.sleep(poll_seconds)

@@ -47,9 +47,12 @@ MODEL_DIRS = expand("data/models/{model}", model=GRID["models"])
 DATASET_FILES = expand("data/datasets/{dataset}.jsonl", dataset=GRID["datasets"])
 CALIBRATION_FILES = sorted({calibration_path(v.model, v.calib) for v in VARIANTS if v.calib != NO_CALIBRATION})
 PRUNED_DIRS = [f"results/pruned/{v.path}" for v in VARIANTS]
+PRUNE_RUN_FILES = [f"results/prune_runs/{v.path}.json" for v in VARIANTS]  # wall time, peak memory
 DENSE_EVAL_FILES = expand("results/eval/{model}/dense/{dataset}.json", model=GRID["models"], dataset=GRID["datasets"])
 PRUNED_EVAL_FILES = [f"results/eval/{v.path}/{dataset}.json" for v in VARIANTS for dataset in GRID["datasets"]]
 EVAL_FILES = DENSE_EVAL_FILES + PRUNED_EVAL_FILES
+STUDIED_EVAL_FILES = DENSE_EVAL_FILES + [f"results/eval/{v.path}/{dataset}.json" for v in STUDIED
+                                         for dataset in GRID["datasets"]]  # what NSA compares against
 TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
 SIMILARITY_FILES = [path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
                     for path in CALIBRATION_FILES]

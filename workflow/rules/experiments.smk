@@ -50,7 +50,8 @@ rule experiment_report:
 rule prune_cost:
     """Per pruning run: wall time, peak memory, achieved sparsity, reconstruction error per layer type."""
     input:
-        PRUNED_DIRS,
+        artifacts=PRUNED_DIRS,
+        measurements=PRUNE_RUN_FILES,
     output:
         csv=report("reports/tables/prune_cost.csv", caption="../report/prune_cost.rst", category="Pruning cost",
                    subcategory="Per pruning run"),

@@ -93,7 +93,8 @@ use rule prune as prune_guided with:
         calibration=lambda wc: [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib),
         associations=lambda wc: nsa_associations(wc.model, wc.protect),
     output:
-        directory("results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}"),
+        artifact=directory("results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}"),
+        measurements="results/guided/prune_runs/{model}/{protect}/{method}/{pattern}/{calib}.json",
     params:
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],
@@ -123,7 +124,7 @@ rule nsa_report:
     """NSA tables (drops vs accuracy drops and their correlation, the causal check, guided vs plain pruning),
     headline numbers, the drop scatter and one token heatmap per NSA dataset."""
     input:
-        results=EVAL_FILES,
+        results=STUDIED_EVAL_FILES,
         guided=GUIDED_EVAL_FILES,
         compare=NSA_COMPARE_FILES,
         causal=NSA_CAUSAL_FILES,

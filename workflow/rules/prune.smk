@@ -1,4 +1,5 @@
-# Pruning through the sequential block driver; the artifact is bit-packed masks plus a manifest.
+# Pruning through the sequential block driver; the artifact is bit-packed masks plus a manifest, byte-identical
+# across reruns; the run's wall time and peak memory go to a file of their own under results/prune_runs/.
 
 
 rule prune:
@@ -7,7 +8,8 @@ rule prune:
         model="data/models/{model}",
         calibration=lambda wc: [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib),
     output:
-        directory("results/pruned/{model}/{method}/{pattern}/{calib}"),
+        artifact=directory("results/pruned/{model}/{method}/{pattern}/{calib}"),
+        measurements="results/prune_runs/{model}/{method}/{pattern}/{calib}.json",
     params:
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],

@@ -2,7 +2,7 @@ from prunescope.calibration.sample import load_calibration
 from prunescope.config import parse_pattern_key
 from prunescope.models.prepare import load_model
 from prunescope.nsa.run import protected_neurons
-from prunescope.pruning import prune_model, save_artifact
+from prunescope.pruning import prune_model, save_artifact, write_measurements
 from prunescope.runlog import job_device, job_log
 
 with job_log(snakemake.log[0]):
@@ -19,4 +19,5 @@ with job_log(snakemake.log[0]):
                 "calibration": wc.calib, "method_options": dict(p.method_options)}
     if guided:
         manifest["protected"] = {"category": wc.protect, "neurons": {str(k): v for k, v in protected.items()}}
-    save_artifact(result, snakemake.output[0], manifest)
+    save_artifact(result, snakemake.output.artifact, manifest)
+    write_measurements(result, snakemake.output.measurements)

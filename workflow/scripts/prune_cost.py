@@ -3,6 +3,6 @@ from prunescope.reporting.tables import write_csv, write_markdown
 from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
-    table = prune_cost_table(snakemake.input)
+    table = prune_cost_table(snakemake.input.artifacts, snakemake.input.measurements)
     write_csv(table, snakemake.output.csv)
-    write_markdown(table, snakemake.output.markdown, "What each pruning run cost (run.json and manifest.json).")
+    write_markdown(table, snakemake.output.markdown, "What each pruning run cost (results/prune_runs, manifests).")

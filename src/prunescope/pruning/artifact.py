@@ -1,9 +1,9 @@
-"""Pruned-model artifact: bit-packed keep-masks, SparseGPT's kept values, a manifest with file hashes, run.json.
+"""Pruned-model artifact: bit-packed keep-masks, SparseGPT's kept values and a manifest with file hashes.
 
 Base model + artifact gives back the in-memory pruned model bit for bit: pruned entries are +0.0 both ways and
-SparseGPT's kept values are stored in the layer dtype. Everything but run.json is byte-stable (sorted keys, no
-timestamps), so identical inputs give identical bytes; run.json holds what a rerun measures differently (wall
-time, peak memory) and is deliberately not hashed into the manifest.
+SparseGPT's kept values are stored in the layer dtype. The artifact is byte-stable (sorted keys, no timestamps),
+so identical inputs give an identical folder and the same DVC hash. What a rerun measures differently (wall time,
+peak memory) is written apart from it, by write_measurements, to a file of its own.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from prunescope.pruning.driver import PruneResult, pruned_layer_names
 MASKS = "masks.safetensors"
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
-RUN = "run.json"
 MEMORY_NOTE = "peak_memory_bytes:"  # the driver's note on how peak memory was measured belongs with the measurement
 
 
 def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Atomically write out_dir: masks, kept weights (weight-updating methods only), manifest.json and run.json.
+    """Atomically write out_dir: masks, kept weights (weight-updating methods only) and manifest.json.
 
     `manifest` (base model, calibration key, hashes...) is merged with the run's own deterministic record; a key
     given with a different value than the run's is an error rather than silently overwritten.
@@ -42,7 +41,6 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
         if result.updated_weights:
             save_file({name: values.contiguous() for name, values in result.updated_weights.items()}, folder / WEIGHTS)
         files = sorted(path.name for path in folder.iterdir())
-        run_notes = [note for note in result.notes if note.startswith(MEMORY_NOTE)]
         pruned = sum(layer["sparsity"] * math.prod(layer["shape"]) for layer in result.layers)
         record = {
             "method": result.method,
@@ -52,16 +50,20 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
             "structure": result.structure,
             "achieved_sparsity": pruned / sum(math.prod(layer["shape"]) for layer in result.layers),
             "layers": result.layers,
-            "notes": [note for note in result.notes if note not in run_notes],
+            "notes": [note for note in result.notes if not note.startswith(MEMORY_NOTE)],
             "files": {name: sha256_file(folder / name) for name in files},
-            "run_measurements": RUN,
         }
         clashes = sorted(key for key in set(manifest) & set(record) if manifest[key] != record[key])
         if clashes:
             raise ValueError(f"manifest keys {clashes} disagree with the pruning result")
         write_json(folder / MANIFEST, {**manifest, **record})
-        write_json(folder / RUN, {"seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
-                                  "notes": run_notes})
+
+
+def write_measurements(result: PruneResult, path: str | os.PathLike) -> None:
+    """The run's wall time and peak memory (and how it was measured), atomically: the one pruning output that
+    differs between two runs of the same inputs, so it is kept out of the artifact folder."""
+    write_json(path, {"seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+                      "notes": [note for note in result.notes if note.startswith(MEMORY_NOTE)]})
 
 
 def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:

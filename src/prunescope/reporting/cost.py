@@ -13,11 +13,12 @@ from prunescope.io import read_json
 KEYS = ["model", "method", "structure", "sparsity", "calibration"]
 
 
-def prune_cost_table(artifact_dirs: Iterable[str]) -> pd.DataFrame:
-    """One row per artifact folder (manifest.json + run.json); error columns are named error_<layer type>."""
+def prune_cost_table(artifact_dirs: Iterable[str], measurement_paths: Iterable[str]) -> pd.DataFrame:
+    """One row per artifact folder (its manifest.json) and its run's measurements file, in the same order; error
+    columns are named error_<layer type>."""
     rows = []
-    for folder in artifact_dirs:
-        manifest, run = read_json(Path(folder) / "manifest.json"), read_json(Path(folder) / "run.json")
+    for folder, measurements in zip(artifact_dirs, measurement_paths, strict=True):
+        manifest, run = read_json(Path(folder) / "manifest.json"), read_json(measurements)
         layers = pd.DataFrame(manifest["layers"])
         layers["type"] = layers["name"].str.rsplit(".", n=1).str[-1]
         errors = layers.groupby("type", sort=True)["reconstruction_error"].mean()

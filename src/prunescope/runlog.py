@@ -45,7 +45,8 @@ _held_slot = None  # the lock file of this job's GPU, held until the process exi
 
 
 def job_device(threads: int) -> torch.device:
-    """The GPU this job was given, else the CPU; torch uses exactly the job's threads.
+    """The GPU this job was given, else the CPU; torch uses exactly the job's threads and, on a GPU, deterministic
+    kernels where it has them (so a GPU rerun gives the same bytes too).
 
     With one visible GPU (a SLURM job's, or a one-GPU workstation) that GPU. With several, Snakemake hands out
     `gpu` resource units but not device indices, so the job claims the first free one itself (claim_gpu_slot).
@@ -54,6 +55,8 @@ def job_device(threads: int) -> torch.device:
     torch.set_num_threads(max(1, threads))
     if not torch.cuda.is_available():
         return torch.device("cpu")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode needs it, set early
+    torch.use_deterministic_algorithms(True, warn_only=True)  # deterministic kernels where torch has them
     count = torch.cuda.device_count()
     if count == 1:
         return torch.device("cuda:0")

@@ -89,8 +89,25 @@ def test_dry_run_plans_task_derived_calibration(tmp_path, params):
     assert "data/calibration/smollm2-135m/strategyqa_train-cot-n32-l256-s0.safetensors" in run.stdout
 
 
-def test_bad_params_stop_before_any_job_and_write_nothing(tmp_path, params):
-    params["grids"]["mini"]["patterns"] = [{"structure": "2:4", "sparsity": 0.7}]
+BREAKAGES = {  # what a hand edit gets wrong -> the one line that must stop the run
+    "N:M at another sparsity": (("grids", "mini", "patterns"), [{"structure": "2:4", "sparsity": 0.7}],
+                                "params.yaml: grids.mini.patterns[0].sparsity = 0.7 is not allowed: structure 2:4 "
+                                "prunes exactly 2/4 = 0.5"),
+    "typo in a model entry": (("models", "smollm2-135m", "trust_remote_cod"), True,
+                              "params.yaml: unknown key models.smollm2-135m.trust_remote_cod: allowed: one of archive, "
+                              "dtype, family, file, hub_id, revision, source, trust_remote_code"),
+    "float for a count": (("grids", "mini", "eval_limit"), 64.0,
+                          "params.yaml: grids.mini.eval_limit = 64.0 is not allowed: null (all) or an integer >= 1"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_bad_params_stop_before_any_job_and_write_nothing(tmp_path, params, breakage):
+    path, value, line = BREAKAGES[breakage]
+    node = params
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
     workdir = workdir_with(tmp_path, params)
     (workdir / "results").mkdir()
     (workdir / "results" / "earlier.json").write_text("{}")
@@ -98,8 +115,7 @@ def test_bad_params_stop_before_any_job_and_write_nothing(tmp_path, params):
     run = snakemake(workdir, "all")
     assert run.returncode != 0
     lines = [line for line in (run.stderr + run.stdout).splitlines() if line.startswith("params.yaml:")]
-    assert lines == ["params.yaml: grids.mini.patterns[0].sparsity = 0.7 is not allowed: structure 2:4 prunes "
-                     "exactly 2/4 = 0.5"]
+    assert lines == [line]
     after = sorted(p.relative_to(workdir) for p in workdir.rglob("*") if ".snakemake" not in p.parts)
     assert after == before
 

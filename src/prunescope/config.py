@@ -44,14 +44,33 @@ def validate_params(params: dict) -> None:
     _check_references(params)
 
 
+# YAML's 4.0 or 1e30 is a float: JSON Schema would take either as an "integer", but a count, index or seed must be
+# written as one (and 1e30 would pass every minimum).
+_STRICT_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_STRICT_TYPES)
+
+
 def _check_schema(params: dict) -> None:
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = _Validator(load_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(params))
     if error is None:
         return
-    # For "one of several shapes", the deepest specific error names the offending key best.
+    # For "one of several shapes": a shape that fails only by unknown keys is the one meant, with a typo; else
+    # if a shape got further into the value, its deepest error names the offending key best; if none did, the
+    # value has none of the shapes, which the parent's description says.
     while error.context:
-        error = jsonschema.exceptions.best_match(error.context)
+        shapes: dict = {}
+        for sub in error.context:
+            shapes.setdefault(sub.relative_schema_path[0], []).append(sub)
+        typos = [errors[0] for errors in shapes.values() if all(e.validator == "additionalProperties" for e in errors)]
+        depth = max(len(e.absolute_path) for e in error.context)
+        if typos:
+            error = typos[0]
+            break
+        if depth <= len(error.absolute_path):
+            break
+        error = jsonschema.exceptions.best_match([e for e in error.context if len(e.absolute_path) == depth])
     key = _dotted(error.absolute_path)
     allowed = error.schema.get("description") if isinstance(error.schema, dict) else None
     if error.validator == "additionalProperties":

@@ -23,6 +23,7 @@ METHODS = ["magnitude", "wanda", "sparsegpt", "ria"]
 PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 
 pytestmark = pytest.mark.e2e
+FAKE_TOKEN = "hf_prunescopePlantedFakeToken0123456789"  # in the run's environment; must end up nowhere
 GIT = ["git", "-c", "user.name=prunescope tests", "-c", "user.email=tests@prunescope.invalid"]
 
 
@@ -59,8 +60,9 @@ def finished_run(tmp_path_factory):
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", "all"],
-        capture_output=True, text=True, timeout=1500)
+        capture_output=True, text=True, timeout=1500, env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
     assert run.returncode == 0, run.stderr[-5000:]
+    (workdir / "run.out").write_text(run.stdout + run.stderr)
     return workdir
 
 
@@ -179,6 +181,14 @@ def test_sweeps_and_calibration_tables_follow_the_grid(finished_run):
     assert len(cost) == len(METHODS) * len(PATTERNS) + 3 and all(float(r["seconds"]) > 0 for r in cost)
     for figure in ("calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"):
         assert (finished_run / f"reports/figures/{figure}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_hub_token_in_the_environment_appears_in_no_output(finished_run):
+    """Logs, manifests, results, reports, Snakemake's own records and its console output: none holds the token."""
+    leaks = [str(path.relative_to(finished_run)) for path in finished_run.rglob("*")
+             if path.is_file() and FAKE_TOKEN.encode() in path.read_bytes()]
+    assert leaks == []
+    assert len(list(finished_run.rglob("*.json"))) > 50  # the search did see the outputs
 
 
 def test_rerun_with_nothing_changed_has_nothing_to_do(finished_run):

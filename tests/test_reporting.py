@@ -65,6 +65,13 @@ def test_headline_metrics_rank_the_sentiment_drop(results):
     assert entry["sentiment_drop_rank"] == 1
 
 
+def test_truncated_result_is_refused_naming_the_file_and_the_rule(tmp_path):
+    truncated = tmp_path / "movies.json"
+    truncated.write_text('{"model": "m", "metrics": {"acc": 0.5')
+    with pytest.raises(StaleResultError, match=r"movies\.json is not readable JSON .* evaluate rule rebuilds it"):
+        load_results([truncated], PARAMS)
+
+
 def test_stale_result_is_refused_naming_the_file(tmp_path):
     stale = write_result(tmp_path, "movies", "sentiment", "dense", 0.8, params={"evaluation": {}, "limit": 5})
     with pytest.raises(StaleResultError, match="movies-dense-unstructured-0.5-none.json"):

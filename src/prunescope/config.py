@@ -26,7 +26,7 @@ QA_FORMATS = ("zero", "single", "icl", "cot")  # question-answer sources (hub_qa
 
 _CALIB_KEY = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<format>[a-z]+)-n(?P<nsamples>\d+)"
                         r"-l(?P<seqlen>\d+)-s(?P<seed>\d+)$")
-_KEY_PARTS = ("source", "format", "nsamples", "seqlen", "seed")
+CALIBRATION_KEY_PARTS = ("source", "format", "nsamples", "seqlen", "seed")  # what a calibration key names
 _PATTERN_KEY = re.compile(r"^(?P<structure>unstructured|\d+of\d+)-(?P<sparsity>[0-9.]+)$")
 
 
@@ -278,7 +278,7 @@ def studied_variants(grid: dict, sources: dict) -> list[Variant]:
     NSA compares and NSA-guided pruning mirrors (the other sources are the calibration experiment's)."""
     base = sweep_base(grid, sources)
     return [v for v in main_variants(grid, sources) if v.calib == NO_CALIBRATION
-            or parse_calibration_key(v.calib) | {"seed": base["seed"]} == {k: base[k] for k in _KEY_PARTS}]
+            or parse_calibration_key(v.calib) | {"seed": base["seed"]} == {k: base[k] for k in CALIBRATION_KEY_PARTS}]
 
 
 def sweep_base(grid: dict, sources: dict) -> dict:

@@ -10,7 +10,8 @@ EXPERIMENT_OUTPUTS = (
 
 
 rule experiment_report:
-    """Calibration source/format x category (with the calibration-to-task similarity), the sparsity and calibration-size sweep tables and curves, the calibration x dataset heatmap."""
+    """Calibration source/format x category (with the calibration-to-task similarity), the sparsity and
+    calibration-size sweep tables and curves, the calibration x dataset heatmap."""
     input:
         results=EVAL_FILES,
         similarity=SIMILARITY_FILES,

@@ -8,12 +8,10 @@ from collections.abc import Iterable
 import pandas as pd
 import seaborn as sns
 
-from prunescope.config import NO_CALIBRATION, parse_calibration_key, parse_pattern_key
+from prunescope.config import CALIBRATION_KEY_PARTS, NO_CALIBRATION, parse_calibration_key, parse_pattern_key
 from prunescope.io import read_json
 from prunescope.reporting.figures import plt, save_figure, set_style
 from prunescope.reporting.tables import CATEGORIES
-
-CALIB_PARTS = ["source", "format", "nsamples", "seqlen", "seed"]
 
 
 def accuracy_changes(results: pd.DataFrame) -> pd.DataFrame:
@@ -25,13 +23,13 @@ def accuracy_changes(results: pd.DataFrame) -> pd.DataFrame:
     calib = pruned["calib"].map(lambda key: {} if key == NO_CALIBRATION else parse_calibration_key(key))
     return pruned.assign(
         structure=pattern.str[0], sparsity=pattern.str[1], acc_change=pruned["acc"] - pruned["dense_acc"],
-        **{part: calib.map(lambda parts, part=part: parts.get(part)) for part in CALIB_PARTS})
+        **{part: calib.map(lambda parts, part=part: parts.get(part)) for part in CALIBRATION_KEY_PARTS})
 
 
 def _is_base(changes: pd.DataFrame, base: dict, keep: Iterable[str] = ()) -> pd.Series:
     """Rows equal to the sweeps' base in every calibration part except `keep` (data-free rows always match)."""
     match = changes["model"] == base["model"]
-    for part in set(CALIB_PARTS) - set(keep):
+    for part in set(CALIBRATION_KEY_PARTS) - set(keep):
         match &= changes[part].isna() | (changes[part] == base[part])
     return match
 

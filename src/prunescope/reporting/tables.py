@@ -70,14 +70,13 @@ def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, kind="stable")[columns].reset_index(drop=True)
 
 
-def write_table(table: pd.DataFrame, csv_path: str, markdown_path: str, latex_path: str | None = None) -> None:
-    """CSV (every column, fixed float format), a Markdown view (one row per dataset, one column per variant) and,
-    given latex_path, a LaTeX table of the accuracy columns (one row per dataset and variant)."""
+def write_table(table: pd.DataFrame, csv_path: str, markdown_path: str, latex_path: str) -> None:
+    """CSV (every column, fixed float format), a Markdown view (one row per dataset, one column per variant) and
+    a LaTeX table of the accuracy columns (one row per dataset and variant)."""
     write_csv(table, csv_path)
     with atomic_path(markdown_path) as tmp:
         tmp.write_text(_markdown(table), encoding="utf-8")
-    if latex_path is not None:
-        write_latex(table[list(LATEX_COLUMNS)].rename(columns=LATEX_COLUMNS), latex_path)
+    write_latex(table[list(LATEX_COLUMNS)].rename(columns=LATEX_COLUMNS), latex_path)
 
 
 def write_csv(table: pd.DataFrame, path: str) -> None:

@@ -13,6 +13,8 @@ rule sample_calibration:
         key=lambda wc: parse_calibration_key(wc.calib),
     log:
         "logs/sample_calibration/{model}/{calib}.log",
+    benchmark:
+        "benchmarks/sample_calibration/{model}/{calib}.tsv"
     script:
         "../scripts/sample_calibration.py"
 
@@ -32,6 +34,8 @@ rule calibration_similarity:
         similarity=config["similarity"],
     log:
         "logs/calibration_similarity/{model}/{calib}.log",
+    benchmark:
+        "benchmarks/calibration_similarity/{model}/{calib}.tsv"
     threads: config["runtime"]["cpu_threads"]
     script:
         "../scripts/calibration_similarity.py"

@@ -29,6 +29,8 @@ rule prepare_dataset:
         part="evaluation",
     log:
         "logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_dataset/{dataset}.tsv"
     script:
         "../scripts/prepare_dataset.py"
 
@@ -43,6 +45,8 @@ use rule prepare_dataset as prepare_train_pool with:
         part="train",
     log:
         "logs/prepare_train_pool/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_train_pool/{dataset}.tsv"
 
 
 rule calibration_text:
@@ -59,5 +63,7 @@ rule calibration_text:
         template=lambda wc: config["datasets"][pool_dataset(wc)]["template"] if pool_dataset(wc) else None,
     log:
         "logs/calibration_text/{source}.log",
+    benchmark:
+        "benchmarks/calibration_text/{source}.tsv"
     script:
         "../scripts/calibration_text.py"

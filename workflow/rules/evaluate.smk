@@ -15,6 +15,8 @@ rule build_task:
         seed=config["evaluation"]["subsample_seed"],
     log:
         "logs/build_task/{dataset}.log",
+    benchmark:
+        "benchmarks/build_task/{dataset}.tsv"
     script:
         "../scripts/build_task.py"
 

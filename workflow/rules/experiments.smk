@@ -44,6 +44,8 @@ rule experiment_report:
         sweep_methods=GRID["sweeps"]["methods"],
     log:
         "logs/report/experiment_report.log",
+    benchmark:
+        "benchmarks/report/experiment_report.tsv"
     script:
         "../scripts/experiment_report.py"
 
@@ -59,5 +61,7 @@ rule prune_cost:
         markdown="reports/tables/prune_cost.md",
     log:
         "logs/report/prune_cost.log",
+    benchmark:
+        "benchmarks/report/prune_cost.tsv"
     script:
         "../scripts/prune_cost.py"

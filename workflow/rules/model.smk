@@ -10,6 +10,8 @@ rule fetch_archive:
         spec=lambda wc: next(a for a in config["archives"].values() if a["file"] == wc.file),
     log:
         "logs/fetch_archive/{file}.log",
+    benchmark:
+        "benchmarks/fetch_archive/{file}.tsv"
     script:
         "../scripts/fetch_archive.py"
 
@@ -26,6 +28,8 @@ rule prepare_model:
         spec=lambda wc: config["models"][wc.model],
     log:
         "logs/prepare_model/{model}.log",
+    benchmark:
+        "benchmarks/prepare_model/{model}.tsv"
     threads: config["runtime"]["cpu_threads"]
     script:
         "../scripts/prepare_model.py"

@@ -15,6 +15,8 @@ rule nsa_words:
         nsa=config["nsa"],
     log:
         "logs/nsa_words/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/nsa_words/{model}/{dataset}.tsv"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
@@ -37,6 +39,8 @@ rule nsa_association:
         nsa=config["nsa"],
     log:
         "logs/nsa_association/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/nsa_association/{model}/{dataset}.tsv"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
@@ -59,6 +63,8 @@ rule nsa_compare:
         nsa=config["nsa"],
     log:
         "logs/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.log",
+    benchmark:
+        "benchmarks/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.tsv"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
@@ -80,6 +86,8 @@ rule nsa_causal:
         batch_size=config["evaluation"]["batch_size"],
     log:
         "logs/nsa_causal/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/nsa_causal/{model}/{dataset}.tsv"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
@@ -150,5 +158,7 @@ rule nsa_report:
         heatmap_inputs=NSA_HEATMAP_INPUTS,
     log:
         "logs/report/nsa_report.log",
+    benchmark:
+        "benchmarks/report/nsa_report.tsv"
     script:
         "../scripts/nsa_report.py"

@@ -38,6 +38,8 @@ rule aggregate:
         base=SWEEP_BASE,
     log:
         "logs/report/aggregate.log",
+    benchmark:
+        "benchmarks/report/aggregate.tsv"
     script:
         "../scripts/aggregate.py"
 
@@ -55,5 +57,7 @@ rule plot_accuracy_change:
         variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     log:
         "logs/report/plot_accuracy_change.log",
+    benchmark:
+        "benchmarks/report/plot_accuracy_change.tsv"
     script:
         "../scripts/plot_accuracy_change.py"

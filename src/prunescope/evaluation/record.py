@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from prunescope.evaluation.run import environment_info, evaluate_model
+from prunescope.evaluation.run import environment_info, evaluate_tasks
 from prunescope.evaluation.tasks import DATA_FILE, task_name
 from prunescope.io import sha256_file, write_json
 from prunescope.models.prepare import load_model
@@ -26,10 +26,12 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
     if pruned_dir:
         apply_artifact(model, pruned_dir)
     environment = environment_info(str(device))
-    for dataset, category, task_dir, out_path in zip(datasets, categories, task_dirs, out_paths, strict=True):
-        metrics = evaluate_model(model, tokenizer, task_dir, task_name(dataset), batch_size, bootstrap_iters,
-                                 str(device))
+    names = [task_name(dataset) for dataset in datasets]
+    scores = evaluate_tasks(model, tokenizer, dict(zip(names, task_dirs, strict=True)), batch_size, bootstrap_iters,
+                            str(device))
+    for dataset, name, category, task_dir, out_path in zip(datasets, names, categories, task_dirs, out_paths,
+                                                           strict=True):
         write_json(out_path, {
-            **labels, "dataset": dataset, "category": category, "metrics": metrics, "params": params,
+            **labels, "dataset": dataset, "category": category, "metrics": scores[name], "params": params,
             "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
         }, inline_int_lists=True)

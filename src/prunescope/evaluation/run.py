@@ -52,26 +52,37 @@ def quiet_lm_eval() -> Iterator[None]:
 
 def evaluate_model(model, tokenizer, task_dir: str | os.PathLike, task_name: str, batch_size: int,
                    bootstrap_iters: int, device: str) -> dict:
-    """Zero-shot log-likelihood accuracy of the in-memory model on one task folder.
+    """evaluate_tasks on one task folder: that task's metrics."""
+    return evaluate_tasks(model, tokenizer, {task_name: task_dir}, batch_size, bootstrap_iters, device)[task_name]
 
-    Returns acc, acc_norm, their standard errors (None when lm-eval computes none, e.g. with
+
+def evaluate_tasks(model, tokenizer, task_dirs: dict[str, str | os.PathLike], batch_size: int,
+                   bootstrap_iters: int, device: str) -> dict[str, dict]:
+    """Zero-shot log-likelihood accuracy of the in-memory model on task folders, keyed by task name.
+
+    All tasks go through one lm-eval run, so their requests share batches and the task setup is paid once.
+    Each task's metrics: acc, acc_norm, their standard errors (None when lm-eval computes none, e.g. with
     bootstrap_iters 0), n, the number of examples scored, and per_example: each example's acc and acc_norm
     (0 or 1) in document order, which the bootstrap confidence intervals of the reports resample.
     """
     from lm_eval import evaluator
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    config = load_task_config(task_dir, task_name)
+    from prunescope.evaluation.scoring import SharedContextLM
+
+    configs = [load_task_config(task_dir, name) for name, task_dir in task_dirs.items()]
     seed_everything(SEED)
     with quiet_lm_eval():
-        lm = HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
-        tasks = TaskManager(include_defaults=False).load([config])
+        lm = SharedContextLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
+        tasks = TaskManager(include_defaults=False).load(configs)
         results = evaluator.evaluate(lm=lm, task_dict=tasks, bootstrap_iters=bootstrap_iters, log_samples=True)
-    metrics = {**extract_metrics(results, task_name), "per_example": extract_per_example(results, task_name)}
-    logger.info("%s: acc %.4f, acc_norm %.4f on %d examples", task_name, metrics["acc"], metrics["acc_norm"],
-                metrics["n"])
-    return metrics
+    by_task = {}
+    for name in task_dirs:
+        metrics = {**extract_metrics(results, name), "per_example": extract_per_example(results, name)}
+        logger.info("%s: acc %.4f, acc_norm %.4f on %d examples", name, metrics["acc"], metrics["acc_norm"],
+                    metrics["n"])
+        by_task[name] = metrics
+    return by_task
 
 
 def seed_everything(seed: int) -> None:

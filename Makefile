@@ -35,10 +35,14 @@ pull: setup  ## After cloning: every DVC-tracked output from the DVC remote, mar
 	$(BIN)/dvc pull
 	$(BIN)/snakemake --cores 1 --touch all
 
-bench: setup  ## Pruning benchmarks on the embedded default: batched driver vs per-sample loop (reports/bench/)
-	$(BIN)/snakemake --cores $(CORES) prepare_all
+bench: setup  ## Cost of every stage, side by side with its baseline (reports/bench/*.csv, summary.md)
+	$(BIN)/python bench/workflow.py --run --cores $(CORES)
+	$(BIN)/python bench/evaluate.py --model-dir data/models/smollm2-135m --tasks-dir results/tasks --threads 2
 	$(BIN)/python bench/prune.py --model-dir data/models/smollm2-135m --threads 2 \
 	    --calibration data/calibration/smollm2-135m/gensim_wiki-raw-n32-l256-s0.safetensors
+	$(BIN)/python bench/prune_scaling.py --threads 2
+	$(BIN)/python bench/storage.py --pruned-dir results/pruned --models-dir data/models
+	cat reports/bench/{workflow,evaluate,prune,prune_scaling,storage}.md > reports/bench/summary.md
 
 test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

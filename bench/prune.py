@@ -1,9 +1,10 @@
-"""Wall time and peak memory of pruning per method: the batched driver against a per-sample loop of the same code.
+"""Pruning cost per method and pattern, and the batched driver against a per-sample loop of the same code.
 
+Every method prunes a fresh copy of the model at sparsity 0.5, unstructured, 2:4 and 4:8, with its default options:
+wall time, time per block, peak memory and the bytes of the artifact it saves, against an fp16 checkpoint.
 The per-sample loop is prune_model with calibration batch_size=1, the way the reference implementations feed
-their samples; nothing else differs, so the masks must be identical (checked and reported). Each run prunes a
-fresh copy of the model at 0.5 unstructured with the method's default options. Writes <out>/prune.csv and
-<out>/prune.md.
+their samples (calibrated methods, unstructured); nothing else differs, so the masks must be identical (checked
+and reported). Magnitude runs data-free, as in the workflow. Writes <out>/prune.csv and <out>/prune.md.
 
   python bench/prune.py --model-dir data/models/smollm2-135m \
       --calibration data/calibration/smollm2-135m/gensim_wiki-raw-n32-l256-s0.safetensors --threads 2
@@ -17,27 +18,33 @@ import copy
 import csv
 import gc
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from prunescope.calibration.sample import load_calibration
-from prunescope.io import atomic_path
-from prunescope.models.prepare import load_model
-from prunescope.pruning import prune_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from storage import artifact_bytes  # noqa: E402
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
-SPARSITY, STRUCTURE = 0.5, "unstructured"
+from prunescope.calibration.sample import load_calibration  # noqa: E402
+from prunescope.io import atomic_path  # noqa: E402
+from prunescope.models.prepare import load_model  # noqa: E402
+from prunescope.pruning import prune_model, save_artifact  # noqa: E402
+from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
+
+METHODS = tuple(REGISTRY)
+SPARSITY, STRUCTURES = 0.5, ("unstructured", "2:4", "4:8")
 RANDOM_CONFIGS = {
     "llama-7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                  "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000},
     "llama-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300},
 }
-COLUMNS = ["method", "device", "model", "nsamples", "seqlen", "batch_size", "seconds", "peak_memory_bytes",
-           "masks_identical", "speedup"]
+COLUMNS = ["method", "structure", "device", "model", "nsamples", "seqlen", "batch_size", "seconds",
+           "seconds_per_block", "peak_memory_bytes", "artifact_bytes", "ratio_to_fp16", "masks_identical", "speedup"]
 
 
 def random_model(name: str, layers: int | None, device: torch.device) -> nn.Module:
@@ -77,34 +84,82 @@ def reset_peak_memory() -> None:
         handle.write("5")
 
 
-def timed_run(model: nn.Module, method: str, calibration: torch.Tensor, batch_size: int,
-              device: torch.device) -> tuple[float, int, dict[str, torch.Tensor], str]:
-    """Prune a fresh copy: seconds, peak memory, masks and the driver's note on how memory was measured."""
+def timed_run(model: nn.Module, method: str, structure: str, calibration: torch.Tensor, batch_size: int,
+              device: torch.device):
+    """Prune a fresh copy (calibration only for calibrated methods): the driver's PruneResult."""
     fresh = copy.deepcopy(model)
     gc.collect()
     if device.type == "cpu":
         reset_peak_memory()
-    result = prune_model(fresh, model.config.model_type, method, SPARSITY, STRUCTURE, calibration, batch_size,
-                         device, {})
-    return result.seconds, result.peak_memory_bytes, result.masks, result.notes[-1]
+    return prune_model(fresh, model.config.model_type, method, SPARSITY, structure,
+                       calibration if REGISTRY[method].CALIBRATED else None, batch_size, device, {})
+
+
+def saved_bytes(result) -> int:
+    """Bytes of the artifact the workflow would save for this result."""
+    with tempfile.TemporaryDirectory() as scratch:
+        save_artifact(result, Path(scratch) / "artifact", {})
+        return artifact_bytes(Path(scratch) / "artifact")["total_bytes"]
+
+
+def measure(model: nn.Module, name: str, calibration: torch.Tensor, batch_size: int, device: torch.device) -> list:
+    """One row per (method, pattern) at `batch_size`, then one per calibrated method at batch size 1."""
+    fp16_bytes = 2 * sum(parameter.numel() for parameter in model.parameters())
+    blocks = model.config.num_hidden_layers
+    common = {"device": device_name(device), "model": name, "nsamples": calibration.shape[0],
+              "seqlen": calibration.shape[1]}
+    rows, batched_masks = [], {}
+    for method in METHODS:
+        for structure in STRUCTURES:
+            result = timed_run(model, method, structure, calibration, batch_size, device)
+            size = saved_bytes(result)
+            rows.append({**common, "method": method, "structure": structure, "batch_size": batch_size,
+                         "seconds": round(result.seconds, 3), "seconds_per_block": round(result.seconds / blocks, 4),
+                         "peak_memory_bytes": result.peak_memory_bytes, "artifact_bytes": size,
+                         "ratio_to_fp16": round(size / fp16_bytes, 5), "masks_identical": "", "speedup": ""})
+            if structure == "unstructured":
+                batched_masks[method] = (result.masks, result.seconds)
+            print(f"{method} {structure}: {result.seconds:.1f} s", flush=True)
+    for method in METHODS:
+        if not REGISTRY[method].CALIBRATED:
+            continue
+        result = timed_run(model, method, "unstructured", calibration, 1, device)
+        masks, fast = batched_masks.pop(method)
+        identical = masks.keys() == result.masks.keys() and all(
+            torch.equal(mask, result.masks[layer]) for layer, mask in masks.items())
+        rows.append({**common, "method": method, "structure": "unstructured", "batch_size": 1,
+                     "seconds": round(result.seconds, 3), "seconds_per_block": round(result.seconds / blocks, 4),
+                     "peak_memory_bytes": result.peak_memory_bytes, "artifact_bytes": "", "ratio_to_fp16": "",
+                     "masks_identical": identical, "speedup": round(result.seconds / fast, 3)})
+        print(f"{method} per-sample: {result.seconds:.1f} s, masks identical: {identical}", flush=True)
+    return rows, result.notes[-1]
 
 
 def write_reports(rows: list[dict], out_dir: Path, header: list[str]) -> None:
-    """prune.csv (one row per run) and prune.md (one line per method: per-sample vs batched)."""
+    """prune.csv (one row per run) and prune.md (cost per method and pattern; per-sample vs batched)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "prune.csv") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    batched = rows[0]["batch_size"]  # rows come in pairs: batched, then per-sample
+    batched = [row for row in rows if row["artifact_bytes"] != ""]
+    per_sample = [row for row in rows if row["artifact_bytes"] == ""]
+    size = batched[0]["batch_size"]
     lines = [*header, "",
-             f"| method | seconds, B=1 | seconds, B={batched} | speedup | peak MiB, B=1 | peak MiB, B={batched} "
-             "| masks identical |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for fast, slow in zip(rows[::2], rows[1::2], strict=True):
-        lines.append(f"| {fast['method']} | {slow['seconds']:.2f} | {fast['seconds']:.2f} | {fast['speedup']:.2f}x "
-                     f"| {slow['peak_memory_bytes'] / 2**20:,.0f} | {fast['peak_memory_bytes'] / 2**20:,.0f} "
-                     f"| {'yes' if fast['masks_identical'] else 'NO'} |")
+             "| method | pattern | seconds | seconds per block | peak MiB | artifact MiB | artifact / fp16 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['method']} | {row['structure']} | {row['seconds']:.2f} | {row['seconds_per_block']:.3f} "
+              f"| {row['peak_memory_bytes'] / 2**20:,.0f} | {row['artifact_bytes'] / 2**20:.2f} "
+              f"| 1/{1 / row['ratio_to_fp16']:.1f} |" for row in batched]
+    lines += ["", f"Batched driver (B={size}) vs per-sample loop (B=1), unstructured; speedup = seconds at B=1 / "
+              f"seconds at B={size}.", "",
+              f"| method | seconds, B=1 | seconds, B={size} | speedup | peak MiB, B=1 | masks identical |",
+              "|---|---:|---:|---:|---:|---|"]
+    fast = {row["method"]: row for row in batched if row["structure"] == "unstructured"}
+    lines += [f"| {row['method']} | {row['seconds']:.2f} | {fast[row['method']]['seconds']:.2f} "
+              f"| {row['speedup']:.2f}x | {row['peak_memory_bytes'] / 2**20:,.0f} "
+              f"| {'yes' if row['masks_identical'] else 'NO'} |"
+              for row in per_sample]
     with atomic_path(out_dir / "prune.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -132,26 +187,15 @@ def main(argv: list[str] | None = None) -> None:
         model = random_model(args.random_config, args.layers, device)
         name = f"random {args.random_config}" + (f" ({args.layers} layers)" if args.layers else "")
     calibration = calibration_ids(args.calibration, model.config.vocab_size, args.nsamples, args.seqlen)
-    load_before, rows = os.getloadavg()[0], []
-    for method in METHODS:
-        fast, fast_peak, fast_masks, note = timed_run(model, method, calibration, args.batch_size, device)
-        slow, slow_peak, slow_masks, _ = timed_run(model, method, calibration, 1, device)
-        identical = fast_masks.keys() == slow_masks.keys() and all(
-            torch.equal(mask, slow_masks[layer]) for layer, mask in fast_masks.items())
-        del fast_masks, slow_masks  # not held through the next method's runs and their memory peaks
-        common = {"method": method, "device": device_name(device), "model": name, "nsamples": args.nsamples,
-                  "seqlen": args.seqlen, "masks_identical": identical}
-        rows += [{**common, "batch_size": args.batch_size, "seconds": round(fast, 3), "peak_memory_bytes": fast_peak,
-                  "speedup": round(slow / fast, 3)},
-                 {**common, "batch_size": 1, "seconds": round(slow, 3), "peak_memory_bytes": slow_peak, "speedup": 1.0}]
-        print(f"{method}: B={args.batch_size} {fast:.1f} s, B=1 {slow:.1f} s, masks identical: {identical}", flush=True)
+    load_before = os.getloadavg()[0]
+    rows, note = measure(model, name, calibration, args.batch_size, device)
     source = args.calibration or "seeded random ids"
     write_reports(rows, args.out, [
-        "# Pruning time and memory: batched driver vs per-sample loop",
+        "# Pruning cost per method and pattern; batched driver vs per-sample loop",
         "",
-        f"{name} on {device_name(device)}; calibration {args.nsamples} x {args.seqlen} from {source}; "
-        f"sparsity {SPARSITY} {STRUCTURE}; 1-min load average before the runs {load_before:.2f}.",
-        f"Speedup = seconds at B=1 / seconds at B={args.batch_size}; peak memory = {note.split(': ', 1)[1]}.",
+        f"{name} on {device_name(device)}; calibration {args.nsamples} x {args.seqlen} from {source} (magnitude: "
+        f"none); sparsity {SPARSITY}; 1-min load average before the runs {load_before:.2f}. Peak memory = "
+        f"{note.split(': ', 1)[1]}; fp16 = every parameter at 2 bytes.",
     ])
 
 

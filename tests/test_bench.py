@@ -1,23 +1,93 @@
-"""bench/prune.py end to end on a tiny random LLaMA: one row per method and batch size, identical masks."""
+"""The benchmarks run and report what they claim, on tiny models (their figures come from `make bench`, not tests)."""
+
+from __future__ import annotations
 
 import csv
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "prune.py"
+from conftest import make_tiny_model
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_bench_reports_every_method_with_identical_masks(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_prune", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bench.main(["--random-config", "llama-tiny", "--nsamples", "4", "--seqlen", "16", "--batch-size", "2",
-                "--device", "cpu", "--out", str(tmp_path)])
-    with (tmp_path / "prune.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [(row["method"], row["batch_size"]) for row in rows] == [
-        (method, size) for method in bench.METHODS for size in ("2", "1")]
-    assert all(row["masks_identical"] == "True" and float(row["seconds"]) > 0 for row in rows)
-    assert all(row["model"] == "random llama-tiny" and row["nsamples"] == "4" for row in rows)
-    table = (tmp_path / "prune.md").read_text()
-    assert all(f"| {method} |" in table for method in bench.METHODS)
+def bench_module(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_prune_bench_covers_every_method_and_pattern(tmp_path):
+    bench_module("prune").main(["--random-config", "llama-tiny", "--nsamples", "4", "--seqlen", "16",
+                                "--out", str(tmp_path)])
+    rows = read_csv(tmp_path / "prune.csv")
+    batched = [row for row in rows if row["artifact_bytes"]]
+    assert {(row["method"], row["structure"]) for row in batched} == {
+        (method, structure) for method in ("magnitude", "wanda", "sparsegpt", "ria")
+        for structure in ("unstructured", "2:4", "4:8")}
+    per_sample = [row for row in rows if not row["artifact_bytes"]]
+    assert {row["method"] for row in per_sample} == {"wanda", "sparsegpt", "ria"}  # magnitude reads no data
+    assert all(row["masks_identical"] == "True" and row["batch_size"] == "1" for row in per_sample)
+    # masks cost one bit per pruned weight; SparseGPT also stores its kept values
+    mask_only = {row["method"]: float(row["ratio_to_fp16"]) for row in batched if row["structure"] == "2:4"}
+    assert mask_only["magnitude"] < 1 / 8 and mask_only["sparsegpt"] > 1 / 4
+    assert "| sparsegpt | 4:8 |" in (tmp_path / "prune.md").read_text()
+
+
+def test_storage_bench_counts_parameters_and_artifact_bytes(tiny_llama, tmp_path):
+    from prunescope.pruning import prune_model, save_artifact
+
+    tiny_llama.save_pretrained(tmp_path / "models" / "tiny")
+    result = prune_model(tiny_llama, "llama", "magnitude", 0.5, "unstructured", None, 1, "cpu", {})
+    save_artifact(result, tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none", {})
+    storage = bench_module("storage")
+    assert storage.parameter_count(tmp_path / "models" / "tiny") == sum(p.numel() for p in tiny_llama.parameters())
+    (row,) = storage.storage_rows(tmp_path / "pruned", tmp_path / "models")
+    pruned_weights = sum(mask.numel() for mask in result.masks.values())
+    assert row["masks_bytes"] >= pruned_weights / 8 and row["variant"] == "tiny/magnitude/unstructured-0.5/none"
+    assert row["total_bytes"] == row["masks_bytes"] + row["manifest_bytes"] and row["weights_bytes"] == 0
+
+
+def test_workflow_bench_sums_benchmark_files_per_rule(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for path, seconds, rss in (("prune/m/a.tsv", 10.0, 900.0), ("prune/m/b.tsv", 30.0, 1100.0),
+                               ("evaluate/m/dense.tsv", 5.5, 1500.0)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(header + f"{seconds}\t0:00:10\t{rss}\t1\t1\t1\t1\t1\t1\t1\n")
+    old = tmp_path / "prune/m/a.tsv"
+    os.utime(old, (1_000, 1_000))
+    workflow = bench_module("workflow")
+    assert workflow.rule_costs(tmp_path, 0.0) == [
+        {"rule": "prune", "jobs": 2, "seconds_total": 40.0, "seconds_mean": 20.0, "seconds_max": 30.0,
+         "max_rss_mib": 1100},
+        {"rule": "evaluate", "jobs": 1, "seconds_total": 5.5, "seconds_mean": 5.5, "seconds_max": 5.5,
+         "max_rss_mib": 1500}]
+    assert [row["jobs"] for row in workflow.rule_costs(tmp_path, 2_000.0)] == [1, 1]  # only this run's jobs
+
+
+def test_evaluate_bench_gives_the_same_scores_as_stock_lm_eval(tiny_tokenizer, tmp_path):
+    from prunescope.data.prepare import write_manifest
+    from prunescope.evaluation import build_task
+    from prunescope.io import write_jsonl
+
+    records = [{"id": str(i), "input": f"sentence number {i} is here", "choices": ["yes", "no at all", "maybe so"],
+                "label": i % 3} for i in range(12)]
+    write_jsonl(tmp_path / "demo.jsonl", records)
+    write_manifest(tmp_path / "demo.jsonl", {"dataset": "demo", "part": "evaluation"})
+    build_task("demo", tmp_path / "demo.jsonl", "Q: {input}\nA:", None, 0, tmp_path / "tasks" / "demo")
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    (row,) = bench_module("evaluate").per_dataset(model, tiny_tokenizer, tmp_path / "tasks", ["demo"], 4, "cpu")
+    assert row["same_scores"] and row["examples"] == 12 and row["requests"] == 36 and row["contexts"] == 12
+    assert row["tokens_needed"] < row["tokens_stock"]  # stock encodes each context once per multi-token choice

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
-from tests.conftest import make_tiny_model
 
+from conftest import make_tiny_model
 from prunescope.evaluation.scoring import SharedContextLM
 
 

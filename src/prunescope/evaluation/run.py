@@ -51,19 +51,21 @@ def quiet_lm_eval() -> Iterator[None]:
 
 
 def evaluate_model(model, tokenizer, task_dir: str | os.PathLike, task_name: str, batch_size: int,
-                   bootstrap_iters: int, device: str) -> dict:
+                   bootstrap_iters: int, device: str, lm_class: type | None = None) -> dict:
     """evaluate_tasks on one task folder: that task's metrics."""
-    return evaluate_tasks(model, tokenizer, {task_name: task_dir}, batch_size, bootstrap_iters, device)[task_name]
+    return evaluate_tasks(model, tokenizer, {task_name: task_dir}, batch_size, bootstrap_iters, device,
+                          lm_class)[task_name]
 
 
 def evaluate_tasks(model, tokenizer, task_dirs: dict[str, str | os.PathLike], batch_size: int,
-                   bootstrap_iters: int, device: str) -> dict[str, dict]:
+                   bootstrap_iters: int, device: str, lm_class: type | None = None) -> dict[str, dict]:
     """Zero-shot log-likelihood accuracy of the in-memory model on task folders, keyed by task name.
 
     All tasks go through one lm-eval run, so their requests share batches and the task setup is paid once.
     Each task's metrics: acc, acc_norm, their standard errors (None when lm-eval computes none, e.g. with
     bootstrap_iters 0), n, the number of examples scored, and per_example: each example's acc and acc_norm
     (0 or 1) in document order, which the bootstrap confidence intervals of the reports resample.
+    lm_class: the lm-eval model class that scores (default SharedContextLM; lm-eval's HFLM for comparison).
     """
     from lm_eval import evaluator
     from lm_eval.tasks import TaskManager
@@ -73,7 +75,7 @@ def evaluate_tasks(model, tokenizer, task_dirs: dict[str, str | os.PathLike], ba
     configs = [load_task_config(task_dir, name) for name, task_dir in task_dirs.items()]
     seed_everything(SEED)
     with quiet_lm_eval():
-        lm = SharedContextLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
+        lm = (lm_class or SharedContextLM)(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
         tasks = TaskManager(include_defaults=False).load(configs)
         results = evaluator.evaluate(lm=lm, task_dict=tasks, bootstrap_iters=bootstrap_iters, log_samples=True)
     by_task = {}

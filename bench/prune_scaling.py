@@ -1,10 +1,11 @@
 """How pruning time grows with calibration size (n x seqlen) and with model width, as fitted power-law exponents.
 
 Random-init 2-block LLaMA configs (intermediate = 8/3 x hidden, heads of 64), pruned at 0.5 unstructured by every
-method; each point is the fastest of --repeats runs (the machines are noisy; the minimum is the least disturbed).
-The exponent is the least-squares slope of log(seconds) on log(size): about 1 for calibration tokens (every method
-passes the tokens through the blocks once), and between 2 (Wanda, magnitude: work per weight) and 3 (SparseGPT: a
-Hessian inverse per layer) for width. Writes <out>/prune_scaling.csv and <out>/prune_scaling.md.
+method (magnitude data-free, so only its width is varied); each point is the fastest of --repeats runs (the
+machines are noisy; the minimum is the least disturbed). The exponent is the least-squares slope of log(seconds)
+on log(size) over all points, and over the last doubling alone: work per weight grows as width^2 (SparseGPT's
+Hessian inverse as width^3) and block forwards as the calibration tokens, while fixed per-call costs flatten
+the slope at small sizes. Writes <out>/prune_scaling.csv and <out>/prune_scaling.md.
 
   python bench/prune_scaling.py --threads 2
 """
@@ -26,6 +27,7 @@ from prune import METHODS, device_name  # noqa: E402
 
 from prunescope.io import atomic_path  # noqa: E402
 from prunescope.pruning import prune_model  # noqa: E402
+from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
 
 COLUMNS = ["method", "device", "axis", "hidden_size", "nsamples", "seqlen", "size", "seconds"]
 WIDTHS = (128, 256, 512, 1024)
@@ -43,7 +45,8 @@ def random_llama(hidden_size: int) -> torch.nn.Module:
 
 def fastest(method: str, hidden_size: int, nsamples: int, seqlen: int, repeats: int, device: torch.device) -> float:
     model = random_llama(hidden_size)
-    calibration = torch.randint(0, 512, (nsamples, seqlen), generator=torch.Generator().manual_seed(0))
+    calibration = (torch.randint(0, 512, (nsamples, seqlen), generator=torch.Generator().manual_seed(0))
+                   if REGISTRY[method].CALIBRATED else None)
     times = []
     for _ in range(repeats):
         state = {name: value.clone() for name, value in model.state_dict().items()}
@@ -67,7 +70,7 @@ def measure(repeats: int, device: torch.device) -> list[dict]:
             rows.append({"method": method, "device": name, "axis": "width", "hidden_size": hidden,
                          "nsamples": nsamples, "seqlen": seqlen, "size": hidden,
                          "seconds": round(fastest(method, hidden, nsamples, seqlen, repeats, device), 4)})
-        for nsamples, seqlen in CALIBRATIONS:
+        for nsamples, seqlen in CALIBRATIONS if REGISTRY[method].CALIBRATED else ():
             rows.append({"method": method, "device": name, "axis": "calibration", "hidden_size": BASE_WIDTH,
                          "nsamples": nsamples, "seqlen": seqlen, "size": nsamples * seqlen,
                          "seconds": round(fastest(method, BASE_WIDTH, nsamples, seqlen, repeats, device), 4)})
@@ -86,16 +89,17 @@ def write_reports(rows: list[dict], out_dir: Path, repeats: int) -> None:
              f"{', '.join(map(str, WIDTHS))} at calibration {BASE_CALIBRATION[0]} x {BASE_CALIBRATION[1]}; "
              f"calibration: {', '.join(f'{n} x {s}' for n, s in CALIBRATIONS)} at hidden {BASE_WIDTH}. "
              "Exponent = slope of log(seconds) on log(hidden) or log(n x seqlen).", "",
-             "| method | exponent, width | exponent, calibration tokens | seconds at hidden "
-             f"{WIDTHS[-1]} | seconds at {CALIBRATIONS[-1][0]} x {CALIBRATIONS[-1][1]} |",
+             "| method | exponent, width (last doubling) | exponent, calibration tokens (last doubling) "
+             f"| seconds at hidden {WIDTHS[-1]} | seconds at {CALIBRATIONS[-1][0]} x {CALIBRATIONS[-1][1]} |",
              "|---|---:|---:|---:|---:|"]
     for method in METHODS:
-        fits = {}
+        cells = []
         for axis in ("width", "calibration"):
             points = [row for row in rows if row["method"] == method and row["axis"] == axis]
-            fits[axis] = (exponent([p["size"] for p in points], [p["seconds"] for p in points]), points[-1]["seconds"])
-        lines.append(f"| {method} | {fits['width'][0]:.2f} | {fits['calibration'][0]:.2f} | {fits['width'][1]:.3f} "
-                     f"| {fits['calibration'][1]:.3f} |")
+            sizes, seconds = [p["size"] for p in points], [p["seconds"] for p in points]
+            cells.append((f"{exponent(sizes, seconds):.2f} ({exponent(sizes[-2:], seconds[-2:]):.2f})",
+                          f"{seconds[-1]:.3f}") if points else ("-- (data-free)", "--"))
+        lines.append(f"| {method} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} |")
     with atomic_path(out_dir / "prune_scaling.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from prunescope.io import read_json
+from prunescope.io import read_json, read_result
 from prunescope.pruning import apply_artifact, prune_model, save_artifact, write_measurements
 
 VOCAB = 300
@@ -61,7 +61,7 @@ def test_rerun_gives_the_same_artifact_and_keeps_measurements_apart(tmp_path, me
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == sorted(names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
-    manifest, run = read_json(tmp_path / "a" / "manifest.json"), read_json(tmp_path / "a.json")
+    manifest, run = read_json(tmp_path / "a" / "manifest.json"), read_result(tmp_path / "a.json", "prune")
     assert not {"seconds", "peak_memory_bytes"} & set(manifest)
     assert not any(note.startswith("peak_memory_bytes:") for note in manifest["notes"])
     assert run["seconds"] > 0 and run["peak_memory_bytes"] > 0 and run["notes"][0].startswith("peak_memory_bytes:")

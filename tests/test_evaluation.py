@@ -138,8 +138,9 @@ def test_bad_records_are_rejected(tmp_path):
     write_dataset(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 2}])
     with pytest.raises(ValueError, match=r"dataset demo: .*label: outside 0 \.\. number of choices - 1 \(rows 1;"):
         build_task("demo", path, TEMPLATE, None, 0, tmp_path / "task")
-    write_dataset(path, [{"id": "x", "input": "text", "choices": ["a", "b"], "label": 1}])
-    with pytest.raises(ValueError, match=r"record 'x': the template needs text field\(s\) \['premise'\]"):
+    write_dataset(path, [{"id": str(i), "input": "text", "choices": ["a", "b"], "label": 1, **premise}
+                         for i, premise in enumerate([{"premise": "p"}, {"premise": " "}, {}])])
+    with pytest.raises(ValueError, match=r"premise: missing or empty text \(the prompt template uses it\) \(rows 2, 3"):
         build_task("demo", path, "{premise} {input}", None, 0, tmp_path / "task")
 
 

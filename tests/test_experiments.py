@@ -1,9 +1,8 @@
 """The sweep and calibration tables from result files: one thing varied at a time from the sweeps' base."""
 
-import json
-
 import pytest
 
+from prunescope import io
 from prunescope.reporting.cost import prune_cost_table
 from prunescope.reporting.sweeps import (
     accuracy_changes,
@@ -26,9 +25,9 @@ CALIB = "wiki-raw-n32-l256-s0"
 
 def result(tmp_path, dataset, category, method, acc, pattern="unstructured-0.5", calib="none"):
     path = tmp_path / f"{dataset}-{method}-{pattern}-{calib}.json"
-    path.write_text(json.dumps({"model": "m", "dataset": dataset, "category": category, "method": method,
-                                "pattern": pattern, "calib": calib, "params": PARAMS,
-                                "metrics": {"acc": acc, "acc_norm": acc, "n": 10}}))
+    io.write_result(path, {"model": "m", "dataset": dataset, "category": category, "method": method,
+                           "pattern": pattern, "calib": calib, "params": PARAMS,
+                           "metrics": {"acc": acc, "acc_norm": acc, "n": 10}})
     return str(path)
 
 
@@ -68,8 +67,8 @@ def test_calibration_table_averages_seeds_and_joins_similarity(changes, tmp_path
     for calib, cosine in ((CALIB, 0.1), ("wiki-raw-n32-l256-s1", 0.1), ("lee-raw-n32-l256-s0", 0.3),
                           ("lee-raw-n32-l256-s1", 0.3)):
         path = tmp_path / f"sim-{calib}.json"
-        path.write_text(json.dumps({"model": "m", "calibration": calib, "datasets": {
-            "movies": {"embedding_cosine": cosine}, "boolq": {"embedding_cosine": cosine / 2}}}))
+        io.write_result(path, {"model": "m", "calibration": calib, "datasets": {
+            "movies": {"embedding_cosine": cosine}, "boolq": {"embedding_cosine": cosine / 2}}})
         paths.append(str(path))
     table = calibration_table(changes, BASE, paths)
     sentiment = table[table["category"] == "sentiment"].set_index("source")
@@ -101,10 +100,10 @@ def test_prune_cost_reads_manifest_and_run(tmp_path):
     folder.mkdir()
     layers = [{"name": f"model.layers.{i}.{kind}", "reconstruction_error": error, "sparsity": 0.5}
               for i, (kind, error) in enumerate([("q_proj", 0.1), ("q_proj", 0.3), ("down_proj", 0.2)])]
-    (folder / "manifest.json").write_text(json.dumps({
+    io.write_json(folder / "manifest.json", {
         "model": "m", "method": "wanda", "structure": "unstructured", "sparsity": 0.5, "calibration": CALIB,
-        "achieved_sparsity": 0.5, "layers": layers}))
-    (tmp_path / "run.json").write_text(json.dumps({"seconds": 12.345, "peak_memory_bytes": 2**30}))
+        "achieved_sparsity": 0.5, "layers": layers})
+    io.write_result(tmp_path / "run.json", {"seconds": 12.345, "peak_memory_bytes": 2**30})
     row = prune_cost_table([str(folder)], [str(tmp_path / "run.json")]).iloc[0]
     assert (row["seconds"], row["peak_memory_gb"], row["achieved_sparsity"]) == (12.3, 1.0, 0.5)
     assert (row["error_q_proj"], row["error_down_proj"]) == pytest.approx((0.2, 0.2))

@@ -250,14 +250,14 @@ def test_heatmap_example_shows_the_planted_neuron_on_a_planted_word(planted_mode
 def test_protected_neurons_pool_each_words_matched_neurons(tmp_path):
     from safetensors.torch import save_file
 
-    from prunescope.io import sha256_file, write_json
+    from prunescope.io import sha256_file, write_result
 
     paths = []
     for name, association in (("a", torch.tensor([[0.0, 2.0, 1.0], [0.5, 0.0, 0.0]])),
                               ("b", torch.tensor([[0.0, 0.0, 3.0]]))):
         path = tmp_path / f"{name}.safetensors"
         save_file({"layer4": association}, path)
-        write_json(path.with_suffix(".json"), {"sha256": sha256_file(path)})
+        write_result(path.with_suffix(".json"), {"sha256": sha256_file(path)})
         paths.append(str(path))
     assert protected_neurons(paths, k=1) == {4: [0, 1, 2]}
     assert protected_neurons(paths[:1], k=2) == {4: [0, 1, 2]}

@@ -1,6 +1,7 @@
 """Fuzzed params: hypothesis breaks the shipped params.yaml in ways that are malformed whatever the key (an unknown
-key, a value of a shape no key accepts, a float where an integer must be, a duplicate grid entry, an N:M pattern at
-another sparsity) anywhere in the file, and validation must reject each with one line naming the broken key.
+key, a value of a shape no key accepts, a float where an integer must be, a huge integer, an empty list where
+one entry at least is needed, a duplicate grid entry, an N:M pattern at another sparsity) anywhere in the file,
+and validation must reject each with one line naming the broken key.
 That the workflow then stops before any job and writes nothing is checked through Snakemake in test_workflow."""
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ CLOSED_MAPPINGS = [path for path in MAPPINGS if path[-1:] != ("label_map",)]  # 
 NON_MAPPINGS = [path for path, value in NODES if path and not isinstance(value, dict)]
 LISTS = [path for path, value in NODES if isinstance(value, list)]
 INTEGERS = [path for path, value in NODES if isinstance(value, int) and not isinstance(value, bool)]
+# an empty sweep list means "no sweep", an empty nsa_guided list "no guided pruning": every other list needs entries
+REQUIRED_LISTS = [path for path in LISTS if not {"sweeps", "nsa_guided"} & set(path)]
 GRID_NAME_LISTS = [(grid, key) for grid in PARAMS["grids"] for key in ("models", "methods", "datasets")]
 
 
@@ -62,7 +65,7 @@ def malformed(draw) -> tuple[str, dict, str]:
     """(kind, params, the dotted key the error must name)."""
     kind = draw(st.sampled_from(["unknown key", "mapping for a non-mapping", "list for a mapping",
                                  "mapping for a list", "float for an integer", "huge float for an integer",
-                                 "duplicate grid entry", "N:M at another sparsity"]))
+                                 "huge integer", "empty list", "duplicate grid entry", "N:M at another sparsity"]))
     if kind == "unknown key":
         path = draw(st.sampled_from(CLOSED_MAPPINGS))
         params = copy.deepcopy(PARAMS)
@@ -85,6 +88,12 @@ def malformed(draw) -> tuple[str, dict, str]:
         value = draw(st.floats(min_value=1e30, max_value=1e300) if kind.startswith("huge")
                      else st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: v != int(v)))
         return kind, replaced(path, value), dotted(path)
+    if kind == "huge integer":
+        path = draw(st.sampled_from(INTEGERS))
+        return kind, replaced(path, 10 ** draw(st.integers(min_value=12, max_value=400))), dotted(path)
+    if kind == "empty list":
+        path = draw(st.sampled_from(REQUIRED_LISTS))
+        return kind, replaced(path, []), dotted(path)
     if kind == "duplicate grid entry":
         grid, key = draw(st.sampled_from(GRID_NAME_LISTS))
         names = PARAMS["grids"][grid][key]

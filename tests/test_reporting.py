@@ -1,10 +1,13 @@
 """Tables and figures from result files: dense beside pruned, seeds averaged, stale results refused."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
+from prunescope import io
+from prunescope.io import ChecksumError
 from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
 from prunescope.reporting.tables import StaleResultError, accuracy_table, headline_metrics, load_results, write_table
@@ -23,7 +26,7 @@ def write_result(tmp_path, dataset, category, method, acc, calib="none", pattern
     result = {"model": "m", "dataset": dataset, "category": category, "method": method, "pattern": pattern,
               "calib": calib, "metrics": metrics, "params": params}
     path = tmp_path / f"{dataset}-{method}-{pattern}-{calib}.json"
-    path.write_text(json.dumps(result))
+    io.write_result(path, result)
     return str(path)
 
 
@@ -68,8 +71,27 @@ def test_headline_metrics_rank_the_sentiment_drop(results):
 def test_truncated_result_is_refused_naming_the_file_and_the_rule(tmp_path):
     truncated = tmp_path / "movies.json"
     truncated.write_text('{"model": "m", "metrics": {"acc": 0.5')
-    with pytest.raises(StaleResultError, match=r"movies\.json is not readable JSON .* evaluate rule rebuilds it"):
+    with pytest.raises(ChecksumError, match=r"movies\.json is not readable JSON .* evaluate rule rebuilds it"):
         load_results([truncated], PARAMS)
+
+
+def test_edited_result_is_refused_naming_the_file_and_the_rule(tmp_path):
+    """An edit that keeps the JSON valid (a better accuracy typed in by hand) breaks the file's own checksum."""
+    path = write_result(tmp_path, "movies", "sentiment", "wanda", 0.5)
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, "w") as handle:
+        handle.write(text.replace('"acc": 0.5', '"acc": 0.9', 1))
+    with pytest.raises(ChecksumError, match=r"wanda.*\.json does not match its own checksum .* evaluate rule"):
+        load_results([path], PARAMS)
+
+
+def test_result_swapped_in_from_another_grid_point_is_refused(tmp_path):
+    wanda = write_result(tmp_path, "movies", "sentiment", "wanda", 0.9)
+    magnitude = write_result(tmp_path, "movies", "sentiment", "magnitude", 0.5)
+    shutil.copyfile(wanda, magnitude)  # checksum intact, but it is wanda's result under magnitude's name
+    with pytest.raises(ChecksumError, match=r"magnitude.*\.json was written as .*wanda.* swapped in"):
+        load_results([magnitude], PARAMS)
 
 
 def test_stale_result_is_refused_naming_the_file(tmp_path):
@@ -222,7 +244,7 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
                              "positive": {"pairs": 1, "fraction_dropped": 1.0}},
                   "example": {"tokens": ["a", " great", " film"], "key_tokens": [1], "dense": [0.1, 2.0, 0.0],
                               "pruned": [0.1, 0.4 + i, 0.0], "layer": 3, "neuron": 9, "word": "great"}}
-        (tmp_path / f"{method}.json").write_text(json.dumps(result))
+        io.write_result(tmp_path / f"{method}.json", result)
         compare.append(str(tmp_path / f"{method}.json"))
     results = load_results(paths, PARAMS)
     drops = drop_table(compare, results)

@@ -20,3 +20,17 @@ def test_no_unsafe_loader_in_the_workflow_code():
     found = [f"{path.relative_to(ROOT)}: {what}" for path in CODE for what, pattern in UNSAFE.items()
              if pattern.search(path.read_text())]
     assert found == []
+
+
+# JSON written without its own checksum: manifests, whose sha256 entries cover the files they describe (and which
+# are written inside an atomic folder, so they cannot record their final path), and the final report metrics,
+# which no rule reads. Everything else a later rule reads goes through io.write_result / io.read_result.
+UNCHECKED_JSON_WRITERS = {"src/prunescope/io.py", "src/prunescope/data/prepare.py",
+                          "src/prunescope/calibration/sample.py", "src/prunescope/pruning/artifact.py",
+                          "workflow/scripts/aggregate.py", "workflow/scripts/nsa_report.py"}
+
+
+def test_every_result_json_is_written_with_its_own_checksum():
+    writers = {str(path.relative_to(ROOT)) for path in CODE if "bench" not in path.parts
+               and re.search(r"(?<![\w.])write_json\(|json\.dump\(", path.read_text())}
+    assert writers == UNCHECKED_JSON_WRITERS

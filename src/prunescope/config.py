@@ -117,6 +117,7 @@ def _check_references(params: dict) -> None:
         if "archive" in dataset["source"]:
             _check_names(f"datasets.{name}.source.archive", [dataset["source"]["archive"]], params["archives"])
         _check_train(name, dataset)
+        _check_labels(name, dataset)
         _check_template(f"datasets.{name}.template", dataset["template"])
     for name, source in params["calibration_sources"].items():
         if source["kind"] == "hub_qa":
@@ -162,6 +163,23 @@ def _check_train(name: str, dataset: dict) -> None:
         allowed = f"null or {{{expected}: ...}}" if expected else "null (a local file has no second split)"
         raise ParamsError(f"params.yaml: datasets.{name}.train = {_short(train)} is not allowed for a {kind} "
                           f"source: {allowed}")
+
+
+def _check_labels(name: str, dataset: dict) -> None:
+    """Every label index the registry writes (label_map values, a constant label) names one of the choices, where
+    their number is fixed by the registry (a choices column is checked per record when the dataset is prepared)."""
+    source = dataset["source"]
+    fields = source.get("fields") or {}
+    fixed = dataset["choices"] if isinstance(dataset["choices"], list) else fields.get("choices")
+    if not isinstance(fixed, list):
+        return
+    indices = {f"label_map.{raw}": index for raw, index in (source.get("label_map") or {}).items()}
+    if isinstance(fields.get("label"), int):
+        indices["fields.label"] = fields["label"]
+    for key, index in indices.items():
+        if index >= len(fixed):
+            raise ParamsError(f"params.yaml: datasets.{name}.source.{key} = {index} is not allowed: it must index one "
+                              f"of the dataset's {len(fixed)} choices (0 to {len(fixed) - 1})")
 
 
 def _check_names(key: str, names: list[str], registry: dict) -> None:

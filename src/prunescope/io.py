@@ -93,3 +93,47 @@ def verify_sha256(path: str | os.PathLike, expected: str, rebuild: str) -> None:
     if actual != expected:
         raise ChecksumError(f"{path} does not match its manifest (sha256 expected {expected}, got {actual}): it was "
                             f"swapped, edited or truncated; delete it and rerun the workflow: {rebuild}")
+
+
+# Result JSONs carry their own checksum: a digest of their content and the path they were written to, so an
+# edit that keeps the JSON valid, a truncation and a file swapped in from another grid point are all caught.
+CHECKSUM_KEY = "content_sha256"
+WRITTEN_AS_KEY = "written_as"
+
+
+def write_result(path: str | os.PathLike, obj: dict, inline_int_lists: bool = False) -> None:
+    """write_json of `obj` plus the path it was written to and a sha256 of both (checked by read_result)."""
+    content = {**obj, WRITTEN_AS_KEY: os.path.normpath(path)}
+    write_json(path, {**content, CHECKSUM_KEY: _content_sha256(content)}, inline_int_lists)
+
+
+def read_result(path: str | os.PathLike, rule: str) -> dict:
+    """A result JSON written by write_result, verified; any damage is one ChecksumError naming the file and the
+    rule that rebuilds it. The returned dict holds what was written, without the checksum bookkeeping."""
+    fix = f"delete it and rerun snakemake, whose {rule} rule rebuilds it"
+    try:
+        content = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:  # cut short by a full disk or a killed copy, or hand-broken
+        raise ChecksumError(f"{path} is not readable JSON ({err}): {fix}") from err
+    recorded = content.pop(CHECKSUM_KEY, None) if isinstance(content, dict) else None
+    if recorded is None or recorded != _content_sha256(content):
+        raise ChecksumError(f"{path} does not match its own checksum ({CHECKSUM_KEY}): it was edited or written by "
+                            f"an older prunescope; {fix}")
+    written_as = content.pop(WRITTEN_AS_KEY)
+    if not _same_file(path, written_as):
+        raise ChecksumError(f"{path} was written as {written_as}: it was swapped in from another grid point; {fix}")
+    return content
+
+
+def _content_sha256(obj: dict) -> str:
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _same_file(path: str | os.PathLike, written_as: str) -> bool:
+    """Whether `path` is where the file was written: the same absolute path, or one ending in the relative path
+    it was written to (a workdir can be moved or cloned)."""
+    resolved = Path(path).resolve()
+    if os.path.isabs(written_as):
+        return resolved == Path(written_as).resolve()
+    return resolved.as_posix().endswith("/" + Path(written_as).as_posix())

@@ -1,4 +1,4 @@
-from prunescope.io import read_json, write_json
+from prunescope.io import read_result, write_json
 from prunescope.reporting.nsa import (
     causal_table,
     drop_table,
@@ -25,4 +25,4 @@ with job_log(snakemake.log[0]):
     plot_drop_scatter(drops, o.scatter_png, o.scatter_svg)
     plot_guided(gains, o.guided_png, o.guided_svg)
     for paths, png, svg in zip(p.heatmap_inputs, o.heatmap_png, o.heatmap_svg, strict=True):
-        plot_heatmap([read_json(path) for path in paths], png, svg)
+        plot_heatmap([read_result(path, "nsa_compare") for path in paths], png, svg)

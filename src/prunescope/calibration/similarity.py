@@ -20,7 +20,7 @@ import numpy as np
 from prunescope.calibration.sample import load_calibration
 from prunescope.data.records import render_template
 from prunescope.evaluation.tasks import DATA_FILE
-from prunescope.io import read_jsonl, sha256_file, write_json
+from prunescope.io import read_jsonl, sha256_file, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -124,5 +124,5 @@ def calibration_task_similarity(calibration_path: str | os.PathLike, tokenizer_d
                     scores[dataset]["embedding_cosine"], scores[dataset]["vocab_coverage"])
     result = {**labels, "encoder": encoder_name, "chunk_words": chunk_words,
               "calibration_sha256": sha256_file(calibration_path), "datasets": scores}
-    write_json(out_path, result)
+    write_result(out_path, result)
     return result

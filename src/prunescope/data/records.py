@@ -22,14 +22,17 @@ class DatasetError(ValueError):
     """A dataset that cannot be turned into valid records; the message names the dataset, field and rows."""
 
 
-def validate_records(records: list[dict], name: str) -> None:
-    """Reject a dataset with any unusable record, so a bad mapping fails here and not inside an evaluation."""
+def validate_records(records: list[dict], name: str, text_fields: tuple[str, ...] = ()) -> None:
+    """Reject a dataset with any unusable record, so a bad mapping fails here and not inside an evaluation.
+
+    text_fields: the fields a prompt template reads, which must then be non-empty text in every record.
+    """
     if not records:
         raise DatasetError(f"dataset {name}: no records (check its source and field mapping in params.yaml)")
     problems: dict[str, list[int]] = {}
     seen: set[str] = set()
     for row, record in enumerate(records, start=1):
-        for problem in _record_problems(record):
+        for problem in _record_problems(record, text_fields):
             problems.setdefault(problem, []).append(row)
         record_id = record.get("id")
         if isinstance(record_id, str):
@@ -41,9 +44,10 @@ def validate_records(records: list[dict], name: str) -> None:
                            f"{len(records)} records: " + "; ".join(_describe(p, rows) for p, rows in problems.items()))
 
 
-def _record_problems(record: dict) -> list[str]:
+def _record_problems(record: dict, text_fields: tuple[str, ...]) -> list[str]:
     """Each problem is 'field: what is wrong', so rows with the same fault are reported together."""
-    problems = []
+    problems = [f"{field}: missing or empty text (the prompt template uses it)" for field in text_fields
+                if field != "input" and not (isinstance(record.get(field), str) and record[field].strip())]
     if not isinstance(record.get("id"), str) or not record["id"]:
         problems.append("id: missing or not a non-empty string")
     if not isinstance(record.get("input"), str) or not record["input"].strip():

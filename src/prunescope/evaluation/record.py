@@ -9,7 +9,7 @@ import torch
 
 from prunescope.evaluation.run import environment_info, evaluate_tasks
 from prunescope.evaluation.tasks import DATA_FILE, task_name
-from prunescope.io import sha256_file, write_json
+from prunescope.io import sha256_file, write_result
 from prunescope.models.prepare import load_model
 from prunescope.pruning import apply_artifact
 
@@ -31,7 +31,7 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
                             str(device))
     for dataset, name, category, task_dir, out_path in zip(datasets, names, categories, task_dirs, out_paths,
                                                            strict=True):
-        write_json(out_path, {
+        write_result(out_path, {
             **labels, "dataset": dataset, "category": category, "metrics": scores[name], "params": params,
             "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
         }, inline_int_lists=True)

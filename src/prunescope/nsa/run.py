@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prunescope.evaluation.tasks import DATA_FILE, task_name
-from prunescope.io import atomic_path, read_json, read_jsonl, sha256_file, verify_sha256, write_json
+from prunescope.io import atomic_path, read_jsonl, read_result, sha256_file, verify_sha256, write_result
 from prunescope.models.families import get_family
 from prunescope.models.prepare import load_model
 from prunescope.nsa.causal import ablation_accuracies
@@ -51,7 +51,7 @@ def select_words(model_dir: str, dtype: str, task_dir: str, template: str, top_k
                          "nsa.min_count or use more examples")
     result = {"words": vocabulary, "examples": len(prompts), "top_k": top_k, "min_count": min_count,
               "task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)}
-    write_json(out_path, result)
+    write_result(out_path, result)
     logger.info("%d influential words from %d examples", len(vocabulary), len(prompts))
     return result
 
@@ -83,7 +83,7 @@ def learn_association(model_dir: str, dtype: str, family: str, task_dir: str, te
                       device: torch.device, out_path: str | os.PathLike) -> None:
     """Step 2 on the dense model: A per layer (safetensors, key layer<L>) plus <out>.json with the vocabulary,
     groups, sha256 and each associated neuron's top words."""
-    words = read_json(words_path)["words"]
+    words = read_result(words_path, "nsa_words")["words"]
     vocabulary = sorted(words)
     model, tokenizer = load_model(model_dir, dtype, device)
     prompts, _, _ = task_prompts(tokenizer, task_dir, template)
@@ -93,7 +93,7 @@ def learn_association(model_dir: str, dtype: str, family: str, task_dir: str, te
     with atomic_path(out_path) as tmp:
         save_file({f"layer{layer}": a.contiguous() for layer, a in associations.items()}, tmp)
         digest = sha256_file(tmp)
-    write_json(Path(out_path).with_suffix(".json"), {
+    write_result(Path(out_path).with_suffix(".json"), {
         "vocabulary": vocabulary, "groups": [words[w]["group"] for w in vocabulary], "sha256": digest,
         "top_words": {f"{layer}:{neuron}": ranked for layer, a in associations.items()
                       for neuron, ranked in top_words(a, vocabulary, TOP_WORDS_SHOWN).items()},
@@ -102,7 +102,7 @@ def learn_association(model_dir: str, dtype: str, family: str, task_dir: str, te
 
 def load_association(path: str | os.PathLike) -> tuple[dict[int, torch.Tensor], dict]:
     """A per layer and its sidecar, after checking the file's sha256."""
-    info = read_json(Path(path).with_suffix(".json"))
+    info = read_result(Path(path).with_suffix(".json"), "nsa_association")
     verify_sha256(path, info["sha256"], "the nsa_association rule rebuilds it")
     return {int(key.removeprefix("layer")): a for key, a in load_file(path).items()}, info
 
@@ -132,7 +132,7 @@ def compare_variant(model_dir: str, dtype: str, family: str, pruned_dir: str, ta
               "mean_relative_drop": sum(r["relative_drop"] for r in drops) / max(len(drops), 1),
               "semantic_retention": sum(retention) / max(len(retention), 1),
               "largest_drops": sorted(drops, key=lambda r: (-r["relative_drop"], r["layer"], r["neuron"]))[:20]}
-    write_json(out_path, result)
+    write_result(out_path, result)
     return result
 
 
@@ -179,5 +179,5 @@ def causal_check(model_dir: str, dtype: str, family: str, dataset: str, task_dir
     width = next(iter(associations.values())).shape[1]
     result = ablation_accuracies(model, tokenizer, get_family(family), task_dir, task_name(dataset), matched, width,
                                  seed, batch_size, str(device))
-    write_json(out_path, {"dataset": dataset, "k": k, "seed": seed, **result})
+    write_result(out_path, {"dataset": dataset, "k": k, "seed": seed, **result})
     return result

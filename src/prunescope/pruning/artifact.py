@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from prunescope.io import atomic_path, read_json, sha256_file, write_json
+from prunescope.io import atomic_path, read_json, sha256_file, write_json, write_result
 from prunescope.pruning.driver import PruneResult, pruned_layer_names
 
 MASKS = "masks.safetensors"
@@ -62,7 +62,7 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
 def write_measurements(result: PruneResult, path: str | os.PathLike) -> None:
     """The run's wall time and peak memory (and how it was measured), atomically: the one pruning output that
     differs between two runs of the same inputs, so it is kept out of the artifact folder."""
-    write_json(path, {"seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+    write_result(path, {"seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
                       "notes": [note for note in result.notes if note.startswith(MEMORY_NOTE)]})
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunescope.io import read_json
+from prunescope.io import read_json, read_result
 
 KEYS = ["model", "method", "structure", "sparsity", "calibration"]
 
@@ -18,7 +18,7 @@ def prune_cost_table(artifact_dirs: Iterable[str], measurement_paths: Iterable[s
     columns are named error_<layer type>."""
     rows = []
     for folder, measurements in zip(artifact_dirs, measurement_paths, strict=True):
-        manifest, run = read_json(Path(folder) / "manifest.json"), read_json(measurements)
+        manifest, run = read_json(Path(folder) / "manifest.json"), read_result(measurements, "prune")
         layers = pd.DataFrame(manifest["layers"])
         layers["type"] = layers["name"].str.rsplit(".", n=1).str[-1]
         errors = layers.groupby("type", sort=True)["reconstruction_error"].mean()

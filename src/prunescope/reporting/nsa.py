@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from prunescope.io import atomic_path, read_json
+from prunescope.io import atomic_path, read_result
 from prunescope.reporting.figures import plt, save_figure, set_style  # plt on the Agg backend
 from prunescope.reporting.tables import CATEGORIES
 
@@ -21,7 +21,7 @@ def drop_table(compare_paths: Iterable[str], results: pd.DataFrame) -> pd.DataFr
     """Per dataset and pruned variant: matched-neuron drops, semantic retention and the accuracy drop."""
     rows = []
     for path in compare_paths:
-        result = read_json(path)
+        result = read_result(path, "nsa_compare")
         rows.append({**{key: result[key] for key in DROP_KEYS}, "pairs": result["pairs"],
                      "mean_relative_drop": result["mean_relative_drop"],
                      "fraction_dropped": sum(g["fraction_dropped"] * g["pairs"] for g in result["groups"].values())
@@ -48,7 +48,7 @@ def drop_correlation(table: pd.DataFrame) -> dict:
 
 def causal_table(causal_paths: Iterable[str]) -> pd.DataFrame:
     keys = ["dataset", "k", "acc", "acc_matched_ablated", "acc_random_ablated", "matched_change", "random_change"]
-    return pd.DataFrame([{key: read_json(path)[key] for key in keys} for path in causal_paths])
+    return pd.DataFrame([{key: read_result(path, "nsa_causal")[key] for key in keys} for path in causal_paths])
 
 
 def guided_table(results: pd.DataFrame, guided: pd.DataFrame) -> pd.DataFrame:

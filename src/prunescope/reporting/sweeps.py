@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from prunescope.config import CALIBRATION_KEY_PARTS, NO_CALIBRATION, parse_calibration_key, parse_pattern_key
-from prunescope.io import read_json
+from prunescope.io import read_result
 from prunescope.reporting.figures import plt, save_figure, set_style
 from prunescope.reporting.tables import CATEGORIES
 
@@ -104,7 +104,7 @@ def similarity_frame(paths: Iterable[str]) -> pd.DataFrame:
     calibrated methods)."""
     rows = []
     for path in paths:
-        result = read_json(path)
+        result = read_result(path, "calibration_similarity")
         rows += [{"model": result["model"], "calib": result["calibration"], "dataset": dataset, **scores}
                  for dataset, scores in result["datasets"].items()]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["model", "calib", "dataset", "embedding_cosine"])

@@ -7,15 +7,14 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from prunescope.io import atomic_path, read_json
+from prunescope.io import atomic_path, read_result
 
 CATEGORIES = ["sentiment", "nli", "similarity", "qa"]
 VARIANT_KEYS = ["method", "pattern", "calibration"]
 
 
 class StaleResultError(ValueError):
-    """A result file that cannot be used as it is: made with other evaluation params than params.yaml now holds,
-    or no longer readable."""
+    """A result file made with other evaluation params than params.yaml now holds."""
 
 
 def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
@@ -26,11 +25,7 @@ def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
     """
     rows = []
     for path in paths:
-        try:
-            result = read_json(path)
-        except ValueError as err:  # cut short by a full disk or a killed copy, or edited by hand
-            raise StaleResultError(f"{path} is not readable JSON ({err}): delete it and rerun snakemake, whose "
-                                   "evaluate rule rebuilds it") from err
+        result = read_result(path, "evaluate")
         if result["params"] != expected_params:
             raise StaleResultError(
                 f"{path} was made with params {result['params']}, but params.yaml now gives {expected_params}: "

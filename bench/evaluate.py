@@ -1,7 +1,8 @@
 """Evaluation speed per dataset: our scorer against stock lm-eval and against the forward-pass limit, side by side.
 
 For each task folder, on one loaded model and in one process:
-  ours   the workflow's evaluate_model (SharedContextLM: each context encoded once, output head only where read)
+  ours   the workflow's evaluate_model (SharedContextLM: each context packed once with its continuations, the
+         output head only where read)
   stock  the same lm-eval run with lm-eval's own HFLM (one forward of context + continuation per choice,
          log-softmax over the vocabulary at every position), which is what the lm-eval CLI runs
   limit  a bare batched forward of the decoder (no output head, no cache) over the tokens that must be
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune import device_name  # noqa: E402
 
 from prunescope.evaluation.run import SEED, evaluate_model, evaluate_tasks, load_task_config  # noqa: E402
-from prunescope.evaluation.scoring import SharedContextLM, left_pad, positions_of  # noqa: E402
+from prunescope.evaluation.scoring import PADDING, Packed, SharedContextLM, left_pad  # noqa: E402
 from prunescope.io import atomic_path  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 
@@ -51,17 +52,18 @@ class RecordingLM(SharedContextLM):
 
 @torch.no_grad()
 def forward_limit(model, requests: list, batch_size: int, pad_id: int) -> tuple[float, int]:
-    """Seconds of a bare decoder forward over each distinct context + its continuations but their last token (no
-    position reads past it), and its token count."""
-    by_context: dict[tuple, list[int]] = {}
+    """Seconds of a bare decoder forward (padding mask only) over the tokens our scorer encodes: each distinct
+    context followed by its continuations but their last token; and their count."""
+    by_context: dict[tuple, list[list[int]]] = {}
     for _, context, continuation in requests:
-        by_context.setdefault(tuple(context), list(context)).extend(continuation[:-1])
-    sequences = sorted(by_context.values(), key=len, reverse=True)
+        by_context.setdefault(tuple(context), []).append(continuation)
+    rows = sorted((Packed.of(context, continuations) for context, continuations in by_context.items()),
+                  key=lambda packed: -len(packed.tokens))
     start = time.perf_counter()
-    for first in range(0, len(sequences), batch_size):
-        ids, mask = left_pad(sequences[first:first + batch_size], pad_id, model.device)
-        model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask))
-    return time.perf_counter() - start, sum(map(len, sequences))
+    for first in range(0, len(rows), batch_size):
+        ids, positions, segments = left_pad(rows[first:first + batch_size], pad_id, model.device)
+        model.base_model(input_ids=ids, attention_mask=(segments != PADDING).long(), position_ids=positions)
+    return time.perf_counter() - start, sum(len(packed.tokens) for packed in rows)
 
 
 def timed(function, *args):

@@ -2,7 +2,7 @@
 
 With --run this times `snakemake --cores N all` (in a fresh clone: the whole embedded default from scratch; in a
 finished checkout: only what is out of date), then times the same command again, which must find nothing to do.
-The per-rule table sums the benchmark files (benchmarks/<rule>/...tsv: wall seconds and peak RSS per job) of the
+The per-stage table sums the benchmark files (benchmarks/<rule>/...tsv: wall seconds and peak RSS per job) of the
 jobs the first run executed; without --run, of every job on record. Writes <out>/workflow.csv and workflow.md.
 
   python bench/workflow.py --run --cores 2
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prunescope.io import atomic_path
 
-COLUMNS = ["rule", "jobs", "seconds_total", "seconds_mean", "seconds_max", "max_rss_mib"]
+COLUMNS = ["stage", "jobs", "seconds_total", "seconds_mean", "seconds_max", "max_rss_mib"]
 NOTHING_TO_DO = "Nothing to be done"
 
 
@@ -34,8 +34,9 @@ def timed_snakemake(cores: str) -> tuple[float, str]:
     return time.perf_counter() - start, run.stdout + run.stderr
 
 
-def rule_costs(benchmarks: Path, since: float) -> list[dict]:
-    """Per rule: jobs, seconds (total, mean, max) and peak RSS, over benchmark files written at or after `since`."""
+def stage_costs(benchmarks: Path, since: float) -> list[dict]:
+    """Per stage (first folder under benchmarks/): jobs, seconds (total, mean, max) and peak RSS, over the
+    benchmark files written at or after `since`."""
     jobs = defaultdict(list)
     for path in sorted(benchmarks.rglob("*.tsv")):
         if path.stat().st_mtime < since:
@@ -45,9 +46,9 @@ def rule_costs(benchmarks: Path, since: float) -> list[dict]:
         rss = float(record["max_rss"]) if record["max_rss"] not in ("", "NA", "-") else 0.0
         jobs[path.relative_to(benchmarks).parts[0]].append((float(record["s"]), rss))
     rows = []
-    for rule, runs in sorted(jobs.items(), key=lambda item: -sum(s for s, _ in item[1])):
+    for stage, runs in sorted(jobs.items(), key=lambda item: -sum(s for s, _ in item[1])):
         seconds = [s for s, _ in runs]
-        rows.append({"rule": rule, "jobs": len(runs), "seconds_total": round(sum(seconds), 1),
+        rows.append({"stage": stage, "jobs": len(runs), "seconds_total": round(sum(seconds), 1),
                      "seconds_mean": round(sum(seconds) / len(runs), 1), "seconds_max": round(max(seconds), 1),
                      "max_rss_mib": round(max(rss for _, rss in runs))})
     return rows
@@ -65,11 +66,11 @@ def write_reports(rows: list[dict], walls: dict, cores: str, out_dir: Path) -> N
         lines += [f"`snakemake --cores {cores} all`: {walls['first']:.0f} s wall ({walls['first'] / 60:.1f} min); "
                   f"the same command again with nothing changed: {walls['second']:.1f} s "
                   f"({'nothing to be done' if walls['idle'] else 'it RAN JOBS'}).", ""]
-    lines += [f"Job seconds summed per rule from benchmarks/ ({sum(row['jobs'] for row in rows)} jobs, "
-              f"{total:.0f} s in all; jobs of 2 threads on 2 cores run one at a time).", "",
-              "| rule | jobs | seconds, total | mean | max | share | peak RSS MiB |",
+    lines += [f"Job seconds summed per stage (the first folder under benchmarks/: a rule, or `report` for the report "
+              f"rules) over {sum(row['jobs'] for row in rows)} jobs, {total:.0f} s in all.", "",
+              "| stage | jobs | seconds, total | mean | max | share | peak RSS MiB |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {row['rule']} | {row['jobs']} | {row['seconds_total']:.1f} | {row['seconds_mean']:.1f} "
+    lines += [f"| {row['stage']} | {row['jobs']} | {row['seconds_total']:.1f} | {row['seconds_mean']:.1f} "
               f"| {row['seconds_max']:.1f} | {row['seconds_total'] / total:.0%} | {row['max_rss_mib']:,} |"
               for row in rows]
     with atomic_path(out_dir / "workflow.md") as tmp:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         walls["first"], _ = timed_snakemake(args.cores)
         walls["second"], output = timed_snakemake(args.cores)
         walls["idle"] = NOTHING_TO_DO in output
-    rows = rule_costs(args.benchmarks, since)
+    rows = stage_costs(args.benchmarks, since)
     if not rows:
         raise SystemExit(f"no benchmark files under {args.benchmarks}{' from this run' if args.run else ''}: "
                          "run the workflow first (`make run`), or pass --run in a fresh clone")

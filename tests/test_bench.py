@@ -69,12 +69,12 @@ def test_workflow_bench_sums_benchmark_files_per_rule(tmp_path):
     old = tmp_path / "prune/m/a.tsv"
     os.utime(old, (1_000, 1_000))
     workflow = bench_module("workflow")
-    assert workflow.rule_costs(tmp_path, 0.0) == [
-        {"rule": "prune", "jobs": 2, "seconds_total": 40.0, "seconds_mean": 20.0, "seconds_max": 30.0,
+    assert workflow.stage_costs(tmp_path, 0.0) == [
+        {"stage": "prune", "jobs": 2, "seconds_total": 40.0, "seconds_mean": 20.0, "seconds_max": 30.0,
          "max_rss_mib": 1100},
-        {"rule": "evaluate", "jobs": 1, "seconds_total": 5.5, "seconds_mean": 5.5, "seconds_max": 5.5,
+        {"stage": "evaluate", "jobs": 1, "seconds_total": 5.5, "seconds_mean": 5.5, "seconds_max": 5.5,
          "max_rss_mib": 1500}]
-    assert [row["jobs"] for row in workflow.rule_costs(tmp_path, 2_000.0)] == [1, 1]  # only this run's jobs
+    assert [row["jobs"] for row in workflow.stage_costs(tmp_path, 2_000.0)] == [1, 1]  # only this run's jobs
 
 
 def test_evaluate_bench_gives_the_same_scores_as_stock_lm_eval(tiny_tokenizer, tmp_path):

@@ -109,6 +109,15 @@ def test_fitted_association_matches_the_closed_form():
     assert int(torch.argmax(exact[2])) == 3
 
 
+def test_layers_fitted_together_get_exactly_their_own_fits():
+    torch.manual_seed(2)
+    z = torch.randn(3, 200, 12)
+    token_words = torch.randint(-1, 5, (200,))
+    together = fit_association(z, token_words, 5, epochs=50, lr=0.05, lam=0.01, seed=7)
+    for layer in range(3):
+        assert torch.equal(together[layer], fit_association(z[layer], token_words, 5, 50, 0.05, 0.01, seed=7))
+
+
 def test_planted_model_solves_its_task_only_through_the_planted_neuron(planted_model, word_tokenizer):
     positive, negative = WORDS.index("positive"), WORDS.index("negative")
 

@@ -22,29 +22,38 @@ def zscore(activations: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, 
 
 def fit_association(z: torch.Tensor, token_words: torch.Tensor, n_words: int, epochs: int, lr: float,
                     lam: float, seed: int = 0) -> torch.Tensor:
-    """A (n_words, neurons) >= 0 by full-batch projected Adam; token_words[t] is t's word index or -1."""
+    """A (n_words, neurons) >= 0 by full-batch projected Adam; token_words[t] is t's word index or -1.
+
+    z is (tokens, neurons), or (layers, tokens, neurons) to fit one A per layer in a single run: the layers'
+    losses are independent and Adam is elementwise, so each layer gets the A its own fit would (tested), at
+    one optimizer loop instead of one per layer.
+    """
+    single = z.dim() == 2
+    z = (z[None] if single else z).to(torch.float64)
     generator = torch.Generator().manual_seed(seed)
-    association = (0.01 * torch.rand(n_words, z.shape[1], generator=generator, dtype=torch.float64)).requires_grad_()
+    start = 0.01 * torch.rand(n_words, z.shape[2], generator=generator, dtype=torch.float64)
+    association = start.expand(z.shape[0], -1, -1).clone().requires_grad_()
     optimizer = torch.optim.Adam([association], lr=lr)
     # lr decays linearly to 0: with a constant lr, projected Adam keeps oscillating around the L1 kink at zero
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1 - epoch / epochs)
-    z = z.to(torch.float64)
     tagged = token_words >= 0
-    sums = torch.zeros(n_words, z.shape[1], dtype=torch.float64).index_add_(0, token_words[tagged], z[tagged])
+    sums = torch.zeros(z.shape[0], n_words, z.shape[2], dtype=torch.float64).index_add_(1, token_words[tagged],
+                                                                                       z[:, tagged])
     counts = torch.bincount(token_words[tagged], minlength=n_words).to(torch.float64)
-    untagged = (z[~tagged] ** 2).sum()
-    tokens = z.shape[0]
+    constant = (z ** 2).sum()  # sum_t ||z_t||^2: no gradient, so computed once
+    tokens = z.shape[1]
     for _ in range(epochs):
         optimizer.zero_grad()
         # sum_t ||z_t - A^T x_t||^2 expanded per word, so each epoch costs O(words x neurons), not O(tokens)
-        squared = (counts[:, None] * association ** 2 - 2 * association * sums).sum() + (z[tagged] ** 2).sum()
-        loss = (squared + untagged) / tokens + lam * association.abs().sum()
+        squared = (counts[:, None] * association ** 2 - 2 * association * sums).sum()
+        loss = (squared + constant) / tokens + lam * association.abs().sum()
         loss.backward()
         optimizer.step()
         schedule.step()
         with torch.no_grad():
             association.clamp_(min=0)
-    return association.detach().masked_fill(association.detach() < NUMERICAL_ZERO, 0.0).float()
+    fitted = association.detach().masked_fill(association.detach() < NUMERICAL_ZERO, 0.0).float()
+    return fitted[0] if single else fitted
 
 
 def closed_form_association(z: torch.Tensor, token_words: torch.Tensor, n_words: int, lam: float) -> torch.Tensor:

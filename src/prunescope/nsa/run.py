@@ -74,8 +74,10 @@ def _activations(model, family: str, prompts: Sequence[TokenizedPrompt], layers:
 
 def _associations(activations: dict[int, torch.Tensor], token_words: torch.Tensor, n_words: int, epochs: int,
                   lr: float, lam: float, seed: int) -> dict[int, torch.Tensor]:
-    return {layer: fit_association(zscore(acts)[0], token_words, n_words, epochs, lr, lam, seed)
-            for layer, acts in activations.items()}
+    layers = list(activations)
+    fitted = fit_association(torch.stack([zscore(activations[layer])[0] for layer in layers]), token_words, n_words,
+                             epochs, lr, lam, seed)
+    return dict(zip(layers, fitted, strict=True))
 
 
 def learn_association(model_dir: str, dtype: str, family: str, task_dir: str, template: str, words_path: str,

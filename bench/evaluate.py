@@ -12,6 +12,7 @@ the plain `lm_eval run` CLI on all task folders vs our evaluate_tasks on them, i
 Writes <out>/evaluate.csv and <out>/evaluate.md.
 
   python bench/evaluate.py --model-dir data/models/smollm2-135m --tasks-dir results/tasks --threads 2
+  python bench/evaluate.py --random-config llama-7b --device cuda   # GPU: random weights, 7B shapes (no CLI run)
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prune import device_name  # noqa: E402
+from prune import RANDOM_CONFIGS, device_name, random_model  # noqa: E402
 
 from prunescope.evaluation.run import SEED, evaluate_model, evaluate_tasks, load_task_config  # noqa: E402
 from prunescope.evaluation.scoring import PADDING, Packed, SharedContextLM, left_pad  # noqa: E402
 from prunescope.io import atomic_path  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 
-COLUMNS = ["dataset", "device", "examples", "requests", "contexts", "tokens_stock", "tokens_needed", "seconds_stock",
-           "seconds_ours", "seconds_limit", "examples_per_s_stock", "examples_per_s_ours", "speedup_vs_stock",
-           "share_of_limit", "same_scores"]
+COLUMNS = ["dataset", "model", "device", "examples", "requests", "contexts", "tokens_stock", "tokens_needed",
+           "seconds_stock", "seconds_ours", "seconds_limit", "examples_per_s_stock", "examples_per_s_ours",
+           "speedup_vs_stock", "share_of_limit", "same_scores", "peak_gpu_memory_bytes"]
 
 
 class RecordingLM(SharedContextLM):
@@ -72,27 +73,32 @@ def timed(function, *args):
     return time.perf_counter() - start, result
 
 
-def per_dataset(model, tokenizer, tasks_dir: Path, datasets: list[str], batch_size: int, device: str) -> list[dict]:
+def per_dataset(model, tokenizer, tasks_dir: Path, datasets: list[str], batch_size: int, device: torch.device,
+                label: str) -> list[dict]:
     from lm_eval.models.huggingface import HFLM
 
     rows = []
     for dataset in datasets:
         task_dir, name = tasks_dir / dataset, f"prunescope_{dataset}"
-        ours_s, ours = timed(evaluate_model, model, tokenizer, task_dir, name, batch_size, 0, "cpu", RecordingLM)
-        stock_s, stock = timed(evaluate_model, model, tokenizer, task_dir, name, batch_size, 0, "cpu", HFLM)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        ours_s, ours = timed(evaluate_model, model, tokenizer, task_dir, name, batch_size, 0, str(device), RecordingLM)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else ""
+        stock_s, stock = timed(evaluate_model, model, tokenizer, task_dir, name, batch_size, 0, str(device), HFLM)
         requests = RecordingLM.requests
         limit_s, needed = forward_limit(model, requests, batch_size, tokenizer.pad_token_id or 0)
         # stock lm-eval encodes context + continuation[:-1] once per distinct such sequence
         stock_inputs = {tuple(context + continuation[:-1]) for _, context, continuation in requests}
         n = ours["n"]
         rows.append({
-            "dataset": dataset, "device": device, "examples": n, "requests": len(requests),
+            "dataset": dataset, "model": label, "device": device_name(device), "examples": n, "requests": len(requests),
             "contexts": len({tuple(context) for _, context, _ in requests}),
             "tokens_stock": sum(map(len, stock_inputs)), "tokens_needed": needed,
             "seconds_stock": round(stock_s, 3), "seconds_ours": round(ours_s, 3),
             "seconds_limit": round(limit_s, 3), "examples_per_s_stock": round(n / stock_s, 2),
             "examples_per_s_ours": round(n / ours_s, 2), "speedup_vs_stock": round(stock_s / ours_s, 3),
             "share_of_limit": round(limit_s / ours_s, 3), "same_scores": ours["per_example"] == stock["per_example"],
+            "peak_gpu_memory_bytes": peak,
         })
         print(f"{dataset}: ours {ours_s:.1f} s, stock {stock_s:.1f} s, limit {limit_s:.1f} s", flush=True)
     return rows
@@ -149,15 +155,24 @@ def write_reports(rows: list[dict], jobs: dict, out_dir: Path, header: list[str]
                  f"| {total['examples'] / total['seconds_ours']:.1f} "
                  f"| {total['seconds_stock'] / total['seconds_ours']:.2f}x "
                  f"| {total['seconds_limit'] / total['seconds_ours']:.2f} | |")
-    lines += ["", f"Whole job in a fresh process (imports, model load, all {len(rows)} datasets): plain `lm_eval run` "
-              f"CLI {jobs['cli']:.1f} s, ours {jobs['ours']:.1f} s: {jobs['cli'] / jobs['ours']:.2f}x."]
+    if jobs:
+        lines += ["", f"Whole job in a fresh process (imports, model load, all {len(rows)} datasets): plain `lm_eval "
+                  f"run` CLI {jobs['cli']:.1f} s, ours {jobs['ours']:.1f} s: {jobs['cli'] / jobs['ours']:.2f}x."]
+    if rows[0]["peak_gpu_memory_bytes"] != "":
+        peak = max(row["peak_gpu_memory_bytes"] for row in rows)
+        lines += ["", f"Peak GPU memory of our scorer: {peak / 2**30:.2f} GiB."]
     with atomic_path(out_dir / "evaluate.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", required=True, help="a prepared safetensors model folder (float32)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="a prepared safetensors model folder (float32)")
+    source.add_argument("--random-config", choices=sorted(RANDOM_CONFIGS), help="random weights of these shapes "
+                        "(fp16 on a GPU), with --tokenizer-dir's tokenizer; no CLI comparison")
+    parser.add_argument("--tokenizer-dir", default="data/models/smollm2-135m")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tasks-dir", type=Path, default=Path("results/tasks"), help="build_task's folders")
     parser.add_argument("datasets", nargs="*", help="default: every task folder under --tasks-dir")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -169,14 +184,21 @@ def main(argv: list[str] | None = None) -> None:
     datasets = args.datasets or sorted(path.name for path in args.tasks_dir.iterdir() if path.is_dir())
     if args.job:
         return job(args.model_dir, args.tasks_dir, datasets, args.batch_size)
-    model, tokenizer = load_model(args.model_dir, "float32", torch.device("cpu"))
-    device = device_name(torch.device("cpu"))
-    rows = per_dataset(model, tokenizer, args.tasks_dir, datasets, args.batch_size, device)
-    jobs = whole_jobs(args.model_dir, args.tasks_dir, datasets, args.batch_size, args.threads)
+    device = torch.device(args.device)
+    if args.model_dir:
+        model, tokenizer = load_model(args.model_dir, "float32", device)
+        label = f"{Path(args.model_dir).name} (float32)"
+    else:
+        tokenizer = load_model(args.tokenizer_dir, "float32", torch.device("cpu"))[1]
+        model = random_model(args.random_config, None, device, vocab_size=len(tokenizer)).to(device)
+        label = f"random {args.random_config} ({next(model.parameters()).dtype})"
+    rows = per_dataset(model, tokenizer, args.tasks_dir, datasets, args.batch_size, device, label)
+    jobs = whole_jobs(args.model_dir, args.tasks_dir, datasets, args.batch_size, args.threads) \
+        if args.model_dir and device.type == "cpu" else {}
     write_reports(rows, jobs, args.out, [
         "# Evaluation speed: our scorer vs stock lm-eval vs the forward-pass limit",
         "",
-        f"{Path(args.model_dir).name} (float32) on {device}; batch size {args.batch_size}; zero-shot multiple "
+        f"{label} on {rows[0]['device']}; batch size {args.batch_size}; zero-shot multiple "
         "choice on the workflow's task folders. Stock = lm-eval's HFLM on the same config (what its CLI runs); "
         "limit = a bare batched decoder forward over each distinct context followed by its continuations "
         "(minus their last token); "

@@ -38,6 +38,8 @@ from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
 METHODS = tuple(REGISTRY)
 SPARSITY, STRUCTURES = 0.5, ("unstructured", "2:4", "4:8")
 RANDOM_CONFIGS = {
+    "llama-1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                 "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256},
     "llama-7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                  "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000},
     "llama-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -47,10 +49,11 @@ COLUMNS = ["method", "structure", "device", "model", "nsamples", "seqlen", "batc
            "seconds_per_block", "peak_memory_bytes", "artifact_bytes", "ratio_to_fp16", "masks_identical", "speedup"]
 
 
-def random_model(name: str, layers: int | None, device: torch.device) -> nn.Module:
-    """Random-init LLaMA of the named shapes, built on `device` (fast on a GPU; fp16 there) and kept on the CPU,
-    since the driver moves one block at a time to the device."""
-    config = LlamaConfig(**RANDOM_CONFIGS[name], max_position_embeddings=4096)
+def random_model(name: str, layers: int | None, device: torch.device, vocab_size: int | None = None) -> nn.Module:
+    """Random-init LLaMA of the named shapes (vocab_size: to match a tokenizer), built on `device` (fast on a GPU;
+    fp16 there) and kept on the CPU, since the driver moves one block at a time to the device."""
+    config = LlamaConfig(**{**RANDOM_CONFIGS[name], **({"vocab_size": vocab_size} if vocab_size else {})},
+                         max_position_embeddings=4096)
     config.num_hidden_layers = layers or config.num_hidden_layers
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     with torch.device(device):

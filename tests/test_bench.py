@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from conftest import make_tiny_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -88,6 +90,7 @@ def test_evaluate_bench_gives_the_same_scores_as_stock_lm_eval(tiny_tokenizer, t
     write_manifest(tmp_path / "demo.jsonl", {"dataset": "demo", "part": "evaluation"})
     build_task("demo", tmp_path / "demo.jsonl", "Q: {input}\nA:", None, 0, tmp_path / "tasks" / "demo")
     model = make_tiny_model("llama", len(tiny_tokenizer))
-    (row,) = bench_module("evaluate").per_dataset(model, tiny_tokenizer, tmp_path / "tasks", ["demo"], 4, "cpu")
+    (row,) = bench_module("evaluate").per_dataset(model, tiny_tokenizer, tmp_path / "tasks", ["demo"], 4,
+                                                  torch.device("cpu"), "tiny")
     assert row["same_scores"] and row["examples"] == 12 and row["requests"] == 36 and row["contexts"] == 12
     assert row["tokens_needed"] < row["tokens_stock"]  # stock encodes each context once per multi-token choice

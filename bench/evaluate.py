@@ -18,7 +18,6 @@ Writes <out>/evaluate.csv and <out>/evaluate.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,11 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import write_outputs  # noqa: E402
 from prune import RANDOM_CONFIGS, device_name, random_model  # noqa: E402
 
 from prunescope.evaluation.run import SEED, evaluate_model, evaluate_tasks, load_task_config  # noqa: E402
 from prunescope.evaluation.scoring import PADDING, Packed, SharedContextLM, left_pad  # noqa: E402
-from prunescope.io import atomic_path  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 
 COLUMNS = ["dataset", "model", "device", "examples", "requests", "contexts", "tokens_stock", "tokens_needed",
@@ -134,11 +133,6 @@ def job(model_dir: str, tasks_dir: Path, datasets: list[str], batch_size: int) -
 
 
 def write_reports(rows: list[dict], jobs: dict, out_dir: Path, header: list[str]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "evaluate.csv") as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
     total = {key: sum(row[key] for row in rows) for key in ("examples", "seconds_stock", "seconds_ours",
                                                             "seconds_limit", "tokens_stock", "tokens_needed")}
     lines = [*header, "",
@@ -161,8 +155,7 @@ def write_reports(rows: list[dict], jobs: dict, out_dir: Path, header: list[str]
     if rows[0]["peak_gpu_memory_bytes"] != "":
         peak = max(row["peak_gpu_memory_bytes"] for row in rows)
         lines += ["", f"Peak GPU memory of our scorer: {peak / 2**30:.2f} GiB."]
-    with atomic_path(out_dir / "evaluate.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_outputs(out_dir, "evaluate", COLUMNS, rows, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

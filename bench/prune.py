@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import gc
 import os
 import sys
@@ -27,10 +26,10 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import write_outputs  # noqa: E402
 from storage import artifact_bytes  # noqa: E402
 
 from prunescope.calibration.sample import load_calibration  # noqa: E402
-from prunescope.io import atomic_path  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 from prunescope.pruning import prune_model, save_artifact  # noqa: E402
 from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
@@ -140,11 +139,6 @@ def measure(model: nn.Module, name: str, calibration: torch.Tensor, batch_size: 
 
 def write_reports(rows: list[dict], out_dir: Path, header: list[str]) -> None:
     """prune.csv (one row per run) and prune.md (cost per method and pattern; per-sample vs batched)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "prune.csv") as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
     batched = [row for row in rows if row["artifact_bytes"] != ""]
     per_sample = [row for row in rows if row["artifact_bytes"] == ""]
     size = batched[0]["batch_size"]
@@ -163,8 +157,7 @@ def write_reports(rows: list[dict], out_dir: Path, header: list[str]) -> None:
               f"| {row['speedup']:.2f}x | {row['peak_memory_bytes'] / 2**20:,.0f} "
               f"| {'yes' if row['masks_identical'] else 'NO'} |"
               for row in per_sample]
-    with atomic_path(out_dir / "prune.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_outputs(out_dir, "prune", COLUMNS, rows, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,6 @@ the slope at small sizes. Writes <out>/prune_scaling.csv and <out>/prune_scaling
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import write_outputs  # noqa: E402
 from prune import METHODS, device_name  # noqa: E402
 
-from prunescope.io import atomic_path  # noqa: E402
 from prunescope.pruning import prune_model  # noqa: E402
 from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
 
@@ -79,11 +78,6 @@ def measure(repeats: int, device: torch.device) -> list[dict]:
 
 
 def write_reports(rows: list[dict], out_dir: Path, repeats: int) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "prune_scaling.csv") as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
     lines = ["# Pruning time vs calibration size and model width", "",
              f"Random 2-block LLaMA on {rows[0]['device']}, 0.5 unstructured, fastest of {repeats} runs. Width: hidden "
              f"{', '.join(map(str, WIDTHS))} at calibration {BASE_CALIBRATION[0]} x {BASE_CALIBRATION[1]}; "
@@ -100,8 +94,7 @@ def write_reports(rows: list[dict], out_dir: Path, repeats: int) -> None:
             cells.append((f"{exponent(sizes, seconds):.2f} ({exponent(sizes[-2:], seconds[-2:]):.2f})",
                           f"{seconds[-1]:.3f}") if points else ("-- (data-free)", "--"))
         lines.append(f"| {method} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} |")
-    with atomic_path(out_dir / "prune_scaling.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_outputs(out_dir, "prune_scaling", COLUMNS, rows, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,13 +11,15 @@ mask-only methods). Writes <out>/storage.csv and <out>/storage.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import struct
+import sys
 from pathlib import Path
 
-from prunescope.io import atomic_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import write_outputs  # noqa: E402
+
 from prunescope.pruning.artifact import MANIFEST, MASKS, WEIGHTS
 
 COLUMNS = ["variant", "method", "structure", "sparsity", "masks_bytes", "weights_bytes", "manifest_bytes",
@@ -55,11 +57,6 @@ def storage_rows(pruned_dir: Path, models_dir: Path) -> list[dict]:
 
 
 def write_reports(rows: list[dict], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "storage.csv") as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
     lines = ["# Storage per pruned variant vs an fp16 checkpoint", "",
              "Artifact = bit-packed keep-masks (+ kept values for weight-updating methods) + manifest, applied to the "
              "base model at load; fp16 checkpoint = every parameter of the base model at 2 bytes.", "",
@@ -69,8 +66,7 @@ def write_reports(rows: list[dict], out_dir: Path) -> None:
         lines.append(f"| {row['variant']} | {row['masks_bytes'] / 2**20:.2f} | {row['weights_bytes'] / 2**20:.2f} "
                      f"| {row['manifest_bytes'] / 2**10:.1f} | {row['total_bytes'] / 2**20:.2f} "
                      f"| {row['fp16_checkpoint_bytes'] / 2**20:.1f} | 1/{1 / row['ratio_to_fp16']:.1f} |")
-    with atomic_path(out_dir / "storage.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_outputs(out_dir, "storage", COLUMNS, rows, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,14 +11,14 @@ jobs the first run executed; without --run, of every job on record. Writes <out>
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from prunescope.io import atomic_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import write_outputs  # noqa: E402
 
 COLUMNS = ["stage", "jobs", "seconds_total", "seconds_mean", "seconds_max", "max_rss_mib"]
 NOTHING_TO_DO = "Nothing to be done"
@@ -55,11 +55,6 @@ def stage_costs(benchmarks: Path, since: float) -> list[dict]:
 
 
 def write_reports(rows: list[dict], walls: dict, cores: str, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "workflow.csv") as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
     total = sum(row["seconds_total"] for row in rows)
     lines = ["# Workflow cost per stage", ""]
     if walls:
@@ -73,8 +68,7 @@ def write_reports(rows: list[dict], walls: dict, cores: str, out_dir: Path) -> N
     lines += [f"| {row['stage']} | {row['jobs']} | {row['seconds_total']:.1f} | {row['seconds_mean']:.1f} "
               f"| {row['seconds_max']:.1f} | {row['seconds_total'] / total:.0%} | {row['max_rss_mib']:,} |"
               for row in rows]
-    with atomic_path(out_dir / "workflow.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_outputs(out_dir, "workflow", COLUMNS, rows, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -100,8 +100,9 @@ def test_rule_output_is_complete_and_byte_identical(rule_inputs, minilm, monkeyp
     root, tasks = rule_inputs
     monkeypatch.setattr("prunescope.calibration.similarity.load_encoder", lambda name, device: minilm)
     result = run_rule(root, tasks, root / "a.json")
-    run_rule(root, tasks, root / "b.json")
-    assert (root / "a.json").read_bytes() == (root / "b.json").read_bytes()
+    (root / "a.json").rename(root / "first.json")
+    run_rule(root, tasks, root / "a.json")
+    assert (root / "a.json").read_bytes() == (root / "first.json").read_bytes()
     assert set(result) == {"model", "calibration", "encoder", "chunk_words", "calibration_sha256", "datasets"}
     assert set(result["datasets"]) == {"reviews", "sums"} and result["chunk_words"] == 16
     reviews, sums = result["datasets"]["reviews"], result["datasets"]["sums"]

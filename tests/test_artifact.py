@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from prunescope.io import read_json, read_result
+from prunescope.io import ChecksumError, read_json, read_result, write_json
 from prunescope.pruning import apply_artifact, prune_model, save_artifact, write_measurements
+from prunescope.pruning.artifact import read_manifest
 
 VOCAB = 300
 CALIBRATION = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
@@ -41,27 +42,29 @@ def test_round_trip_is_bit_exact(tmp_path, method, dtype, options):
 
 def test_identical_inputs_give_byte_identical_files(tmp_path):
     _, _, first = pruned("sparsegpt", blocksize=16)
+    names = ["manifest.json", "masks.safetensors", "weights.safetensors"]
     save_artifact(first, tmp_path / "a", {"base_model": "tiny"})
-    save_artifact(first, tmp_path / "b", {"base_model": "tiny"})
-    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == ["manifest.json", "masks.safetensors",
-                                                                      "weights.safetensors"]
-    for name in ("masks.safetensors", "weights.safetensors", "manifest.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    written = {name: (tmp_path / "a" / name).read_bytes() for name in names}
+    save_artifact(first, tmp_path / "a", {"base_model": "tiny"})
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == written[name], name
 
 
 @pytest.mark.parametrize("method,options", [("wanda", {}), ("sparsegpt", {"blocksize": 16})])
 def test_rerun_gives_the_same_artifact_and_keeps_measurements_apart(tmp_path, method, options):
     """Two runs from fresh models: same masks, kept weights and manifest; the measurements, which may differ,
     are written to a file of their own."""
-    for folder in ("a", "c"):
-        _, _, result = pruned(method, **options)
-        save_artifact(result, tmp_path / folder, {"base_model": "tiny"})
-        write_measurements(result, tmp_path / f"{folder}.json")
     names = ["masks.safetensors", "manifest.json"] + (["weights.safetensors"] if method == "sparsegpt" else [])
+    written = {}
+    for run_number in (1, 2):
+        _, _, result = pruned(method, **options)
+        save_artifact(result, tmp_path / "a", {"base_model": "tiny"})
+        write_measurements(result, tmp_path / f"run{run_number}.json")
+        written[run_number] = {name: (tmp_path / "a" / name).read_bytes() for name in names}
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == sorted(names)
-    for name in names:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
-    manifest, run = read_json(tmp_path / "a" / "manifest.json"), read_result(tmp_path / "a.json", "prune")
+    assert written[1] == written[2]
+    manifest, run = read_manifest(tmp_path / "a"), read_result(tmp_path / "run1.json", "prune")
     assert not {"seconds", "peak_memory_bytes"} & set(manifest)
     assert not any(note.startswith("peak_memory_bytes:") for note in manifest["notes"])
     assert run["seconds"] > 0 and run["peak_memory_bytes"] > 0 and run["notes"][0].startswith("peak_memory_bytes:")
@@ -90,7 +93,7 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="pruned in float32 but the model is torch.float16"):
         apply_artifact(make_tiny_model("llama", VOCAB).half(), tmp_path / "artifact")
     (tmp_path / "artifact" / "manifest.json").unlink()
-    with pytest.raises(ValueError, match="manifest.json: missing or unreadable"):
+    with pytest.raises(ValueError, match="manifest.json: missing"):
         apply_artifact(make_tiny_model("llama", VOCAB), tmp_path / "artifact")
 
 
@@ -105,10 +108,25 @@ def test_mask_only_artifact_is_about_a_sixteenth_of_fp16_weights(tmp_path):
 def test_manifest_records_layers_and_hashes_and_rejects_conflicts(tmp_path):
     _, _, result = pruned("wanda")
     save_artifact(result, tmp_path / "artifact", {"calibration": "c4-32x256"})
-    manifest = read_json(tmp_path / "artifact" / "manifest.json")
+    manifest = read_manifest(tmp_path / "artifact")
     assert set(manifest["files"]) == {"masks.safetensors"}
     assert [layer["name"] for layer in manifest["layers"]] == list(result.masks)
     assert manifest["calibration"] == "c4-32x256" and manifest["structure"] == "unstructured"
     with pytest.raises(ValueError, match=r"\['method'\] disagree"):
         save_artifact(result, tmp_path / "other", {"method": "sparsegpt"})
     assert not (tmp_path / "other").exists()
+
+
+def test_edited_or_swapped_manifest_is_a_clear_error(tmp_path):
+    """The manifest checks itself: an edited field (a sparsity, a layer's error) or a manifest copied from another
+    grid point is refused before the artifact is applied."""
+    dense, _, result = pruned("wanda")
+    save_artifact(result, tmp_path / "a", {})
+    save_artifact(result, tmp_path / "b", {})
+    manifest = read_json(tmp_path / "a" / "manifest.json")
+    write_json(tmp_path / "a" / "manifest.json", {**manifest, "sparsity": 0.3})
+    with pytest.raises(ChecksumError, match=r"a/manifest\.json does not match its own checksum.*prune rule"):
+        apply_artifact(dense, tmp_path / "a")
+    (tmp_path / "a" / "manifest.json").write_bytes((tmp_path / "b" / "manifest.json").read_bytes())
+    with pytest.raises(ChecksumError, match=r"was written as .*b/manifest\.json.*another grid point"):
+        read_manifest(tmp_path / "a")

@@ -16,7 +16,7 @@ from prunescope.calibration.sample import (
 from prunescope.calibration.text import download_hub_pairs, download_hub_text, extract_gensim_text, task_pairs
 from prunescope.data.hub import HubAccessError
 from prunescope.data.prepare import write_manifest
-from prunescope.io import ChecksumError, read_json, read_jsonl, sha256_file, write_jsonl
+from prunescope.io import ChecksumError, read_json, read_jsonl, read_result, sha256_file, write_json, write_jsonl
 
 WORDS = "the quick brown fox jumps over a lazy dog while movie reviews praise wonderful acting".split()
 
@@ -70,13 +70,14 @@ def test_an_empty_corpus_is_a_clear_error(tiny_tokenizer):
 def test_save_is_byte_identical_and_load_round_trips(tmp_path, tiny_tokenizer):
     ids = sample_calibration(synthetic_documents(), tiny_tokenizer, 4, 16, seed=0)
     manifest = {"source": "synthetic", "format": "raw", "seed": 0, "tokenizer": "tiny"}
-    first, second = tmp_path / "a" / "calib.safetensors", tmp_path / "b" / "calib.safetensors"
-    save_calibration(ids, first, manifest)
-    save_calibration(ids, second, manifest)
-    assert first.read_bytes() == second.read_bytes()
-    assert manifest_path(first).read_bytes() == manifest_path(second).read_bytes()
-    assert read_json(tmp_path / "a" / "calib.json") == {**manifest, "n": 4, "seqlen": 16, "sha256": sha256_file(first)}
-    assert torch.equal(load_calibration(first), ids)
+    path = tmp_path / "calib.safetensors"
+    save_calibration(ids, path, manifest)
+    written = path.read_bytes(), manifest_path(path).read_bytes()
+    save_calibration(ids, path, manifest)
+    assert (path.read_bytes(), manifest_path(path).read_bytes()) == written
+    assert read_result(manifest_path(path), "sample_calibration") == {**manifest, "n": 4, "seqlen": 16,
+                                                                       "sha256": sha256_file(path)}
+    assert torch.equal(load_calibration(path), ids)
 
 
 def test_load_rejects_a_swapped_or_truncated_file(tmp_path):
@@ -86,6 +87,14 @@ def test_load_rejects_a_swapped_or_truncated_file(tmp_path):
     with pytest.raises(ChecksumError) as err:
         load_calibration(path)
     assert str(path) in str(err.value) and "sample_calibration rule rebuilds it" in str(err.value)
+
+
+def test_load_rejects_an_edited_manifest(tmp_path):
+    path = tmp_path / "calib.safetensors"
+    save_calibration(torch.arange(12).reshape(3, 4), path, {"source": "synthetic", "seed": 0})
+    write_json(manifest_path(path), {**read_json(manifest_path(path)), "seed": 1})
+    with pytest.raises(ChecksumError, match=r"calib\.json does not match its own checksum.*sample_calibration"):
+        load_calibration(path)
 
 
 def test_load_without_manifest_is_a_clear_error(tmp_path):

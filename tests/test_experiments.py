@@ -100,7 +100,7 @@ def test_prune_cost_reads_manifest_and_run(tmp_path):
     folder.mkdir()
     layers = [{"name": f"model.layers.{i}.{kind}", "reconstruction_error": error, "sparsity": 0.5}
               for i, (kind, error) in enumerate([("q_proj", 0.1), ("q_proj", 0.3), ("down_proj", 0.2)])]
-    io.write_json(folder / "manifest.json", {
+    io.write_result(folder / "manifest.json", {
         "model": "m", "method": "wanda", "structure": "unstructured", "sparsity": 0.5, "calibration": CALIB,
         "achieved_sparsity": 0.5, "layers": layers})
     io.write_result(tmp_path / "run.json", {"seconds": 12.345, "peak_memory_bytes": 2**30})

@@ -22,12 +22,10 @@ def test_no_unsafe_loader_in_the_workflow_code():
     assert found == []
 
 
-# JSON written without its own checksum: manifests, whose sha256 entries cover the files they describe (and which
-# are written inside an atomic folder, so they cannot record their final path), and the final report metrics,
-# which no rule reads. Everything else a later rule reads goes through io.write_result / io.read_result.
-UNCHECKED_JSON_WRITERS = {"src/prunescope/io.py", "src/prunescope/data/prepare.py",
-                          "src/prunescope/calibration/sample.py", "src/prunescope/pruning/artifact.py",
-                          "workflow/scripts/aggregate.py", "workflow/scripts/nsa_report.py"}
+# JSON written without its own checksum: the final report metrics, which no rule reads. Everything a later rule
+# reads (results and the manifests of datasets, calibration samples and artifacts) goes through io.write_result /
+# io.read_result.
+UNCHECKED_JSON_WRITERS = {"src/prunescope/io.py", "workflow/scripts/aggregate.py", "workflow/scripts/nsa_report.py"}
 
 
 def test_every_result_json_is_written_with_its_own_checksum():

@@ -101,9 +101,12 @@ CHECKSUM_KEY = "content_sha256"
 WRITTEN_AS_KEY = "written_as"
 
 
-def write_result(path: str | os.PathLike, obj: dict, inline_int_lists: bool = False) -> None:
-    """write_json of `obj` plus the path it was written to and a sha256 of both (checked by read_result)."""
-    content = {**obj, WRITTEN_AS_KEY: os.path.normpath(path)}
+def write_result(path: str | os.PathLike, obj: dict, inline_int_lists: bool = False,
+                 written_as: str | os.PathLike | None = None) -> None:
+    """write_json of `obj` plus the path it was written to and a sha256 of both (checked by read_result).
+
+    written_as is the path the file ends up at when `path` is inside a folder written atomically."""
+    content = {**obj, WRITTEN_AS_KEY: os.path.normpath(written_as or path)}
     write_json(path, {**content, CHECKSUM_KEY: _content_sha256(content)}, inline_int_lists)
 
 

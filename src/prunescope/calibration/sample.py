@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from prunescope.io import atomic_path, read_json, sha256_file, verify_sha256, write_json
+from prunescope.io import atomic_path, read_result, sha256_file, verify_sha256, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def save_calibration(input_ids: torch.Tensor, out_path: str | os.PathLike, manif
         save_file({TENSOR_KEY: input_ids.to(torch.long).contiguous()}, tmp)
         digest = sha256_file(tmp)
     n, seqlen = input_ids.shape
-    write_json(manifest_path(out_path), {**manifest, "n": n, "seqlen": seqlen, "sha256": digest})
+    write_result(manifest_path(out_path), {**manifest, "n": n, "seqlen": seqlen, "sha256": digest})
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
@@ -146,11 +146,11 @@ def manifest_path(path: str | os.PathLike) -> Path:
 
 
 def load_calibration(path: str | os.PathLike) -> torch.LongTensor:
-    """The saved ids, after checking the file against its manifest's sha256 and shape."""
+    """The saved ids, after checking its manifest and the file against its sha256 and shape."""
     rebuild = "delete it and rerun the workflow: the sample_calibration rule rebuilds it"
     try:
-        manifest = read_json(manifest_path(path))
-    except (OSError, ValueError) as err:
+        manifest = read_result(manifest_path(path), "sample_calibration")
+    except OSError as err:
         raise CalibrationError(f"calibration file {path} has no readable manifest {manifest_path(path)} ({err}): "
                                f"{rebuild}") from err
     verify_sha256(path, manifest["sha256"], "the sample_calibration rule rebuilds it")

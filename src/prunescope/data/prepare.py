@@ -12,7 +12,7 @@ from pathlib import Path
 from prunescope.data.hub import download_hub_dataset, load_local_dataset
 from prunescope.data.records import DatasetError, split_holdout, subsample_records
 from prunescope.data.standins import read_bigbench, read_vader
-from prunescope.io import read_json, read_jsonl, sha256_file, verify_sha256, write_json, write_jsonl
+from prunescope.io import read_jsonl, read_result, sha256_file, verify_sha256, write_jsonl, write_result
 
 EVALUATION, TRAIN = "evaluation", "train"
 RULES = {EVALUATION: "prepare_dataset", TRAIN: "prepare_train_pool"}  # the rule that rebuilds each part
@@ -32,8 +32,8 @@ def prepare_dataset(name: str, spec: dict, source_path: str | None, seed: int, o
 
 
 def write_manifest(path: str | os.PathLike, fields: dict) -> None:
-    """<path stem>.json beside a written dataset file: `fields` plus the file's sha256, checked on every read."""
-    write_json(manifest_path(path), {**fields, "sha256": sha256_file(path)})
+    """<path stem>.json beside a written dataset file: `fields` plus the file's sha256, both checked on every read."""
+    write_result(manifest_path(path), {**fields, "sha256": sha256_file(path)})
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
@@ -41,10 +41,10 @@ def manifest_path(path: str | os.PathLike) -> Path:
 
 
 def read_dataset(path: str | os.PathLike) -> list[dict]:
-    """The records of a prepared dataset file, after checking it against its manifest's sha256."""
+    """The records of a prepared dataset file, after checking its manifest and the file against its sha256."""
     try:
-        manifest = read_json(manifest_path(path))
-    except (OSError, ValueError) as err:
+        manifest = read_result(manifest_path(path), " / ".join(RULES.values()))
+    except OSError as err:
         raise DatasetError(f"dataset file {path} has no readable manifest {manifest_path(path)} ({err}): delete "
                            "both and rerun the workflow (rules prepare_dataset / prepare_train_pool)") from err
     verify_sha256(path, manifest["sha256"], f"the {RULES[manifest['part']]} rule rebuilds it")

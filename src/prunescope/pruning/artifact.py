@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from prunescope.io import atomic_path, read_json, sha256_file, write_json, write_result
+from prunescope.io import atomic_path, read_result, sha256_file, write_result
 from prunescope.pruning.driver import PruneResult, pruned_layer_names
 
 MASKS = "masks.safetensors"
@@ -56,7 +56,7 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
         clashes = sorted(key for key in set(manifest) & set(record) if manifest[key] != record[key])
         if clashes:
             raise ValueError(f"manifest keys {clashes} disagree with the pruning result")
-        write_json(folder / MANIFEST, {**manifest, **record})
+        write_result(folder / MANIFEST, {**manifest, **record}, written_as=Path(out_dir) / MANIFEST)
 
 
 def write_measurements(result: PruneResult, path: str | os.PathLike) -> None:
@@ -64,6 +64,11 @@ def write_measurements(result: PruneResult, path: str | os.PathLike) -> None:
     differs between two runs of the same inputs, so it is kept out of the artifact folder."""
     write_result(path, {"seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
                       "notes": [note for note in result.notes if note.startswith(MEMORY_NOTE)]})
+
+
+def read_manifest(artifact_dir: str | os.PathLike) -> dict[str, Any]:
+    """An artifact's manifest.json, checked against its own checksum."""
+    return read_result(Path(artifact_dir) / MANIFEST, "prune")
 
 
 def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:
@@ -77,10 +82,10 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
         return ValueError(f"{folder / file}: {why}; rerun the prune rule to rebuild this artifact")
 
     try:
-        manifest = read_json(folder / MANIFEST)
-        files, family, layers = manifest["files"], manifest["family"], manifest["layers"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise fail(MANIFEST, f"missing or unreadable ({error!r})") from error
+        manifest = read_manifest(folder)  # a damaged manifest is a ChecksumError naming it and the prune rule
+    except OSError as error:
+        raise fail(MANIFEST, f"missing ({error.strerror})") from error
+    files, family, layers = manifest["files"], manifest["family"], manifest["layers"]
     if MASKS not in files:
         raise fail(MANIFEST, f"lists no {MASKS}")
     for name, digest in files.items():

@@ -4,11 +4,11 @@ error ||WX - W'X|| / ||WX|| averaged per layer type (q_proj, ..., down_proj)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 
-from prunescope.io import read_json, read_result
+from prunescope.io import read_result
+from prunescope.pruning.artifact import read_manifest
 
 KEYS = ["model", "method", "structure", "sparsity", "calibration"]
 
@@ -18,7 +18,7 @@ def prune_cost_table(artifact_dirs: Iterable[str], measurement_paths: Iterable[s
     columns are named error_<layer type>."""
     rows = []
     for folder, measurements in zip(artifact_dirs, measurement_paths, strict=True):
-        manifest, run = read_json(Path(folder) / "manifest.json"), read_result(measurements, "prune")
+        manifest, run = read_manifest(folder), read_result(measurements, "prune")
         layers = pd.DataFrame(manifest["layers"])
         layers["type"] = layers["name"].str.rsplit(".", n=1).str[-1]
         errors = layers.groupby("type", sort=True)["reconstruction_error"].mean()

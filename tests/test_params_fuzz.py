@@ -116,3 +116,19 @@ def test_malformed_params_are_rejected_with_one_line_naming_the_key(case):
     message = str(caught.value)
     assert "\n" not in message and message.startswith("params.yaml: "), message
     assert key in message, (kind, key, message)
+
+
+def test_every_integer_made_huge_and_every_required_list_emptied_is_rejected():
+    """The exhaustive companion of the sampled test: each integer in params.yaml set to 10**30 and each required
+    list emptied, one at a time."""
+    cases = [(dotted(path), replaced(path, 10**30)) for path in INTEGERS]
+    cases += [(dotted(path), replaced(path, [])) for path in REQUIRED_LISTS]
+    accepted = []
+    for key, params in cases:
+        try:
+            validate_params(params)
+        except ParamsError as error:
+            assert key in str(error) and "\n" not in str(error), (key, str(error))
+        else:
+            accepted.append(key)
+    assert len(cases) > 100 and accepted == []

@@ -1,5 +1,6 @@
 """The workflow as a whole: dry runs of both grids, bad params stop before any job, DVC and Snakemake agree."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -140,6 +141,37 @@ def test_dvc_stages_run_snakemake_targets_with_existing_params_and_deps(tmp_path
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
         for out in outs:
             assert any(p.startswith(out) for p in produced), f"stage {name}: no rule makes {out}"
+
+
+def test_dvc_stage_deps_cover_every_library_module_their_scripts_import():
+    """A change to any code a stage runs must make `dvc repro` rerun it: every prunescope module a stage's scripts
+    import, directly or through other modules, is one of its deps or inside one."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    uncovered = {}
+    for name, stage in dvc["stages"].items():
+        scripts = [ROOT / dep for dep in stage["deps"] if dep.startswith("workflow/scripts/")]
+        uncovered[name] = sorted(module for module in imported_library_files(scripts)
+                                 if not any(module == dep or module.startswith(dep.rstrip("/") + "/")
+                                            for dep in stage["deps"]))
+    assert {name: modules for name, modules in uncovered.items() if modules} == {}
+
+
+def imported_library_files(scripts: list[Path]) -> set[str]:
+    """Repository paths of the src/prunescope files that `scripts` import, transitively."""
+    seen, pending = set(), list(scripts)
+    while pending:
+        tree = ast.parse(pending.pop().read_text())
+        for node in ast.walk(tree):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            for module in (name for name in names if name.split(".")[0] == "prunescope"):
+                base = ROOT / "src" / Path(*module.split("."))
+                path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+                relative = str(path.relative_to(ROOT))
+                if relative not in seen:
+                    seen.add(relative)
+                    pending.append(path)
+    return seen
 
 
 def outputs_of_rules() -> list[str]:

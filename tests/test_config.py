@@ -43,6 +43,8 @@ BAD = [
     (("grids", "mini", "methods"), ["magnitude", "obs"], "grids.mini.methods[1] = 'obs'", "wanda"),
     (("grids", "mini", "patterns"), [{"structure": "2:4", "sparsity": 0.6}],
      "grids.mini.patterns[0].sparsity = 0.6", "2/4"),
+    (("grids", "mini", "patterns"), [{"structure": "2:4", "sparsity": 0.4999}],  # close, but the label would lie
+     "grids.mini.patterns[0].sparsity = 0.4999", "2/4 = 0.5"),
     (("grids", "mini", "datasets"), ["movie_reviews", "imaginary"], "grids.mini.datasets[1] = 'imaginary'",
      "movie_reviews"),
     (("grids", "mini", "models"), ["../../etc"], "grids.mini.models[0] = '../../etc'", "safe name"),

@@ -126,4 +126,5 @@ def packed_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     causal = torch.ones((width, width), dtype=torch.bool, device=segments.device).tril()
     allowed = causal & (key != PADDING) & ((key == CONTEXT) | (key == query))
     allowed |= torch.eye(width, dtype=torch.bool, device=segments.device)
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)  # on the model's device, as the ids
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]

@@ -32,7 +32,7 @@ from outputs import write_outputs  # noqa: E402
 from prune import RANDOM_CONFIGS, device_name, random_model  # noqa: E402
 
 from prunescope.evaluation.run import SEED, evaluate_model, evaluate_tasks, load_task_config  # noqa: E402
-from prunescope.evaluation.scoring import PADDING, Packed, SharedContextLM, left_pad  # noqa: E402
+from prunescope.evaluation.scoring import PADDING, SharedContextLM, left_pad, pack_by_context  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 
 COLUMNS = ["dataset", "model", "device", "examples", "requests", "contexts", "tokens_stock", "tokens_needed",
@@ -54,11 +54,7 @@ class RecordingLM(SharedContextLM):
 def forward_limit(model, requests: list, batch_size: int, pad_id: int) -> tuple[float, int]:
     """Seconds of a bare decoder forward (padding mask only) over the tokens our scorer encodes: each distinct
     context followed by its continuations but their last token; and their count."""
-    by_context: dict[tuple, list[list[int]]] = {}
-    for _, context, continuation in requests:
-        by_context.setdefault(tuple(context), []).append(continuation)
-    rows = sorted((Packed.of(context, continuations) for context, continuations in by_context.items()),
-                  key=lambda packed: -len(packed.tokens))
+    rows = sorted(pack_by_context(requests)[1].values(), key=lambda packed: -len(packed.tokens))
     start = time.perf_counter()
     for first in range(0, len(rows), batch_size):
         ids, positions, segments = left_pad(rows[first:first + batch_size], pad_id, model.device)

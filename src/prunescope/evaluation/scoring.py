@@ -57,11 +57,7 @@ class SharedContextLM(HFLM):
         if self.backend != "causal" or too_long:
             # lm-eval truncates over-long inputs from the left, which no shared context survives
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        by_context = defaultdict(list)
-        for index, (_, context, _) in enumerate(requests):
-            by_context[tuple(context)].append(index)
-        packed = {context: Packed.of(context, [requests[i][2] for i in indices])
-                  for context, indices in by_context.items()}
+        by_context, packed = pack_by_context(requests)
         order = sorted(by_context, key=lambda context: (-len(packed[context].tokens), context))  # little padding
         answers: list[tuple[float, bool] | None] = [None] * len(requests)
         batch_size = override_bs or (self.batch_size if isinstance(self.batch_size, int) else 16)
@@ -95,6 +91,15 @@ class SharedContextLM(HFLM):
             answers.append(token_scores(logprobs[first:first + len(continuation)], continuation))
             first += len(continuation)
         return answers
+
+
+def pack_by_context(requests: list[Request]) -> tuple[dict[tuple, list[int]], dict[tuple, Packed]]:
+    """The request indices of each distinct context, and that context packed with all its continuations."""
+    by_context = defaultdict(list)
+    for index, (_, context, _) in enumerate(requests):
+        by_context[tuple(context)].append(index)
+    packed = {context: Packed.of(context, [requests[i][2] for i in indices]) for context, indices in by_context.items()}
+    return by_context, packed
 
 
 def token_scores(logprobs: torch.Tensor, targets: list[int]) -> tuple[float, bool]:

@@ -1,11 +1,20 @@
-"""Neuron Semantic Attribution on a tiny model with one planted neuron that fires on a known word set.
+"""Neuron Semantic Attribution against a tiny model whose mechanism is planted by hand, so the truth is known.
 
-The model is built by hand so the truth is known: layer 0's neuron PLANTED fires on PLANTED_WORDS and writes a
-direction that the output head reads as "positive"; without it every prompt reads "negative". NSA must find that
-neuron and those words, and ablating it must hurt the planted task more than ablating a random neuron.
+Layer 0 of the planted model has three neurons (SPREAD) that read a marker dimension of the planted words through
+the post-attention RMSNorm and together write the direction the output head reads as "positive": one feature
+spread over several neurons. Without them every prompt reads "negative". One planted word takes two tokens
+("wonder" + "##ful", the marker on the second), attention is on (random), and two near-silent neurons (SILENT)
+fire a thousand times weaker but perfectly in step with the planted words. NSA must find the planted words by
+occlusion, match them to SPREAD and never to SILENT, separate SPREAD from random neurons in its causal curve, and
+see pruning of SPREAD's weights as their drop.
 """
 
 from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,29 +22,52 @@ import transformers as tf
 
 from prunescope.data.prepare import write_manifest
 from prunescope.evaluation import build_task
+from prunescope.evaluation.run import evaluate_model
 from prunescope.io import write_jsonl
 from prunescope.models.families import get_family
-from prunescope.nsa.causal import ablation_accuracies, random_neurons
-from prunescope.nsa.compare import activation_drops, group_drop_fractions, matched_pairs, semantic_retention
-from prunescope.nsa.matching import closed_form_association, fit_association, top_neurons, top_words, zscore
-from prunescope.nsa.neurons import ablated, mlp_activations
+from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples
+from prunescope.nsa.causal import causal_curve, check_supply, k_values, random_neurons, ranked_neurons
+from prunescope.nsa.compare import (
+    activation_drops,
+    group_drop_fractions,
+    match_scores,
+    matched_pairs,
+    semantic_retention,
+    weighted_drop,
+)
+from prunescope.nsa.matching import (
+    closed_form_association,
+    fit_association,
+    neuron_scale,
+    top_words,
+    zsums_from_activations,
+    zsums_from_stats,
+)
+from prunescope.nsa.neurons import LayerStats, ablated, activation_stats, token_activations
 from prunescope.nsa.run import heatmap_example, protected_neurons
-from prunescope.nsa.words import influential_words, render_with_spans, token_attributions, tokenize_words
+from prunescope.nsa.words import (
+    Example,
+    influential_words,
+    occurrence_attributions,
+    render_with_spans,
+    tokenize_words,
+)
 
 PLANTED_WORDS = ["wonderful", "great", "superb"]
 OTHER_WORDS = ["dull", "boring", "plain", "long", "slow", "odd"]
 FILLER = ["the", "movie", "film", "was", "is", "acting", "plot", "really"]
-WORDS = ["[UNK]", "[PAD]", "positive", "negative", *PLANTED_WORDS, *OTHER_WORDS, *FILLER]
-PLANTED, LAYER = 7, 0
+MARKED = ["##ful", "great", "superb"]  # the token of each planted word that carries the marker
+VOCAB = ["[UNK]", "[PAD]", "positive", "negative", "wonder", *MARKED, *OTHER_WORDS, *FILLER]
+SPREAD, SILENT, LAYER, WIDTH = [7, 8, 9], [20, 21], 0, 32
 LLAMA = get_family("llama")
 
 
 @pytest.fixture(scope="module")
 def word_tokenizer():
-    """One token per word, with character offsets: NSA's word merging is then exact and easy to check."""
+    """Whole words as tokens but "wonderful" = "wonder" + "##ful", with character offsets."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                       eos_token="[PAD]")
@@ -43,33 +75,36 @@ def word_tokenizer():
 
 @pytest.fixture(scope="module")
 def planted_model():
-    config = tf.LlamaConfig(hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            num_key_value_heads=2, vocab_size=len(WORDS), max_position_embeddings=64,
+    config = tf.LlamaConfig(hidden_size=64, intermediate_size=WIDTH, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=len(VOCAB), max_position_embeddings=64,
                             tie_word_embeddings=False)
     torch.manual_seed(0)
     model = tf.LlamaForCausalLM(config).eval()
     with torch.no_grad():
         embed = model.model.embed_tokens.weight
-        planted = [WORDS.index(w) for w in PLANTED_WORDS]
+        marked = [VOCAB.index(t) for t in MARKED]
         embed[:, :3] = 0
-        embed[planted] = 0  # the planted words differ only in dimension 0, which marks them
-        embed[planted, 0] = 1.0
+        embed[marked] = 0  # the marked tokens differ only in dimension 0
+        embed[marked, 0] = 1.0
         embed[:, 2] = 0.5  # dimension 2 is on for every token: the default answer "negative" reads it
         mlp = model.model.layers[LAYER].mlp
         for proj in (mlp.gate_proj, mlp.up_proj):
-            proj.weight[:, 0] = 0  # only the planted neuron reads the marker
-            proj.weight[PLANTED] = 0
-            proj.weight[PLANTED, 0] = 2.0
-        mlp.down_proj.weight[:, PLANTED] = 0
-        mlp.down_proj.weight[1, PLANTED] = 1.0  # the neuron writes dimension 1, read as "positive"
+            proj.weight *= 5  # the other neurons fire at a typical scale (std ~0.1-1), as in a trained model
+            proj.weight[:, 0] = 0  # only the planted neurons read the marker
+            proj.weight[SPREAD + SILENT] = 0
+            proj.weight[SPREAD, 0] = 2.0
+            proj.weight[SILENT, 0] = 0.03  # activation ~1e4 x weaker, in step with the marker
+        mlp.down_proj.weight[:, SPREAD + SILENT] = 0
+        # each writes dimension 1, read as "positive"; the sum of the three stays below the final RMSNorm's saturation
+        mlp.down_proj.weight[1, SPREAD + SILENT] = 0.0025
         head = model.lm_head.weight
         head.zero_()
-        head[WORDS.index("positive"), 1] = 0.4  # margins of ~3 nats: saturated logits give no gradient
-        head[WORDS.index("negative"), 2] = 0.4
+        head[VOCAB.index("positive"), 1] = 0.4
+        head[VOCAB.index("negative"), 2] = 0.4
     return model
 
 
-def examples(count: int = 24) -> list[tuple[str, int]]:
+def texts(count: int = 24) -> list[tuple[str, int]]:
     """(text, label): texts ending in a planted word are positive (1), the others negative (0)."""
     out = []
     for i in range(count):
@@ -79,7 +114,28 @@ def examples(count: int = 24) -> list[tuple[str, int]]:
     return out
 
 
-def test_tokens_are_merged_into_their_words(tiny_tokenizer):
+def planted_examples(tokenizer, count: int = 24) -> list[Example]:
+    choices = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in ("negative", "positive")]
+    return [Example(tokenize_words(tokenizer, text), choices, label, ["negative", "positive"][label])
+            for text, label in texts(count)]
+
+
+def word_ids(examples: list[Example], vocabulary: list[str]) -> list[torch.Tensor]:
+    return [torch.tensor([vocabulary.index(e.prompt.words[w]) if w >= 0 and e.prompt.words[w] in vocabulary else -1
+                          for w in e.prompt.token_words]) for e in examples]
+
+
+VOCABULARY = [*PLANTED_WORDS, *OTHER_WORDS]
+
+
+@pytest.fixture(scope="module")
+def dense_stats(planted_model, word_tokenizer):
+    examples = planted_examples(word_tokenizer)
+    return activation_stats(planted_model, LLAMA, examples, word_ids(examples, VOCABULARY), [LAYER, 1],
+                            len(VOCABULARY), importance=True)
+
+
+def test_tokens_are_merged_into_their_words(tiny_tokenizer, word_tokenizer):
     prompt = tokenize_words(tiny_tokenizer, "The movie was wonderful!")
     assert prompt.words == ["the", "movie", "was", "wonderful"]
     pieces = {}
@@ -87,6 +143,8 @@ def test_tokens_are_merged_into_their_words(tiny_tokenizer):
         pieces.setdefault(word, []).append(token)
     assert tiny_tokenizer.decode(pieces[3]).strip() == "wonderful" and len(pieces[3]) > 1  # several sub-words
     assert tiny_tokenizer.decode(pieces[-1]) == "!"
+    planted = tokenize_words(word_tokenizer, "the movie wonderful")
+    assert planted.token_words == [0, 1, 2, 2] and planted.words[2] == "wonderful"
 
 
 def test_template_words_are_not_candidates(tiny_tokenizer):
@@ -97,74 +155,114 @@ def test_template_words_are_not_candidates(tiny_tokenizer):
     assert prompt.token_words[:2] == [-1, -1] and prompt.token_words[-1] == -1  # "Review" and "Sentiment" tokens
 
 
-def test_fitted_association_matches_the_closed_form():
-    torch.manual_seed(1)
-    z = torch.randn(400, 12)
-    token_words = torch.randint(-1, 5, (400,))
-    z[token_words == 2, 3] += 3.0  # word 2 drives neuron 3
-    fitted = fit_association(z, token_words, 5, epochs=3000, lr=0.02, lam=0.002)
-    exact = closed_form_association(z, token_words, 5, lam=0.002)
-    assert torch.allclose(fitted, exact, atol=2e-3)
-    assert (fitted >= 0).all() and (exact == 0).float().mean() > 0.3  # non-negative, and sparse
-    assert int(torch.argmax(exact[2])) == 3
+def test_planted_model_solves_its_task_only_through_the_spread_neurons(planted_model, word_tokenizer):
+    examples = planted_examples(word_tokenizer)
+    labels = [e.label for e in examples]
+    margins, correct = score_examples(planted_model, examples)
+    assert all(correct) and min(margins) > 0.3
+    with ablated(planted_model, LLAMA, {LAYER: SPREAD}):
+        assert score_examples(planted_model, examples)[1] == [label == 0 for label in labels]
+    with ablated(planted_model, LLAMA, {LAYER: SPREAD[:1]}):  # one of three: the others still carry it
+        assert all(score_examples(planted_model, examples)[1])
+    with ablated(planted_model, LLAMA, {LAYER: SILENT}):
+        assert all(score_examples(planted_model, examples)[1])
 
 
-def test_layers_fitted_together_get_exactly_their_own_fits():
-    torch.manual_seed(2)
-    z = torch.randn(3, 200, 12)
-    token_words = torch.randint(-1, 5, (200,))
-    together = fit_association(z, token_words, 5, epochs=50, lr=0.05, lam=0.01, seed=7)
-    for layer in range(3):
-        assert torch.equal(together[layer], fit_association(z[layer], token_words, 5, 50, 0.05, 0.01, seed=7))
+def test_choice_scores_and_accuracy_match_lm_eval(planted_model, word_tokenizer, tmp_path):
+    """Our margin scorer's accuracy against lm-eval's (the independent oracle), intact and ablated."""
+    records = [{"id": str(i), "input": text, "choices": ["negative", "positive"], "label": label}
+               for i, (text, label) in enumerate(texts())]
+    write_jsonl(tmp_path / "planted.jsonl", records)
+    write_manifest(tmp_path / "planted.jsonl", {"dataset": "planted", "part": "evaluation"})
+    name = build_task("planted", tmp_path / "planted.jsonl", "{input}", None, 0, tmp_path / "task")
+    examples = planted_examples(word_tokenizer)
+    for neurons in ({}, {LAYER: SPREAD[:2]}, {LAYER: SPREAD}):
+        with ablated(planted_model, LLAMA, neurons):
+            ours = sum(score_examples(planted_model, examples)[1]) / len(examples)
+            assert ours == evaluate_model(planted_model, word_tokenizer, str(tmp_path / "task"), name, 8, 0,
+                                          "cpu")["acc"]
 
 
-def test_planted_model_solves_its_task_only_through_the_planted_neuron(planted_model, word_tokenizer):
-    positive, negative = WORDS.index("positive"), WORDS.index("negative")
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt", "gpt_neox"])
+def test_choice_logprobs_sum_each_choices_tokens(family, tiny_tokenizer):
+    """By hand from full forwards: multi-token choices continue from the prompts' cache, single-token ones are read
+    at the last prompt position of right-padded rows."""
+    from conftest import make_tiny_model
 
-    def predictions():
-        out = []
-        for text, _ in examples():
-            logits = planted_model(input_ids=torch.tensor([word_tokenizer(text)["input_ids"]])).logits[0, -1]
-            out.append(int(logits[positive] > logits[negative]))
-        return out
-
-    labels = [label for _, label in examples()]
+    model = make_tiny_model(family, len(tiny_tokenizer))
+    encode = lambda text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    same_length = [encode("the film was"), encode("the film was")[::-1]]
+    multi = [encode(c) for c in (" terrible", " wonderful and great", " no")]
+    assert max(map(len, multi)) > 1
     with torch.no_grad():
-        assert predictions() == labels
-        with ablated(planted_model, LLAMA, {LAYER: [PLANTED]}):
-            assert predictions() == [0] * len(labels)
+        for prompts, choices in ((same_length, multi), ([encode("the film was"), encode("is the sky blue")],
+                                                        [[5], [17], [40]])):
+            got = choice_logprobs(model, prompts, choices)
+            assert got.shape == (2, len(choices))
+            for p, prompt in enumerate(prompts):
+                for c, choice in enumerate(choices):
+                    logits = torch.log_softmax(model(input_ids=torch.tensor([prompt + choice])).logits[0], -1)
+                    expected = sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(choice))
+                    assert float(got[p, c]) == pytest.approx(expected, abs=1e-4)
 
 
-def test_gradient_x_input_is_the_derivative_along_each_embedding(tiny_llama, tiny_tokenizer):
-    """sum_i e_i * d f / d e_i equals d f(alpha * e_j) / d alpha at alpha = 1: checked by central differences."""
-    tiny_llama = tiny_llama.double()
-    prompt = tiny_tokenizer("the film was terrible", add_special_tokens=False)["input_ids"]
-    answer = tiny_tokenizer(" negative", add_special_tokens=False)["input_ids"]
-    attributions = token_attributions(tiny_llama, prompt, answer)
-    embeddings = tiny_llama.get_input_embeddings()(torch.tensor([prompt + answer])).detach()
+def test_occlusion_is_the_margins_fall_when_a_words_tokens_are_replaced(planted_model, word_tokenizer):
+    example = planted_examples(word_tokenizer)[0]  # "the movie film wonderful": "wonderful" is two tokens
+    pad = word_tokenizer.pad_token_id
+    scores = occurrence_attributions(planted_model, example, "occlusion", pad, batch_size=3, steps=1)
+    ids = example.prompt.input_ids
+    with torch.no_grad():
+        intact = float(gold_margin(planted_model, example, torch.tensor([ids]))[0])
+        for word in range(len(example.prompt.words)):
+            occluded = [pad if w == word else i for i, w in zip(ids, example.prompt.token_words, strict=True)]
+            fallen = intact - float(gold_margin(planted_model, example, torch.tensor([occluded]))[0])
+            assert scores[word] == pytest.approx(fallen, abs=1e-5)
+    assert max(scores, key=scores.get) == 3 and scores[3] > 1.0  # the planted word decides the answer
 
-    def log_prob(scaled: int, alpha: float) -> float:
-        inputs = embeddings.clone()
-        inputs[0, scaled] *= alpha
-        with torch.no_grad():
-            log_probs = torch.log_softmax(tiny_llama(inputs_embeds=inputs).logits[0], dim=-1)
-        return sum(float(log_probs[len(prompt) - 1 + i, token]) for i, token in enumerate(answer))
 
-    step = 1e-2  # parts of the forward (rotary tables) stay fp32, so smaller steps only add rounding noise
-    for position in range(len(prompt)):
-        numeric = (log_prob(position, 1 + step) - log_prob(position, 1 - step)) / (2 * step)
-        assert float(attributions[position]) == pytest.approx(numeric, rel=2e-3, abs=1e-6)
+def test_integrated_gradients_are_complete(planted_model, word_tokenizer):
+    """IG's attributions sum to f(input) - f(baseline) (here every word is replaced, the template is empty)."""
+    example = planted_examples(word_tokenizer)[0]
+    pad = word_tokenizer.pad_token_id
+    scores = occurrence_attributions(planted_model.double(), example, "integrated_gradients", pad, 16, steps=128)
+    planted_model.float()
+    with torch.no_grad():
+        margin = lambda ids: float(gold_margin(planted_model, example, torch.tensor([ids]))[0])  # noqa: E731
+        total = margin(example.prompt.input_ids) - margin([pad] * len(example.prompt.input_ids))
+    assert sum(scores.values()) == pytest.approx(total, rel=2e-2)
+    assert max(scores, key=scores.get) == 3
+
+
+def test_gradient_x_input_misses_a_word_read_through_a_norm_and_occlusion_does_not(planted_model, word_tokenizer):
+    """The planted words act only through RMSNorm-ed inputs, where e . grad f(e) cancels: gradient x input gives
+    them a small or wrong-signed share of the effect that occluding them has."""
+    pad = word_tokenizer.pad_token_id
+    for example in planted_examples(word_tokenizer)[:6:2]:
+        occlusion = occurrence_attributions(planted_model, example, "occlusion", pad, 8, 1)[3]
+        gradient = occurrence_attributions(planted_model, example, "gradient_x_input", pad, 8, 1)[3]
+        assert occlusion > 1.0 and gradient < 0.1 * occlusion  # near zero or of the wrong sign
+
+
+def test_occlusion_finds_the_planted_words_and_their_group(planted_model, word_tokenizer):
+    vocabulary = influential_words(planted_model, planted_examples(word_tokenizer), top_k=1, min_count=2,
+                                   method="occlusion", baseline_id=word_tokenizer.pad_token_id, batch_size=8, steps=1)
+    assert set(PLANTED_WORDS) <= set(vocabulary)  # (a negative example's top word is noise near 0)
+    assert {vocabulary[w]["group"] for w in PLANTED_WORDS} == {"positive"}
+    noise = max(entry["mean_attribution"] for word, entry in vocabulary.items() if word not in PLANTED_WORDS)
+    assert min(vocabulary[w]["mean_attribution"] for w in PLANTED_WORDS) > 10 * noise
 
 
 def test_influential_words_keep_top_k_pool_by_count_and_group_by_label(word_tokenizer, monkeypatch):
     """Attributions set by hand per word; the pooling, counting and grouping are what is checked."""
     push = {"wonderful": 3.0, "great": 2.0, "the": 0.5, "dull": 4.0, "boring": 1.0, "movie": -1.0}
-    fake = lambda model, ids, answer: torch.tensor([push.get(WORDS[i], 0.0) for i in ids])  # noqa: E731
-    monkeypatch.setattr("prunescope.nsa.words.token_attributions", fake)
-    prompts = [tokenize_words(word_tokenizer, text) for text in
-               ["the movie wonderful great", "the great wonderful", "the dull boring", "movie dull", "the boring"]]
+    fake = lambda model, example, *args: {i: push.get(w, 0.0) for i, w in enumerate(example.prompt.words)}  # noqa
+    monkeypatch.setattr("prunescope.nsa.words.occurrence_attributions", fake)
     labels = ["positive", "positive", "negative", "negative", "negative"]
-    vocabulary = influential_words(None, word_tokenizer, prompts, labels, labels, top_k=2, min_count=2)
+    examples = [Example(tokenize_words(word_tokenizer, text), [], 0, label) for text, label in
+                zip(["the movie wonderful great", "the great wonderful", "the dull boring", "movie dull", "the boring"],
+                    labels, strict=True)]
+    vocabulary = influential_words(None, examples, top_k=2, min_count=2, method="occlusion", baseline_id=1,
+                                   batch_size=1, steps=1)
     assert vocabulary == {
         "wonderful": {"group": "positive", "count": 2, "mean_attribution": 3.0},
         "great": {"group": "positive", "count": 2, "mean_attribution": 2.0},
@@ -173,87 +271,158 @@ def test_influential_words_keep_top_k_pool_by_count_and_group_by_label(word_toke
     }  # "the" is kept only where it is among the top 2 (once: "the boring"); "movie" pushes away
 
 
-def test_matching_recovers_the_planted_neuron_and_its_words(planted_model, word_tokenizer):
-    vocabulary = [*PLANTED_WORDS, *OTHER_WORDS]
-    prompts = [tokenize_words(word_tokenizer, text) for text, _ in examples()]
-    activations = mlp_activations(planted_model, LLAMA, [p.input_ids for p in prompts], [LAYER, 1])
-    token_words = torch.tensor([vocabulary.index(p.words[i]) if i >= 0 and p.words[i] in vocabulary else -1
-                                for p in prompts for i in p.token_words])
-    for layer in (LAYER, 1):
-        assert activations[layer].shape == (len(token_words), 32)
-    z, _, _ = zscore(activations[LAYER])
-    association = fit_association(z, token_words, len(vocabulary), epochs=600, lr=0.05, lam=0.01)
-    assert {w for w, _ in top_words(association, vocabulary, 3)[PLANTED]} == set(PLANTED_WORDS)
-    assert all(neurons[0] == PLANTED for neurons in top_neurons(association, 1)[:3])
+def test_streamed_statistics_equal_the_in_memory_ones():
+    torch.manual_seed(3)
+    activations = torch.randn(300, 12) * torch.linspace(0.01, 5, 12)
+    words = torch.randint(-1, 4, (300,))
+    stats = LayerStats.empty(4, 12, importance=False)
+    for part in range(0, 300, 70):  # uneven "examples"
+        stats.add(activations[part:part + 70], words[part:part + 70], None)
+    assert torch.allclose(stats.mean, activations.double().mean(0))
+    assert torch.allclose(stats.std, activations.double().std(0, unbiased=False))
+    z = (activations.double() - activations.double().mean(0)) / neuron_scale(stats.std, 1.0)
+    streamed = zsums_from_stats([stats], floor=1.0)
+    for w in range(4):
+        assert torch.allclose(streamed.word_sums[0, w], z[words == w].sum(0))
+    assert float(streamed.squares[0]) == pytest.approx(float((z ** 2).sum()))
 
 
-def test_ablating_the_matched_neuron_hurts_more_than_a_random_one(planted_model, word_tokenizer, tmp_path):
-    records = [{"id": str(i), "input": text, "choices": ["negative", "positive"], "label": label}
-               for i, (text, label) in enumerate(examples())]
-    write_jsonl(tmp_path / "planted.jsonl", records)
-    write_manifest(tmp_path / "planted.jsonl", {"dataset": "planted", "part": "evaluation"})
-    name = build_task("planted", tmp_path / "planted.jsonl", "{input}", None, 0, tmp_path / "task")
-    result = ablation_accuracies(planted_model, word_tokenizer, LLAMA, str(tmp_path / "task"), name,
-                                 {LAYER: [PLANTED]}, width=32, seed=0, batch_size=8, device="cpu")
-    assert result["acc"] == 1.0 and result["acc_matched_ablated"] == 0.5
-    assert result["matched_change"] < result["random_change"] - 0.4
-    assert PLANTED not in result["random"][str(LAYER)]
+def test_the_std_floor_is_the_layers_median_scale():
+    std = torch.tensor([0.001, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    assert neuron_scale(std, 1.0).tolist() == [1.0, 1.0, 1.0, 2.0, 4.0]
+    assert neuron_scale(std, 0.0).tolist()[1:] == std.tolist()[1:]
 
 
-def test_random_control_has_the_same_count_per_layer_and_avoids_the_matched():
-    control = random_neurons({0: [1, 2, 3], 5: [0]}, width=10, seed=3)
+def test_fitted_association_matches_the_closed_form():
+    torch.manual_seed(1)
+    z = torch.randn(400, 12)
+    token_words = torch.randint(-1, 5, (400,))
+    z[token_words == 2, 3] += 3.0  # word 2 drives neuron 3
+    sums = zsums_from_activations(z, token_words, 5)
+    fitted = fit_association(sums, epochs=3000, lr=0.02, lam=0.002)[0]
+    exact = closed_form_association(sums, lam=0.002)[0]
+    assert torch.allclose(fitted, exact, atol=2e-3)
+    assert (fitted >= 0).all() and (exact == 0).float().mean() > 0.3  # non-negative, and sparse
+    assert int(torch.argmax(exact[2])) == 3
+
+
+def test_layers_fitted_together_get_exactly_their_own_fits():
+    torch.manual_seed(2)
+    token_words = torch.randint(-1, 5, (200,))
+    layers = [LayerStats.empty(5, 12, importance=False) for _ in range(3)]
+    for layer in layers:
+        layer.add(torch.randn(200, 12), token_words, None)
+    together = fit_association(zsums_from_stats(layers, 1.0), epochs=50, lr=0.05, lam=0.01, seed=7)
+    for index, layer in enumerate(layers):
+        alone = fit_association(zsums_from_stats([layer], 1.0), epochs=50, lr=0.05, lam=0.01, seed=7)[0]
+        assert torch.equal(together[index], alone)
+
+
+def test_matching_names_the_spread_neurons_and_never_a_silent_one(dense_stats):
+    layer = dense_stats[LAYER]
+    association = fit_association(zsums_from_stats([layer], 1.0), epochs=600, lr=0.05, lam=0.01)[0]
+    importance = layer.word_importance / layer.word_counts.clamp_min(1)[:, None]
+    pairs = matched_pairs(match_scores(association, importance), k=3)
+    for word in range(3):
+        assert {n for w, n in pairs if w == word} == set(SPREAD)
+    assert not {n for _, n in pairs} & set(SILENT)
+    for neuron in SPREAD:
+        assert {w for w, _ in top_words(association, VOCABULARY, 3)[neuron]} == set(PLANTED_WORDS)
+    # what the floor prevents: a plain z-score gives the silent neurons the planted neurons' association
+    plain = fit_association(zsums_from_stats([layer], 0.0), epochs=600, lr=0.05, lam=0.01)[0]
+    assert (plain[:3, SILENT].min(1).values > 0.5 * plain[:3, SPREAD].max(1).values).all()
+    assert (association[:3, SILENT].max(1).values < 0.1 * association[:3, SPREAD].min(1).values).all()
+    assert importance[:3, SPREAD].min() > 10 * importance[:3, SILENT].max() > 0
+
+
+def test_importance_is_the_first_order_ablation_effect(planted_model, word_tokenizer, dense_stats):
+    """Zeroing a spread neuron lowers the mean margin by about its recorded importance (activation x gradient)."""
+    examples = planted_examples(word_tokenizer)
+    intact = sum(score_examples(planted_model, examples)[0]) / len(examples)
+    with ablated(planted_model, LLAMA, {LAYER: SPREAD[:1]}):
+        fall = intact - sum(score_examples(planted_model, examples)[0]) / len(examples)
+    recorded = float(dense_stats[LAYER].neuron_importance[SPREAD[0]])
+    assert fall > 0.1 and recorded == pytest.approx(fall, rel=0.35)
+
+
+def test_causal_curve_separates_the_spread_neurons_from_random(planted_model, word_tokenizer, dense_stats):
+    examples = planted_examples(word_tokenizer)
+    scores = {LAYER: torch.zeros(3, WIDTH)}
+    scores[LAYER][:, SPREAD] = torch.tensor([3.0, 2.0, 1.0])
+    matched = {LAYER: SPREAD}
+    result = causal_curve(planted_model, LLAMA, examples, scores, matched, {LAYER: dense_stats[LAYER].mean.float()},
+                          WIDTH, limit=3, draws=6, seed=0)
+    assert result["acc"] == 1.0 and [p["k"] for p in result["curve"]] == [1, 1, 2, 2, 3, 3]
+    for point in result["curve"]:
+        assert point["matched_margin_change"] < 0 and point["random_margin_change"]["low"] <= \
+            point["random_margin_change"]["mean"] <= point["random_margin_change"]["high"]
+        assert set(point["matched"]) == {str(LAYER)} and set(point["matched"][str(LAYER)]) <= set(SPREAD)
+    last = [p for p in result["curve"] if p["k"] == 3]
+    for point in last:  # zero and mean ablation of the whole feature
+        assert point["matched_acc_change"] == -0.5
+        assert point["matched_margin_change"] < point["random_margin_change"]["low"] - 1.0
+
+
+def test_k_values_and_random_draws():
+    assert k_values(1) == [1] and k_values(8) == [1, 2, 4, 8] and k_values(100) == [1, 2, 4, 8, 16, 32, 64, 100]
+    import random
+
+    rng = random.Random(3)
+    control = random_neurons({0: 3, 5: 1}, {0: [1, 2, 3], 5: [0]}, width=10, rng=rng)
     assert [len(control[0]), len(control[5])] == [3, 1]
     assert not set(control[0]) & {1, 2, 3} and control[5] != [0]
-    assert control == random_neurons({0: [1, 2, 3], 5: [0]}, width=10, seed=3)
+    assert control == random_neurons({0: 3, 5: 1}, {0: [1, 2, 3], 5: [0]}, 10, random.Random(3))
 
 
-def test_dense_vs_pruned_reports_the_planted_neurons_drop(planted_model, word_tokenizer):
-    """'Pruning' that halves the planted neuron's gate and up rows cuts its activation to about a quarter."""
-    import copy
+def test_ablating_more_neurons_than_the_layers_supply_is_one_clear_error():
+    scores = {0: torch.tensor([[3.0, 2.0, 1.0, 0.0]])}
+    ranked = ranked_neurons(scores, {0: [0, 1, 2]})
+    assert ranked == [(0, 0), (0, 1), (0, 2)]
+    with pytest.raises(ValueError, match="nsa.ablate_neurons is 4, but only 3 neurons are matched"):
+        check_supply(ranked, {0: [0, 1, 2]}, width=8, limit=4)
+    with pytest.raises(ValueError, match="3 random neurons in layer 0, which has only 1 unmatched of 4"):
+        check_supply(ranked, {0: [0, 1, 2]}, width=4, limit=3)
+    check_supply(ranked, {0: [0, 1, 2]}, width=6, limit=3)
 
-    vocabulary = [*PLANTED_WORDS, *OTHER_WORDS]
-    groups = ["positive"] * 3 + ["negative"] * len(OTHER_WORDS)
-    prompts = [tokenize_words(word_tokenizer, text) for text, _ in examples()]
-    sequences = [p.input_ids for p in prompts]
-    token_words = torch.tensor([vocabulary.index(p.words[i]) if i >= 0 and p.words[i] in vocabulary else -1
-                                for p in prompts for i in p.token_words])
+
+def test_pruning_the_spread_neurons_weights_shows_as_their_drop(planted_model, word_tokenizer, dense_stats):
+    """Zeroing half of each spread neuron's gate and up weights (its marker read) cuts it to zero; the silent and
+    random neurons keep their activations."""
+    examples = planted_examples(word_tokenizer)
     pruned_model = copy.deepcopy(planted_model)
     with torch.no_grad():
         for proj in (pruned_model.model.layers[LAYER].mlp.gate_proj, pruned_model.model.layers[LAYER].mlp.up_proj):
-            proj.weight[PLANTED] *= 0.5
-    dense = mlp_activations(planted_model, LLAMA, sequences, [LAYER])[LAYER]
-    pruned = mlp_activations(pruned_model, LLAMA, sequences, [LAYER])[LAYER]
+            proj.weight[SPREAD, 0] = 0.0
+    pruned = activation_stats(pruned_model, LLAMA, examples, word_ids(examples, VOCABULARY), [LAYER],
+                              len(VOCABULARY))[LAYER]
+    dense = dense_stats[LAYER]
+    importance = dense.word_importance / dense.word_counts.clamp_min(1)[:, None]
+    pairs = [(w, n) for w in range(3) for n in SPREAD] + [(0, 3)]
+    drops = activation_drops(dense.word_means(), pruned.word_means(), importance, pairs)
+    assert all(row["relative_drop"] == pytest.approx(1.0, abs=1e-3) for row in drops[:-1])
+    assert drops[-1]["relative_drop"] == pytest.approx(0.0, abs=1e-4)  # an unplanted neuron keeps its activation
+    assert weighted_drop(drops) > 0.99  # the untouched neuron carries no importance
+    groups = ["positive"] * 3 + ["negative"] * 6
+    by_group = group_drop_fractions(drops, groups, threshold=0.5)
+    assert by_group["positive"]["pairs"] == 10 and by_group["positive"]["fraction_dropped"] == 0.9
+    assert by_group["positive"]["weighted_fraction_dropped"] > 0.99
+    refitted = fit_association(zsums_from_stats([pruned], 1.0), 600, 0.05, 0.01)[0]
+    original = fit_association(zsums_from_stats([dense], 1.0), 600, 0.05, 0.01)[0]
+    retention = semantic_retention(original, refitted)
+    assert all(retention.get(n, 0.0) < 0.5 for n in SPREAD)  # the spread neurons no longer mean the planted words
 
-    def fit(activations):
-        return fit_association(zscore(activations)[0], token_words, len(vocabulary), epochs=600, lr=0.05, lam=0.01)
 
-    dense_association, pruned_association = fit(dense), fit(pruned)
-    pairs = [(w, n) for w, n in matched_pairs(dense_association, 1) if w < 3]
-    assert [n for _, n in pairs] == [PLANTED] * 3
-    drops = activation_drops(dense, pruned, token_words, pairs)
-    assert all(0.7 < row["relative_drop"] < 0.8 for row in drops)  # silu(g/2) * (u/2) is ~ a quarter of silu(g) * u
-    assert group_drop_fractions(drops, groups, threshold=0.5) == {
-        "positive": {"pairs": 3, "mean_relative_drop": pytest.approx(drops[0]["relative_drop"], rel=1e-3),
-                     "fraction_dropped": 1.0}}
-    # z-scores ignore the scale: the neuron still means the same words
-    assert semantic_retention(dense_association, pruned_association)[PLANTED] == pytest.approx(1.0, abs=1e-3)
-
-
-def test_heatmap_example_shows_the_planted_neuron_on_a_planted_word(planted_model, word_tokenizer):
-    vocabulary = PLANTED_WORDS  # (a neuron that happens to fire on one rare other word could outscore it)
-    prompts = [tokenize_words(word_tokenizer, text) for text, _ in examples()]
-    token_words = torch.tensor([vocabulary.index(p.words[i]) if i >= 0 and p.words[i] in vocabulary else -1
-                                for p in prompts for i in p.token_words])
-    dense = mlp_activations(planted_model, LLAMA, [p.input_ids for p in prompts], [LAYER, 1])
-    associations = {layer: fit_association(zscore(acts)[0], token_words, len(vocabulary), 300, 0.05, 0.01)
-                    for layer, acts in dense.items()}
-    pruned = {layer: acts * 0.5 for layer, acts in dense.items()}
-    example = heatmap_example(word_tokenizer, prompts, token_words, vocabulary, associations, dense, pruned)
-    assert (example["layer"], example["neuron"]) == (LAYER, PLANTED) and example["word"] in PLANTED_WORDS
-    text = examples()[example["example"]][0]
-    assert example["tokens"] == text.split() and example["key_tokens"] == [text.split().index(example["word"])]
-    assert example["pruned"] == pytest.approx([v * 0.5 for v in example["dense"]], abs=1e-4)
-    assert max(example["dense"]) == example["dense"][example["key_tokens"][0]]
+def test_heatmap_example_shows_the_best_matched_neuron_on_its_word(planted_model, word_tokenizer):
+    examples = planted_examples(word_tokenizer)
+    matches = [{"layer": LAYER, "neuron": 8, "word": "superb", "score": 2.0},
+               {"layer": LAYER, "neuron": 7, "word": "wonderful", "score": 1.0}]
+    example = heatmap_example(planted_model, LLAMA, word_tokenizer, examples, VOCABULARY, matches)
+    assert (example["layer"], example["neuron"], example["word"]) == (LAYER, 8, "superb")
+    text = texts()[example["example"]][0]
+    assert text.endswith("superb") and example["tokens"] == text.split()
+    assert example["key_tokens"] == [3] and max(example["dense"]) == example["dense"][3]
+    assert example["dense"] == pytest.approx(token_activations(planted_model, LLAMA, examples[example["example"]]
+                                                               .prompt.input_ids, LAYER, 8), abs=1e-4)
 
 
 def test_protected_neurons_pool_each_words_matched_neurons(tmp_path):
@@ -262,12 +431,44 @@ def test_protected_neurons_pool_each_words_matched_neurons(tmp_path):
     from prunescope.io import sha256_file, write_result
 
     paths = []
-    for name, association in (("a", torch.tensor([[0.0, 2.0, 1.0], [0.5, 0.0, 0.0]])),
-                              ("b", torch.tensor([[0.0, 0.0, 3.0]]))):
+    for name, association, importance in (
+            ("a", torch.tensor([[0.0, 2.0, 1.0], [0.5, 0.0, 0.0]]), torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])),
+            ("b", torch.tensor([[0.0, 1.0, 3.0]]), torch.tensor([[0.0, -1.0, 1.0]]))):
         path = tmp_path / f"{name}.safetensors"
-        save_file({"layer4": association}, path)
+        save_file({"association4": association, "importance4": importance, "mean4": torch.zeros(3)}, path)
         write_result(path.with_suffix(".json"), {"sha256": sha256_file(path)})
         paths.append(str(path))
     assert protected_neurons(paths, k=1) == {4: [0, 1, 2]}
     assert protected_neurons(paths[:1], k=2) == {4: [0, 1, 2]}
-    assert protected_neurons(paths[1:], k=2) == {4: [2]}  # zero associations are never matched
+    assert protected_neurons(paths[1:], k=2) == {4: [2]}  # no importance or no association: never matched
+
+
+MEMORY_PROBE = """
+import json, resource, sys, torch, transformers as tf
+from prunescope.models.families import get_family
+from prunescope.nsa.neurons import activation_stats
+from prunescope.nsa.words import Example, TokenizedPrompt
+torch.manual_seed(0)
+torch.set_num_threads(1)
+config = tf.LlamaConfig(hidden_size=64, intermediate_size=8192, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, vocab_size=100)
+model = tf.LlamaForCausalLM(config).eval()
+examples = [Example(TokenizedPrompt(list(range(i % 7, i % 7 + 32)), [t % 50 for t in range(32)], []), [[1]], 0, "g")
+            for i in range(250)]
+words = [torch.tensor(e.prompt.token_words) for e in examples]
+growth = {}
+for count in (2, 8, 250):  # the first run only warms up the allocator
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    activation_stats(model, get_family("llama"), examples[:count], words[:count], [0, 1], 50)
+    growth[count] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps(growth))
+"""
+
+
+def test_activation_statistics_memory_is_flat_in_the_number_of_examples():
+    """250 examples x 32 tokens x 2 layers x 8,192 neurons would be 500 MiB held as activations; streamed, the peak
+    stays within a few MiB of 8 examples' (measured in a fresh process)."""
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True,
+                         timeout=300)
+    growth = json.loads(out.stdout.strip().splitlines()[-1])
+    assert growth["250"] < 40, growth  # the high-water mark set by 8 examples moves by less than 40 MiB

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -230,7 +231,15 @@ def test_figure_reads_the_written_table_and_draws_chosen_variants(results, tmp_p
 
 
 def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
-    from prunescope.reporting.nsa import drop_correlation, drop_table, guided_table, nsa_metrics, plot_heatmap
+    from prunescope.reporting.nsa import (
+        causal_table,
+        drop_correlation,
+        drop_table,
+        guided_table,
+        nsa_metrics,
+        plot_causal_curve,
+        plot_heatmap,
+    )
 
     paths = [write_result(tmp_path, "movies", "sentiment", "dense", 0.8),
              write_result(tmp_path, "boolq", "qa", "dense", 0.6)]
@@ -239,7 +248,8 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
         paths.append(write_result(tmp_path, "movies", "sentiment", method, acc))
         paths.append(write_result(tmp_path, "boolq", "qa", method, 0.55))
         result = {"model": "m", "dataset": "movies", "method": method, "pattern": "unstructured-0.5", "calib": "none",
-                  "pairs": 4, "mean_relative_drop": 0.6 - 0.2 * i, "semantic_retention": 0.5,
+                  "pairs": 4, "mean_relative_drop": 0.6 - 0.2 * i, "weighted_relative_drop": 0.1 * i,
+                  "semantic_retention": 0.5,
                   "groups": {"negative": {"pairs": 3, "fraction_dropped": 1 / 3},
                              "positive": {"pairs": 1, "fraction_dropped": 1.0}},
                   "example": {"tokens": ["a", " great", " film"], "key_tokens": [1], "dense": [0.1, 2.0, 0.0],
@@ -262,7 +272,23 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     assert table[["category", "plain_acc", "guided_acc"]].values.tolist() == [["sentiment", 0.7, 0.8],
                                                                              ["qa", 0.55, 0.5]]
     assert table["recovered"].tolist() == pytest.approx([0.1, -0.05])
-    metrics = nsa_metrics(drops, pd.DataFrame(columns=["dataset", "matched_change", "random_change"]), table)
+    assert drop_correlation(drops, "weighted_relative_drop")["pearson"] == pytest.approx(
+        float(np.corrcoef([0.0, 0.2, 0.1], [0.3, 0.05, 0.1])[0, 1]), abs=1e-4)
+
+    point = lambda k, ablation, matched: {  # noqa: E731
+        "k": k, "ablation": ablation, "matched_margin_change": matched, "matched_acc_change": matched / 10,
+        "random_margin_change": {"mean": -0.1, "low": -0.3, "high": 0.0},
+        "random_acc_change": {"mean": 0.0, "low": -0.02, "high": 0.01}, "matched": {"3": [9]}}
+    io.write_result(tmp_path / "causal.json", {"dataset": "movies", "examples": 8, "acc": 0.8, "margin": 1.2, "curve": [
+        point(1, "zero", -0.2), point(1, "mean", -0.1), point(2, "zero", -1.0), point(2, "mean", -0.5)]})
+    causal = causal_table([str(tmp_path / "causal.json")])
+    assert causal["beyond_random"].tolist() == [False, False, True, True]  # below the random interval's low end
+    metrics = nsa_metrics(drops, causal, table)
+    assert metrics["causal"]["movies"]["zero"] == {
+        "k": 2, "matched_margin_change": -1.0, "random_margin_change": -0.1, "random_margin_interval": [-0.3, 0.0],
+        "matched_acc_change": -0.1, "random_acc_change": 0.0, "beyond_random": True}
     assert metrics["guided_sentiment_wanda_unstructured-0.5_none"]["sentiment"]["recovered"] == pytest.approx(0.1)
+    plot_causal_curve(causal, tmp_path / "c.png", tmp_path / "c.svg")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     plot_heatmap([json.loads(open(p).read()) for p in compare], tmp_path / "h.png", tmp_path / "h.svg")
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"

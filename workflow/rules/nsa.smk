@@ -1,18 +1,20 @@
-# Neuron Semantic Attribution on the evaluated examples of the grid's NSA datasets: influential words and the
-# neuron-word association on the dense model, then every pruned variant compared with it, and a causal check.
+# Neuron Semantic Attribution on NSA's own seeded subsample of each of the grid's NSA datasets (nsa.max_examples):
+# influential words and the neuron-word association with causal importance on the dense model, then every pruned
+# variant compared with it, and the causal ablation curve.
 
 
 rule nsa_words:
-    """Influential words by gradient x input on the dense model, grouped by the label they push toward."""
+    """Influential words by occlusion (nsa.attribution) on the dense model, grouped by the label they push toward."""
     input:
         model="data/models/{model}",
-        task="results/tasks/{dataset}",
+        records="data/datasets/{dataset}.jsonl",
     output:
         "results/nsa/{model}/{dataset}/words.json",
     params:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
+        sample_seed=config["evaluation"]["subsample_seed"],
     log:
         "logs/nsa_words/{model}/{dataset}.log",
     benchmark:
@@ -25,10 +27,11 @@ rule nsa_words:
 
 
 rule nsa_association:
-    """The learned non-negative sparse neuron-word association A of each studied MLP layer (dense model)."""
+    """The learned non-negative sparse neuron-word association A of each studied MLP layer, with each pair's causal
+    importance (dense model, one streaming pass)."""
     input:
         model="data/models/{model}",
-        task="results/tasks/{dataset}",
+        records="data/datasets/{dataset}.jsonl",
         words="results/nsa/{model}/{dataset}/words.json",
     output:
         association="results/nsa/{model}/{dataset}/association.safetensors",
@@ -37,6 +40,7 @@ rule nsa_association:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
+        sample_seed=config["evaluation"]["subsample_seed"],
     log:
         "logs/nsa_association/{model}/{dataset}.log",
     benchmark:
@@ -52,7 +56,7 @@ rule nsa_compare:
     """Matched neurons' activation drops on one pruned variant, per word group, and semantic retention."""
     input:
         model="data/models/{model}",
-        task="results/tasks/{dataset}",
+        records="data/datasets/{dataset}.jsonl",
         association="results/nsa/{model}/{dataset}/association.safetensors",
         pruned="results/pruned/{model}/{method}/{pattern}/{calib}",
     output:
@@ -61,6 +65,7 @@ rule nsa_compare:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
+        sample_seed=config["evaluation"]["subsample_seed"],
     log:
         "logs/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.log",
     benchmark:
@@ -73,17 +78,19 @@ rule nsa_compare:
 
 
 rule nsa_causal:
-    """Accuracy with the most strongly matched neurons zeroed vs as many random neurons of the same layers."""
+    """The causal curve: gold margin and accuracy with the K best-matched neurons ablated (zero, mean) vs random
+    draws of as many neurons of the same layers, K = 1, 2, 4, ..."""
     input:
         model="data/models/{model}",
-        task="results/tasks/{dataset}",
+        records="data/datasets/{dataset}.jsonl",
         association="results/nsa/{model}/{dataset}/association.safetensors",
     output:
         "results/nsa/{model}/{dataset}/causal.json",
     params:
         model_spec=lambda wc: config["models"][wc.model],
+        template=lambda wc: config["datasets"][wc.dataset]["template"],
         nsa=config["nsa"],
-        batch_size=config["evaluation"]["batch_size"],
+        sample_seed=config["evaluation"]["subsample_seed"],
     log:
         "logs/nsa_causal/{model}/{dataset}.log",
     benchmark:
@@ -129,8 +136,8 @@ use rule evaluate_dense as evaluate_guided with:
 
 
 rule nsa_report:
-    """NSA tables (drops vs accuracy drops and their correlation, the causal check, guided vs plain pruning),
-    headline numbers, the drop scatter and one token heatmap per NSA dataset."""
+    """NSA tables (drops vs accuracy drops and their correlation, the causal curve, guided vs plain pruning),
+    headline numbers, the drop scatter, the causal curve and one token heatmap per NSA dataset."""
     input:
         results=STUDIED_EVAL_FILES,
         guided=GUIDED_EVAL_FILES,
@@ -149,6 +156,9 @@ rule nsa_report:
         guided_png=report("reports/figures/nsa/guided.png", caption="../report/nsa_guided.rst", category="NSA",
                           subcategory="NSA-guided pruning"),
         guided_svg="reports/figures/nsa/guided.svg",
+        causal_png=report("reports/figures/nsa/causal_curve.png", caption="../report/nsa_causal_curve.rst",
+                          category="NSA", subcategory="Causal curve"),
+        causal_svg="reports/figures/nsa/causal_curve.svg",
         heatmap_png=report([f"reports/figures/nsa/heatmap_{m}_{d}.png" for m, d in NSA_HEATMAPS],
                            caption="../report/nsa_heatmap.rst", category="NSA", subcategory="Token heatmaps"),
         heatmap_svg=[f"reports/figures/nsa/heatmap_{m}_{d}.svg" for m, d in NSA_HEATMAPS],

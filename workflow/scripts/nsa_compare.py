@@ -4,6 +4,7 @@ from prunescope.runlog import job_device, job_log
 with job_log(snakemake.log[0]):
     p, nsa = snakemake.params, snakemake.params.nsa
     compare_variant(snakemake.input.model, p.model_spec["dtype"], p.model_spec["family"], snakemake.input.pruned,
-                    snakemake.input.task, p.template, snakemake.input.association, nsa["neurons_per_word"],
-                    nsa["drop_threshold"], nsa["epochs"], nsa["lr"], nsa["lambda"], nsa["seed"],
-                    job_device(snakemake.threads), snakemake.output[0], labels=dict(snakemake.wildcards))
+                    snakemake.input.records, p.template, nsa["max_examples"], p.sample_seed,
+                    snakemake.input.association, nsa["drop_threshold"], nsa["std_floor"], nsa["epochs"], nsa["lr"],
+                    nsa["lambda"], nsa["seed"], job_device(snakemake.threads), snakemake.output[0],
+                    labels=dict(snakemake.wildcards))

@@ -4,6 +4,7 @@ from prunescope.reporting.nsa import (
     drop_table,
     guided_table,
     nsa_metrics,
+    plot_causal_curve,
     plot_drop_scatter,
     plot_guided,
     plot_heatmap,
@@ -24,5 +25,6 @@ with job_log(snakemake.log[0]):
     write_json(o.metrics, nsa_metrics(drops, causal, gains))
     plot_drop_scatter(drops, o.scatter_png, o.scatter_svg)
     plot_guided(gains, o.guided_png, o.guided_svg)
+    plot_causal_curve(causal, o.causal_png, o.causal_svg)
     for paths, png, svg in zip(p.heatmap_inputs, o.heatmap_png, o.heatmap_svg, strict=True):
         plot_heatmap([read_result(path, "nsa_compare") for path in paths], png, svg)

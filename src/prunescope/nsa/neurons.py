@@ -1,47 +1,160 @@
-"""NSA's neurons: the MLP intermediate activations (the input of down_proj / fc2), read and ablated by hooks."""
+"""NSA's neurons: the MLP intermediate activations (the input of down_proj / fc2), summarised and ablated by hooks.
+
+The association needs only sums over tokens (per-neuron mean and variance, per-word sums and counts) and the
+importance only per-word sums of activation x gradient, so they are accumulated example by example, layer by
+layer: memory is O(layers x words x neurons) plus one example's activations, whatever the number of examples
+(never tokens x layers x neurons).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from prunescope.models.families import Family
+from prunescope.nsa.answers import gold_margin
+from prunescope.nsa.words import Example
 
 
-def mlp_activations(model, family: Family, sequences: Sequence[list[int]], layers: Sequence[int]
-                    ) -> dict[int, torch.Tensor]:
-    """{layer: (total tokens, neurons)} fp32 activations of every token of every sequence, in order."""
-    captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+@dataclass
+class LayerStats:
+    """Sums over every prompt token of the examples seen, for one layer (float64).
+
+    word_sums[w] and word_counts[w] cover the tokens of influential word w; word_importance[w] sums
+    activation x d margin / d activation over those tokens (the first-order fall of the gold margin if the neuron
+    were zeroed there) and neuron_importance the same over all prompt tokens, per example on average.
+    """
+
+    tokens: int
+    sums: torch.Tensor
+    squares: torch.Tensor
+    word_sums: torch.Tensor
+    word_counts: torch.Tensor
+    word_importance: torch.Tensor | None = None
+    neuron_importance: torch.Tensor | None = None
+
+    @classmethod
+    def empty(cls, n_words: int, width: int, importance: bool) -> LayerStats:
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
+        return cls(0, zeros(width), zeros(width), zeros(n_words, width), zeros(n_words),
+                   zeros(n_words, width) if importance else None, zeros(width) if importance else None)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sums / max(self.tokens, 1)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (self.squares / max(self.tokens, 1) - self.mean ** 2).clamp_min(0).sqrt()
+
+    def word_means(self) -> torch.Tensor:
+        """(words, neurons): the mean raw activation over each word's tokens (0 for a word never seen)."""
+        return self.word_sums / self.word_counts.clamp_min(1)[:, None]
+
+    def add(self, activations: torch.Tensor, token_words: torch.Tensor, importance: torch.Tensor | None) -> None:
+        """Add one example's (tokens, neurons) activations; importance: its (tokens, neurons) activation x grad."""
+        values = activations.to(torch.float64)
+        tagged = token_words >= 0
+        self.tokens += values.shape[0]
+        self.sums += values.sum(0)
+        self.squares += (values ** 2).sum(0)
+        self.word_sums.index_add_(0, token_words[tagged], values[tagged])
+        self.word_counts += torch.bincount(token_words[tagged], minlength=len(self.word_counts)).to(torch.float64)
+        if importance is not None:
+            importance = importance.to(torch.float64)
+            self.word_importance.index_add_(0, token_words[tagged], importance[tagged])
+            self.neuron_importance += importance.sum(0)
+
+
+def activation_stats(model, family: Family, examples: Sequence[Example], word_ids: Sequence[torch.Tensor],
+                     layers: Sequence[int], n_words: int, importance: bool = False, desc: str = "activations"
+                     ) -> dict[int, LayerStats]:
+    """{layer: LayerStats} over every prompt token of `examples`; word_ids[i] maps example i's tokens to
+    vocabulary indices (-1: no influential word).
+
+    With `importance`, each example is scored (nsa.answers) with gradients, and the gold margin's gradient w.r.t.
+    each studied prompt activation gives activation x gradient (the choices read the prompt through its cache, so
+    the gradient carries every choice's path).
+    Without it, only the prompt runs, without the output head.
+    """
     blocks = family.blocks(model)
-    handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(
-        lambda _module, args, layer=layer: captured[layer].append(args[0][0].detach().float().cpu()))
-        for layer in layers]
+    width = family.mlp_out(blocks[layers[0]]).in_features
+    stats = {layer: LayerStats.empty(n_words, width, importance) for layer in layers}
+    captured: dict[int, torch.Tensor] = {}
+
+    def capture(layer: int):
+        def hook(_module, args):
+            activation = args[0]
+            if importance:
+                activation.retain_grad()
+            captured.setdefault(layer, activation)  # the prompt's pass (choices may continue from its cache)
+        return hook
+
+    handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(capture(layer)) for layer in layers]
     device = model.get_input_embeddings().weight.device
     try:
-        with torch.no_grad():
-            for ids in sequences:
-                model.base_model(input_ids=torch.tensor([ids], device=device))  # no lm_head: ~20% of the cost
+        for example, words in tqdm(list(zip(examples, word_ids, strict=True)), desc=desc, mininterval=10):
+            ids = torch.tensor([example.prompt.input_ids], device=device)
+            length = ids.shape[1]
+            if importance:
+                model.zero_grad(set_to_none=True)
+                gold_margin(model, example, ids).sum().backward()
+            else:
+                with torch.no_grad():
+                    model.base_model(input_ids=ids)  # no output head: ~20% of the cost
+            for layer in layers:
+                prompt = captured[layer].reshape(-1, width)[:length]  # one row: (1, tokens, width), or OPT's 2-D
+                effect = prompt * captured[layer].grad.reshape(-1, width)[:length] if importance else None
+                stats[layer].add(prompt.detach().float().cpu(), words,
+                                 None if effect is None else effect.detach().float().cpu())
+            captured.clear()
     finally:
         for handle in handles:
             handle.remove()
-    return {layer: torch.cat(parts) for layer, parts in captured.items()}
+        model.zero_grad(set_to_none=True)
+    if importance:
+        for layer_stats in stats.values():
+            layer_stats.neuron_importance /= max(len(examples), 1)
+    return stats
+
+
+def token_activations(model, family: Family, input_ids: Sequence[int], layer: int, neuron: int) -> list[float]:
+    """One neuron's activation at every token of one prompt (for the token heatmap)."""
+    captured = []
+    handle = family.mlp_out(family.blocks(model)[layer]).register_forward_pre_hook(
+        lambda _module, args: captured.append(args[0].reshape(len(input_ids), -1)[:, neuron].float().cpu()))
+    device = model.get_input_embeddings().weight.device
+    try:
+        with torch.no_grad():
+            model.base_model(input_ids=torch.tensor([list(input_ids)], device=device))
+    finally:
+        handle.remove()
+    return captured[0].tolist()
+
+
+ABLATIONS = ("zero", "mean")
 
 
 @contextlib.contextmanager
-def ablated(model, family: Family, neurons: Mapping[int, Sequence[int]]) -> Iterator[None]:
-    """Zero the given neurons ({layer: [neuron, ...]}) in every forward inside the block (zero ablation)."""
+def ablated(model, family: Family, neurons: Mapping[int, Sequence[int]],
+            values: Mapping[int, torch.Tensor] | None = None) -> Iterator[None]:
+    """Set the given neurons ({layer: [neuron, ...]}) in every forward inside the block: to 0 (zero ablation), or
+    with `values` ({layer: per-neuron value}, e.g. the dataset mean: mean ablation) to their value."""
     blocks = family.blocks(model)
 
-    def zero(indices):
+    def replace(layer: int, indices: torch.Tensor):
         def hook(_module, args):
             activation = args[0].clone()
-            activation[..., indices] = 0
+            fill = 0.0 if values is None else values[layer][indices].to(activation.device, activation.dtype)
+            activation[..., indices] = fill
             return (activation, *args[1:])
         return hook
 
-    handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(zero(torch.tensor(sorted(indices))))
+    handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(replace(layer, torch.tensor(sorted(indices))))
                for layer, indices in neurons.items() if indices]
     try:
         yield

@@ -24,6 +24,7 @@ def drop_table(compare_paths: Iterable[str], results: pd.DataFrame) -> pd.DataFr
         result = read_result(path, "nsa_compare")
         rows.append({**{key: result[key] for key in DROP_KEYS}, "pairs": result["pairs"],
                      "mean_relative_drop": result["mean_relative_drop"],
+                     "weighted_relative_drop": result["weighted_relative_drop"],
                      "fraction_dropped": sum(g["fraction_dropped"] * g["pairs"] for g in result["groups"].values())
                      / max(result["pairs"], 1),
                      "semantic_retention": result["semantic_retention"]})
@@ -35,20 +36,33 @@ def drop_table(compare_paths: Iterable[str], results: pd.DataFrame) -> pd.DataFr
     return table.sort_values(DROP_KEYS, kind="stable").reset_index(drop=True)
 
 
-def drop_correlation(table: pd.DataFrame) -> dict:
-    """Pearson and Spearman correlation of the NSA drop with the accuracy drop (None when undefined)."""
+def drop_correlation(table: pd.DataFrame, drop: str = "mean_relative_drop") -> dict:
+    """Pearson and Spearman correlation of an NSA drop column with the accuracy drop (None when undefined)."""
     def corr(method: str) -> float | None:
         if len(table) < 3:
             return None
-        value = table["mean_relative_drop"].corr(table["acc_drop"], method=method)
+        value = table[drop].corr(table["acc_drop"], method=method)
         return None if pd.isna(value) else round(float(value), 4)
 
     return {"n": len(table), "pearson": corr("pearson"), "spearman": corr("spearman")}
 
 
 def causal_table(causal_paths: Iterable[str]) -> pd.DataFrame:
-    keys = ["dataset", "k", "acc", "acc_matched_ablated", "acc_random_ablated", "matched_change", "random_change"]
-    return pd.DataFrame([{key: read_result(path, "nsa_causal")[key] for key in keys} for path in causal_paths])
+    """One row per dataset, K and ablation: matched vs random change of the gold margin and of accuracy."""
+    rows = []
+    for path in causal_paths:
+        result = read_result(path, "nsa_causal")
+        for point in result["curve"]:
+            row = {"dataset": result["dataset"], "k": point["k"], "ablation": point["ablation"],
+                   "examples": result["examples"], "acc": result["acc"], "margin": result["margin"]}
+            for measure in ("margin", "acc"):
+                random = point[f"random_{measure}_change"]
+                row |= {f"matched_{measure}_change": point[f"matched_{measure}_change"],
+                        f"random_{measure}_change": random["mean"], f"random_{measure}_low": random["low"],
+                        f"random_{measure}_high": random["high"]}
+            row["beyond_random"] = row["matched_margin_change"] < row["random_margin_low"]
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def guided_table(results: pd.DataFrame, guided: pd.DataFrame) -> pd.DataFrame:
@@ -68,8 +82,14 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame) -> pd.DataFrame:
 def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame) -> dict:
     """Headline numbers: the drop-accuracy correlation, matched vs random ablation, guided recovery."""
     metrics = {"drop_vs_accuracy": drop_correlation(drops),
-               "causal": {row.dataset: {"matched_change": round(row.matched_change, 4),
-                                        "random_change": round(row.random_change, 4)} for row in causal.itertuples()}}
+               "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {}}
+    for row in causal.itertuples():  # the largest K of each dataset and ablation
+        metrics["causal"].setdefault(row.dataset, {})[row.ablation] = {
+            "k": row.k, "matched_margin_change": round(row.matched_margin_change, 4),
+            "random_margin_change": round(row.random_margin_change, 4),
+            "random_margin_interval": [round(row.random_margin_low, 4), round(row.random_margin_high, 4)],
+            "matched_acc_change": round(row.matched_acc_change, 4),
+            "random_acc_change": round(row.random_acc_change, 4), "beyond_random": bool(row.beyond_random)}
     for row in guided.itertuples():
         key = f"guided_{row.protect}_{row.method}_{row.pattern}_{row.calib}"
         metrics.setdefault(key, {})[str(row.category)] = {"plain": round(row.plain_acc, 4),
@@ -79,11 +99,14 @@ def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame)
 
 
 def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame, path: str) -> None:
-    correlation = drop_correlation(drops)
+    plain, weighted = drop_correlation(drops), drop_correlation(drops, "weighted_relative_drop")
     text = ("## Matched neurons: activation drop vs accuracy drop\n\n"
-            f"Pearson r = {correlation['pearson']}, Spearman rho = {correlation['spearman']} over "
-            f"{correlation['n']} (dataset, variant) pairs.\n\n" + drops.to_markdown(index=False, floatfmt=".3f")
-            + "\n\n## Causal check: zeroing the most strongly matched neurons vs as many random ones (dense)\n\n"
+            f"Mean relative drop: Pearson r = {plain['pearson']}, Spearman rho = {plain['spearman']}; "
+            f"importance-weighted drop: Pearson r = {weighted['pearson']}, Spearman rho = {weighted['spearman']}; "
+            f"over {plain['n']} (dataset, variant) pairs.\n\n" + drops.to_markdown(index=False, floatfmt=".3f")
+            + "\n\n## Causal curve: the K best-matched neurons ablated vs K random ones of the same layers (dense)\n\n"
+            "Change of the mean gold margin (nats) and of accuracy; random: mean and 95% interval over draws; "
+            "beyond_random: the matched change is below the random interval.\n\n"
             + causal.to_markdown(index=False, floatfmt=".3f")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
             + (guided.to_markdown(index=False, floatfmt=".3f") if len(guided) else "(no guided variants in this grid)")
@@ -96,6 +119,12 @@ def plot_heatmap(compare_results: Sequence[dict], png_path: str, svg_path: str) 
     """One neuron on one example: the dense row above one row per pruned variant, the key word's values written."""
     set_style()
     example = compare_results[0]["example"]
+    if example is None:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, f"{compare_results[0]['dataset']}: no matched (word, neuron) pair", ha="center", va="center")
+        ax.set_axis_off()
+        save_figure(fig, png_path, svg_path)
+        return
     first = example["key_tokens"][0]
     window = slice(max(0, first - HEATMAP_CONTEXT), first + HEATMAP_CONTEXT + 1)
     rows = [example["dense"][window]] + [r["example"]["pruned"][window] for r in compare_results]
@@ -114,6 +143,31 @@ def plot_heatmap(compare_results: Sequence[dict], png_path: str, svg_path: str) 
     ax.set_title(f"{compare_results[0]['dataset']}: neuron {example['neuron']} of layer {example['layer']}, "
                  f"key word '{example['word']}'")
     ax.tick_params(axis="x", rotation=90)
+    save_figure(fig, png_path, svg_path)
+
+
+def plot_causal_curve(causal: pd.DataFrame, png_path: str, svg_path: str) -> None:
+    """Per dataset and ablation: the gold margin's change against K, matched neurons vs the random draws' mean and
+    95% interval."""
+    set_style()
+    panels = sorted(set(zip(causal["dataset"], causal["ablation"], strict=True))) if len(causal) else []
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, (dataset, ablation) in zip(axes[0], panels, strict=False):
+        rows = causal[(causal["dataset"] == dataset) & (causal["ablation"] == ablation)].sort_values("k")
+        ax.plot(rows["k"], rows["matched_margin_change"], marker="o", label="matched neurons")
+        ax.plot(rows["k"], rows["random_margin_change"], marker="s", label="random neurons (mean)")
+        ax.fill_between(rows["k"], rows["random_margin_low"], rows["random_margin_high"], alpha=0.25,
+                        label="random: 95% of draws")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("neurons ablated (K)")
+        ax.set_ylabel("change of mean gold margin (nats)")
+        ax.set_title(f"{dataset}, {ablation} ablation")
+    if panels:
+        axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    else:
+        axes[0][0].text(0.5, 0.5, "no causal check in this grid", ha="center", va="center")
+        axes[0][0].set_axis_off()
     save_figure(fig, png_path, svg_path)
 
 

@@ -215,6 +215,30 @@ def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run):
     assert {"Accuracy", "Calibration", "NSA", "Pruning cost"} <= set(summary["categories"])
 
 
+LINKED = ("data/models", "data/raw", "data/text", "results/pruned")  # only read by the jobs a clone reruns
+
+
+def clone_run(finished_run: Path, clone: Path) -> Path:
+    """A copy of the finished run, Snakemake's records and every file's times included, that a test may break and
+    rebuild without touching the shared run (so nothing has to be rebuilt afterwards to put it back). The big
+    inputs the rebuilt jobs only read (LINKED) are hard links; a job never rewrites a file in place (Snakemake
+    removes a job's outputs before it runs, the pruning artifact is written to a temporary folder and renamed),
+    and a test that changes one of them deletes it first."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem
+            shutil.copy2(src, dst)
+
+    shutil.copytree(finished_run, clone, symlinks=True, ignore=lambda folder, names: [
+        name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in LINKED])
+    for folder in LINKED:
+        if (finished_run / folder).exists():
+            shutil.copytree(finished_run / folder, clone / folder, symlinks=True, copy_function=link)
+    return clone
+
+
 def outputs_of(workdir: Path, variants: list[str]) -> dict[str, bytes]:
     """Every pruning artifact file and evaluation result of the given variants (model/method/pattern/calib)."""
     files = [path for variant in variants for kind in ("pruned", "eval")
@@ -223,24 +247,29 @@ def outputs_of(workdir: Path, variants: list[str]) -> dict[str, bytes]:
     return {str(path.relative_to(workdir)): path.read_bytes() for path in files}
 
 
-def remove_outputs(workdir: Path, variants: list[str]) -> None:
+def remove_outputs(workdir: Path, variants: list[str], evaluated: bool = True) -> None:
+    """The pruning artifact and run record of the given variants, and (unless not `evaluated`) their results."""
     for variant in variants:
-        for folder in (workdir / "results/pruned" / variant, workdir / "results/eval" / variant):
-            shutil.rmtree(folder)
+        shutil.rmtree(workdir / "results/pruned" / variant)
+        if evaluated:
+            shutil.rmtree(workdir / "results/eval" / variant)
         (workdir / "results/prune_runs" / f"{variant}.json").unlink()
 
 
-def test_a_killed_run_resumes_and_gives_byte_identical_results(finished_run):
+def test_a_killed_run_resumes_and_gives_byte_identical_results(finished_run, tmp_path):
     """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune
     job: no partial output survives; after `snakemake --unlock` (a killed Snakemake cannot remove its directory
-    lock) the same command finishes, and the masks, manifest and results equal the uninterrupted run's bytes."""
+    lock) the same command finishes, the masks, manifest and results equal the uninterrupted run's bytes, and
+    Snakemake's records are whole again (nothing left to do). On a clone of the finished run with one variant's
+    outputs deleted: only that variant is pruned and scored again, and the shared run stays as it was."""
     variant = "smollm2-135m/sparsegpt/2of4-0.5/gensim_wiki-raw-n4-l64-s0"
     before = outputs_of(finished_run, [variant])
-    remove_outputs(finished_run, [variant])
-    log = finished_run / f"logs/prune/{variant}.log"
+    workdir = clone_run(finished_run, tmp_path / "run")
+    remove_outputs(workdir, [variant])
+    log = workdir / f"logs/prune/{variant}.log"
     log.unlink()
     targets = [f"results/eval/{variant}/{dataset}.json" for dataset in DATASETS]
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run),
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
                "--cores", "2", *targets]
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -251,14 +280,15 @@ def test_a_killed_run_resumes_and_gives_byte_identical_results(finished_run):
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    pruned_parent = (finished_run / "results/pruned" / variant).parent
-    assert not (finished_run / "results/pruned" / variant).exists()
-    assert not (finished_run / "results/eval" / variant).exists()
-    snakemake(finished_run, "--unlock")
-    snakemake(finished_run, "--cores", "2", *targets)
+    pruned_parent = (workdir / "results/pruned" / variant).parent
+    assert not (workdir / "results/pruned" / variant).exists()
+    assert not (workdir / "results/eval" / variant).exists()
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2", *targets)
     assert not [path.name for path in pruned_parent.iterdir() if path.name.startswith(".")]  # no temp left
-    assert outputs_of(finished_run, [variant]) == before
-    snakemake(finished_run, "--cores", "2", "all")  # what reads the rebuilt (same) files is rebuilt as well
+    assert outputs_of(workdir, [variant]) == before
+    plan = snakemake(workdir, "--cores", "1", "--dry-run", *targets)
+    assert "Nothing to be done" in plan.stdout + plan.stderr
 
 
 def test_changing_one_param_reruns_only_what_depends_on_it(finished_run):
@@ -304,32 +334,48 @@ def slurm_test_profile(folder: Path) -> Path:
 def test_slurm_reports_a_failed_job_keeps_the_others_and_a_rerun_finishes(finished_run, tmp_path):
     """On a real single-node SLURM through profiles/slurm: one variant's calibration sample is truncated, so its
     prune job fails (named in Snakemake's report and its log) while another variant is rebuilt and kept; after
-    the bad file is deleted, a rerun rebuilds the rest, and everything equals the local run's bytes."""
+    the bad file is deleted, a rerun rebuilds the rest, and everything equals the local run's bytes.
+    On a clone of the finished run, not the whole grid again: the jobs are the fine variant's prune, the broken
+    variant's sample, prune and evaluation, and one task folder's build_task (deleted as well), which profiles/slurm
+    sends as a group job (one SLURM job for a group of rules)."""
     if reason := slurm_cluster.unavailable():
         pytest.skip(reason)
     fine = "smollm2-135m/magnitude/2of4-0.5/none"
     broken = "smollm2-135m/wanda/unstructured-0.5/gensim_wiki-raw-n2-l64-s0"  # the nsamples sweep's own sample
+    task = "results/tasks/movie_reviews"  # rule build_task, in group `tasks` of profiles/slurm
     before = outputs_of(finished_run, [fine, broken])
-    remove_outputs(finished_run, [fine, broken])
-    sample = finished_run / "data/calibration/smollm2-135m/gensim_wiki-raw-n2-l64-s0.safetensors"
-    sample.write_bytes(sample.read_bytes()[:-64])
+    task_before = {path.relative_to(finished_run): path.read_bytes()
+                   for path in sorted((finished_run / task).rglob("*")) if path.is_file()}
+    assert task_before
+    workdir = clone_run(finished_run, tmp_path / "run")
+    remove_outputs(workdir, [fine], evaluated=False)  # its results stay: evaluate_pruned runs for `broken`
+    remove_outputs(workdir, [broken])
+    shutil.rmtree(workdir / task)
+    sample = workdir / "data/calibration/smollm2-135m/gensim_wiki-raw-n2-l64-s0.safetensors"
+    truncated = sample.read_bytes()[:-64]
+    sample.unlink()  # a new file: never write through to the shared run
+    sample.write_bytes(truncated)
     profile = slurm_test_profile(tmp_path)
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run),
-               "--workflow-profile", str(profile), "all"]
+    targets = [f"results/prune_runs/{fine}.json", *(f"results/eval/{broken}/{dataset}.json" for dataset in DATASETS)]
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+               "--workflow-profile", str(profile), *targets]
     with slurm_cluster.local_slurm(tmp_path / "cluster") as env:
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the jobs run the same venv
         failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
         assert failed.returncode != 0
         assert re.search(r"Error in rule prune:", failed.stdout + failed.stderr)
-        assert "sample_calibration rule rebuilds it" in (finished_run / f"logs/prune/{broken}.log").read_text()
-        assert outputs_of(finished_run, [fine]) == {k: v for k, v in before.items() if "/magnitude/" in k}
-        assert not (finished_run / "results/pruned" / broken).exists()
+        assert "sample_calibration rule rebuilds it" in (workdir / f"logs/prune/{broken}.log").read_text()
+        assert outputs_of(workdir, [fine]) == {k: v for k, v in before.items() if "/magnitude/" in k}
+        assert not (workdir / "results/pruned" / broken).exists()
+        assert "Group job tasks" in failed.stdout + failed.stderr  # build_task as a SLURM group job
         sample.unlink()
         sample.with_suffix(".json").unlink()
         finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
         assert finished.returncode == 0, finished.stderr[-5000:]
     assert "slurm" in finished.stdout + finished.stderr
-    assert outputs_of(finished_run, [fine, broken]) == before
+    assert outputs_of(workdir, [fine, broken]) == before
+    assert {path.relative_to(workdir): path.read_bytes()
+            for path in sorted((workdir / task).rglob("*")) if path.is_file()} == task_before
 
 
 def test_dvc_round_trip_through_a_local_remote(finished_run, tmp_path):

@@ -30,11 +30,18 @@ def params():
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-@pytest.mark.parametrize("grid", ["mini", "paper"])
-def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
+@pytest.mark.parametrize(("grid", "profile"), [("mini", None), ("paper", None), ("paper", "local"),
+                                             ("paper", "slurm")])
+def test_dry_run_plans_the_whole_grid(tmp_path, params, grid, profile):
+    """Both grids plan every job. Every profile parses (the SLURM one with its executor plugin, job groups and
+    per-rule resources) and plans the same jobs on the paper grid; without --workflow-profile Snakemake takes
+    profiles/default. (A paper-grid plan takes about 30 s, so each profile plans it once; the SLURM run itself is
+    tested on a real SLURM in test_end_to_end.)"""
     params["grid"] = grid
-    run = snakemake(workdir_with(tmp_path, params), "--dry-run", "all")
-    assert run.returncode == 0, run.stderr + run.stdout
+    run = snakemake(workdir_with(tmp_path, params), *(["--workflow-profile", profile] if profile else []),
+                    "--dry-run", "all")
+    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
+    assert f"Using workflow specific profile profiles/{profile or 'default'}" in run.stdout + run.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     n_datasets, n_models = len(params["grids"][grid]["datasets"]), len(params["grids"][grid]["models"])
     assert int(counts["evaluate_dense"]) == n_models  # one job per model variant scores every dataset
@@ -50,18 +57,6 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid):
     assert int(counts["prune_guided"]) == int(counts["evaluate_guided"]) == len(guided) > 0
     assert counts["nsa_report"] == "1"
     assert int(counts["prune"]) == len(variants) and counts["experiment_report"] == counts["prune_cost"] == "1"
-
-
-@pytest.mark.parametrize("profile", ["default", "local", "slurm"])
-def test_every_profile_plans_the_paper_grid(tmp_path, params, profile):
-    """The profiles parse (the SLURM one with its executor plugin, job groups and per-rule resources) and plan the
-    same jobs; the SLURM run itself is tested on a real SLURM in test_end_to_end."""
-    params["grid"] = "paper"
-    run = snakemake(workdir_with(tmp_path, params), "--workflow-profile", profile, "--dry-run", "all")
-    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
-    assert f"Using workflow specific profile profiles/{profile}" in run.stdout + run.stderr
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
-    assert int(counts["prune"]) == len(grid_variants(params["grids"]["paper"], params["calibration_sources"]))
 
 
 def test_slurm_profile_sends_every_gpu_rule_to_the_gpu_partition():

@@ -54,7 +54,8 @@ def finished_run(tmp_path_factory):
     mini["calibration"].update(sources=["gensim_wiki"], nsamples=4, seqlen=64, seeds=[0])
     mini["sweeps"] = {"methods": ["wanda"], "sparsities": [0.3], "nsamples": [2], "seqlens": [32]}
     mini["nsa_datasets"] = ["movie_reviews"]
-    params["nsa"].update(min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=10)
+    params["nsa"].update(max_examples=6, min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=4,
+                         random_draws=2)
     params["pruning"]["calibration_batch_size"] = 2
     params["evaluation"]["batch_size"] = 8
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -143,12 +144,15 @@ def test_nsa_finds_words_and_neurons_and_compares_every_variant(finished_run):
     compare = json.loads((nsa / "wanda/unstructured-0.5/gensim_wiki-raw-n4-l64-s0.json").read_text())
     example = compare["example"]
     assert len(example["tokens"]) == len(example["dense"]) == len(example["pruned"]) and example["key_tokens"]
+    assert all(pair["importance"] > 0 for pair in association["matches"])  # matched: carries the word and matters
     causal = json.loads((nsa / "causal.json").read_text())
-    assert causal["neurons_ablated"] == 10
-    assert causal["acc"] == pytest.approx(causal["acc_matched_ablated"] - causal["matched_change"])
+    assert causal["examples"] == 6 and causal["draws"] == 2
+    assert [(p["k"], p["ablation"]) for p in causal["curve"]] == [(k, a) for k in (1, 2, 4) for a in ("zero", "mean")]
+    assert all(sum(map(len, p["matched"].values())) == p["k"] for p in causal["curve"])
     metrics = json.loads((finished_run / "reports/nsa.json").read_text())
-    assert metrics["drop_vs_accuracy"]["n"] == len(rows) and "movie_reviews" in metrics["causal"]
-    assert (finished_run / "reports/figures/nsa/heatmap_smollm2-135m_movie_reviews.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["drop_vs_accuracy"]["n"] == len(rows) and set(metrics["causal"]["movie_reviews"]) == {"zero", "mean"}
+    for figure in ("heatmap_smollm2-135m_movie_reviews", "causal_curve"):
+        assert (finished_run / f"reports/figures/nsa/{figure}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_nsa_guided_pruning_protects_matched_neurons_at_equal_sparsity(finished_run):

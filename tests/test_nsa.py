@@ -28,7 +28,7 @@ from prunescope.models.families import get_family
 from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples
 from prunescope.nsa.causal import causal_curve, check_supply, k_values, random_neurons, ranked_neurons
 from prunescope.nsa.compare import (
-    activation_drops,
+    drop_row,
     group_drop_fractions,
     match_scores,
     matched_pairs,
@@ -398,7 +398,8 @@ def test_pruning_the_spread_neurons_weights_shows_as_their_drop(planted_model, w
     dense = dense_stats[LAYER]
     importance = dense.word_importance / dense.word_counts.clamp_min(1)[:, None]
     pairs = [(w, n) for w in range(3) for n in SPREAD] + [(0, 3)]
-    drops = activation_drops(dense.word_means(), pruned.word_means(), importance, pairs)
+    before, after = dense.word_means(), pruned.word_means()
+    drops = [drop_row(w, n, float(before[w, n]), float(after[w, n]), float(importance[w, n])) for w, n in pairs]
     assert all(row["relative_drop"] == pytest.approx(1.0, abs=1e-3) for row in drops[:-1])
     assert drops[-1]["relative_drop"] == pytest.approx(0.0, abs=1e-4)  # an unplanted neuron keeps its activation
     assert weighted_drop(drops) > 0.99  # the untouched neuron carries no importance

@@ -32,12 +32,6 @@ def drop_row(word, neuron: int, dense: float, pruned: float, importance: float) 
             "relative_drop": (dense - pruned) / abs(dense) if dense else 0.0, "importance": importance}
 
 
-def activation_drops(dense: torch.Tensor, pruned: torch.Tensor, importance: torch.Tensor,
-                     pairs: Sequence[tuple[int, int]]) -> list[dict]:
-    """drop_row of each matched pair from (words, neurons) mean activations over each word's tokens."""
-    return [drop_row(w, n, float(dense[w, n]), float(pruned[w, n]), float(importance[w, n])) for w, n in pairs]
-
-
 def weighted_drop(drops: Sequence[dict]) -> float:
     """The pairs' relative drops averaged with their (positive) importance as weights."""
     total = sum(row["importance"] for row in drops)

@@ -206,6 +206,83 @@ def test_choice_logprobs_sum_each_choices_tokens(family, tiny_tokenizer):
                     assert float(got[p, c]) == pytest.approx(expected, abs=1e-4)
 
 
+def _tiny_examples(tokenizer, labels=(0, 2, 1)) -> list[Example]:
+    """Prompts of different lengths, each with multi-token choices (one batch needs padding and packing)."""
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    choices = [encode(c) for c in (" terrible", " wonderful and great", " no")]
+    prompts = ["the film was", "is the sky blue on a clear day", "she went home early because"]
+    return [Example(tokenize_words(tokenizer, text), choices, label, "correct")
+            for text, label in zip(prompts, labels, strict=True)]
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt", "gpt_neox"])
+def test_packed_scores_equal_each_prompts_own_forward(family, tiny_tokenizer):
+    """score_examples packs prompts of different lengths with all their choices in one batch: the same margins as
+    scoring each prompt alone (choice_logprobs, checked by hand above), and the argmax as accuracy."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(family, len(tiny_tokenizer))
+    examples = _tiny_examples(tiny_tokenizer)
+    margins, correct = score_examples(model, examples, batch_size=2)
+    with torch.no_grad():
+        for example, got, right in zip(examples, margins, correct, strict=True):
+            logprobs = choice_logprobs(model, [example.prompt.input_ids], example.choices)
+            assert got == pytest.approx(float(gold_margin(model, example, torch.tensor([example.prompt.input_ids]))),
+                                        abs=1e-4)
+            assert right == (int(logprobs[0].argmax()) == example.label)
+
+
+@pytest.mark.parametrize("family", ["llama", "opt", "gpt_neox"])
+def test_resumed_forward_skips_the_blocks_below_and_changes_nothing(family, tiny_tokenizer):
+    """With block 0's output recorded on the intact pass, an ablation in block 1 resumed there gives the full
+    forward's scores, and block 0 really is skipped (wrecking its weights changes nothing)."""
+    from conftest import make_tiny_model
+
+    from prunescope.nsa.neurons import recorded_outputs, resumed_at
+
+    model = make_tiny_model(family, len(tiny_tokenizer))
+    adapter = get_family(family)
+    examples = _tiny_examples(tiny_tokenizer)
+    neurons = {1: [3, 5, 60]}
+    with torch.no_grad():
+        with ablated(model, adapter, neurons):
+            expected = score_examples(model, examples, batch_size=3)
+        with recorded_outputs(model, adapter, [0]) as below:
+            intact = score_examples(model, examples, batch_size=3)
+        assert expected != intact
+        for parameter in adapter.blocks(model)[0].parameters():
+            parameter.mul_(-3.0)
+        with resumed_at(model, adapter, 1, below[0]), ablated(model, adapter, neurons):
+            resumed = score_examples(model, examples, batch_size=3)
+        assert resumed[1] == expected[1]
+        assert resumed[0] == pytest.approx(expected[0], abs=1e-5)
+        assert score_examples(model, examples, batch_size=3) != intact  # block 0 runs again outside the block
+
+
+def test_causal_curve_resumed_above_layer_0_equals_plain_ablation(tiny_tokenizer):
+    """The curve's numbers for neurons of layer 1 (resumed from the recorded block 0) against scoring the model
+    with the same neurons ablated from scratch."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    examples = _tiny_examples(tiny_tokenizer) * 3
+    scores = {0: torch.zeros(2, 128), 1: torch.zeros(2, 128)}
+    scores[1][0, [10, 20]] = torch.tensor([2.0, 1.0])
+    scores[0][1, 30] = 0.5
+    matched = {0: [30], 1: [10, 20]}
+    means = {layer: torch.rand(128) for layer in (0, 1)}
+    result = causal_curve(model, get_family("llama"), examples, scores, matched, means, 128, limit=3, draws=2,
+                          seed=0, batch_size=4)
+    margin0, acc0 = (float(torch.tensor(v, dtype=torch.float64).mean()) for v in score_examples(model, examples))
+    for point in result["curve"]:
+        neurons = {int(layer): found for layer, found in point["matched"].items()}
+        with ablated(model, get_family("llama"), neurons, None if point["ablation"] == "zero" else means):
+            margins, correct = score_examples(model, examples)
+        assert point["matched_margin_change"] == pytest.approx(sum(margins) / len(margins) - margin0, abs=1e-5)
+        assert point["matched_acc_change"] == pytest.approx(sum(correct) / len(correct) - acc0, abs=1e-9)
+    assert [p["matched"] for p in result["curve"] if p["k"] == 3][0] == {"0": [30], "1": [10, 20]}
+
+
 def test_occlusion_is_the_margins_fall_when_a_words_tokens_are_replaced(planted_model, word_tokenizer):
     example = planted_examples(word_tokenizer)[0]  # "the movie film wonderful": "wonderful" is two tokens
     pad = word_tokenizer.pad_token_id

@@ -77,20 +77,30 @@ class SharedContextLM(HFLM):
     @torch.no_grad()
     def _score_batch(self, rows: list[Packed], continuations: list[list[int]]) -> list[tuple[float, bool]]:
         """(sum log-prob, every token greedy) of each continuation, in the rows' order."""
-        ids, positions, segments = left_pad(rows, self.tokenizer.pad_token_id or 0, self.device)
-        hidden = self.model.base_model(input_ids=ids, position_ids=positions,
-                                       attention_mask=packed_mask(segments, self.model.dtype)).last_hidden_state
-        width = ids.shape[1]
-        reads = [(row, width - len(packed.tokens) + index)
-                 for row, packed in enumerate(rows) for read in packed.reads for index in read]
-        row_index, column_index = (torch.tensor(axis, device=self.device) for axis in zip(*reads, strict=True))
-        logits = self.model.get_output_embeddings()(hidden[row_index, column_index])[:, :self.vocab_size]
-        logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        logprobs = packed_logprobs(self.model, rows, self.tokenizer.pad_token_id or 0, self.vocab_size,
+                                   self.softmax_dtype)
         answers, first = [], 0
         for continuation in continuations:
             answers.append(token_scores(logprobs[first:first + len(continuation)], continuation))
             first += len(continuation)
         return answers
+
+
+def packed_logprobs(model, rows: list[Packed], pad_id: int, vocab_size: int | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[reads, vocab] log-softmax at every read position of the rows, row by row, continuation by continuation,
+    token by token (the order of Packed.reads): one forward over the left-padded batch, the output head only at
+    the read positions."""
+    device = model.get_input_embeddings().weight.device
+    ids, positions, segments = left_pad(rows, pad_id, device)
+    hidden = model.base_model(input_ids=ids, position_ids=positions,
+                              attention_mask=packed_mask(segments, model.dtype)).last_hidden_state
+    width = ids.shape[1]
+    reads = [(row, width - len(packed.tokens) + index)
+             for row, packed in enumerate(rows) for read in packed.reads for index in read]
+    row_index, column_index = (torch.tensor(axis, device=device) for axis in zip(*reads, strict=True))
+    logits = model.get_output_embeddings()(hidden[row_index, column_index])[:, :vocab_size]
+    return F.log_softmax(logits, dim=-1, dtype=dtype)
 
 
 def pack_by_context(requests: list[Request]) -> tuple[dict[tuple, list[int]], dict[tuple, Packed]]:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from prunescope.evaluation.scoring import Packed, packed_logprobs
+
 if TYPE_CHECKING:
     from prunescope.nsa.words import Example
 
@@ -76,21 +78,40 @@ def gold_margin(model, example: Example, prompt_ids: torch.Tensor, prompt_embeds
     return margin(choice_logprobs(model, prompt_ids.tolist(), example.choices, prompt_embeds), example.label)
 
 
-def score_examples(model, examples: Sequence[Example], batch_rows: int = 32) -> tuple[list[float], list[bool]]:
-    """Per example: the gold margin and whether the gold choice has the highest log-probability (lm-eval's acc).
+def example_batches(examples: Sequence[Example], batch_size: int) -> list[list[int]]:
+    """Example indices in batches of `batch_size`, longest packed row first (little padding in each batch)."""
+    order = sorted(range(len(examples)), key=lambda i: (-_packed_length(examples[i]), i))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
-    Examples with the same choices (fixed label words) are scored `batch_rows` rows per forward."""
+
+def _packed_length(example: Example) -> int:
+    return len(example.prompt.input_ids) + sum(len(choice) - 1 for choice in example.choices)
+
+
+def batch_scores(model, examples: Sequence[Example]) -> tuple[list[float], list[bool]]:
+    """Per example: the gold margin and whether the gold choice has the highest log-probability (lm-eval's acc),
+    from one packed forward over the batch (each prompt with all its choices in one row, scoring.packed_logprobs).
+    """
+    rows = [Packed.of(tuple(e.prompt.input_ids), e.choices) for e in examples]
+    logprobs = packed_logprobs(model, rows, pad_id=0)  # padding is masked and never read: any id will do
+    targets = torch.tensor([token for e in examples for choice in e.choices for token in choice],
+                           device=logprobs.device)
+    owners = torch.tensor([index for index, length in enumerate(len(choice) for e in examples for choice in e.choices)
+                           for _ in range(length)], device=logprobs.device)  # per read: its (example, choice)
+    sums = torch.zeros(sum(len(e.choices) for e in examples), dtype=logprobs.dtype, device=logprobs.device)
+    sums.index_add_(0, owners, logprobs.gather(1, targets[:, None])[:, 0])
+    margins, correct = [], []
+    for example, choice_sums in zip(examples, sums.split([len(e.choices) for e in examples]), strict=True):
+        margins.append(float(margin(choice_sums[None], example.label)[0]))
+        correct.append(int(choice_sums.argmax()) == example.label)
+    return margins, correct
+
+
+def score_examples(model, examples: Sequence[Example], batch_size: int = 16) -> tuple[list[float], list[bool]]:
+    """batch_scores over all examples, `batch_size` per forward, in the examples' order."""
     margins, correct = [0.0] * len(examples), [False] * len(examples)
-    groups: dict[tuple, list[int]] = {}
-    for index, example in enumerate(examples):
-        groups.setdefault(tuple(map(tuple, example.choices)), []).append(index)
     with torch.no_grad():
-        for choices, indices in groups.items():
-            per_batch = batch_rows if single_token(choices) else 1  # multi-token: one prompt, its cache per choice
-            for start in range(0, len(indices), per_batch):
-                batch = indices[start:start + per_batch]
-                logprobs = choice_logprobs(model, [examples[i].prompt.input_ids for i in batch], choices)
-                for row, i in enumerate(batch):
-                    margins[i] = float(margin(logprobs[row:row + 1], examples[i].label)[0])
-                    correct[i] = int(logprobs[row].argmax()) == examples[i].label
+        for batch in example_batches(examples, batch_size):
+            for i, m, c in zip(batch, *batch_scores(model, [examples[i] for i in batch]), strict=True):
+                margins[i], correct[i] = m, c
     return margins, correct

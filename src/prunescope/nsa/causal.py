@@ -7,6 +7,7 @@ The effect is measured on the gold margin (nsa.answers) and on accuracy, over th
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Mapping, Sequence
 
@@ -15,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from prunescope.models.families import Family
-from prunescope.nsa.answers import score_examples
-from prunescope.nsa.neurons import ABLATIONS, ablated
+from prunescope.nsa.answers import batch_scores, example_batches
+from prunescope.nsa.neurons import ABLATIONS, ablated, recorded_outputs, resumed_at
 from prunescope.nsa.words import Example
 
 
@@ -68,9 +69,12 @@ def _summary(values: Sequence[float]) -> dict:
 
 def causal_curve(model, family: Family, examples: Sequence[Example], scores: Mapping[int, torch.Tensor],
                  matched: Mapping[int, Sequence[int]], means: Mapping[int, torch.Tensor], width: int, limit: int,
-                 draws: int, seed: int) -> dict:
+                 draws: int, seed: int, batch_size: int = 16) -> dict:
     """Per K and ablation: the change of mean gold margin and accuracy with the top-K matched neurons ablated, and
-    the same over `draws` random draws of as many neurons per layer (mean and 95% percentile interval)."""
+    the same over `draws` random draws of as many neurons per layer (mean and 95% percentile interval).
+
+    Batches are the outer loop: each batch runs intact once, recording the output of the block below each setting's
+    lowest ablated layer, and every ablated setting resumes from there (neurons.resumed_at)."""
     ranked = ranked_neurons(scores, matched)
     check_supply(ranked, matched, width, limit)
     rng = random.Random(seed)
@@ -79,31 +83,51 @@ def causal_curve(model, family: Family, examples: Sequence[Example], scores: Map
         chosen = by_layer(ranked[:k])
         counts = {layer: len(neurons) for layer, neurons in chosen.items()}
         plan.append((k, chosen, [random_neurons(counts, matched, width, rng) for _ in range(draws)]))
+    settings = [(neurons, ablation) for _, chosen, controls in plan for ablation in ABLATIONS
+                for neurons in (chosen, *controls)]
+    intact, ablated_scores = _score_settings(model, family, examples, settings, means, batch_size)
 
-    def measure(neurons: Mapping[int, Sequence[int]] | None, ablation: str) -> tuple[float, float]:
-        if neurons is None:
-            margins, correct = score_examples(model, examples)
-        else:
-            with ablated(model, family, neurons, None if ablation == "zero" else means):
-                margins, correct = score_examples(model, examples)
-        return float(np.mean(margins)), float(np.mean(correct))
+    def change(measured: tuple[list[float], list[bool]]) -> tuple[float, float]:
+        return (float(np.mean(measured[0])) - float(np.mean(intact[0])),
+                float(np.mean(measured[1])) - float(np.mean(intact[1])))
 
-    intact_margin, intact_acc = measure(None, "zero")
-    curve = []
-    with tqdm(total=len(plan) * len(ABLATIONS) * (1 + draws), desc="causal check", mininterval=10) as progress:
-        for k, chosen, controls in plan:
-            for ablation in ABLATIONS:
-                margin, acc = measure(chosen, ablation)
+    curve, changes = [], iter(map(change, ablated_scores))
+    for k, chosen, _ in plan:
+        for ablation in ABLATIONS:
+            margin, acc = next(changes)
+            controls = [next(changes) for _ in range(draws)]
+            curve.append({"k": k, "ablation": ablation, "matched_margin_change": margin, "matched_acc_change": acc,
+                          "random_margin_change": _summary([m for m, _ in controls]),
+                          "random_acc_change": _summary([a for _, a in controls]),
+                          "matched": {str(layer): n for layer, n in chosen.items()}})
+    return {"acc": float(np.mean(intact[1])), "margin": float(np.mean(intact[0])), "examples": len(examples),
+            "draws": draws, "curve": curve}
+
+
+def _score_settings(model, family: Family, examples: Sequence[Example],
+                    settings: Sequence[tuple[Mapping[int, Sequence[int]], str]], means: Mapping[int, torch.Tensor],
+                    batch_size: int) -> tuple[tuple[list[float], list[bool]], list[tuple[list[float], list[bool]]]]:
+    """Per-example (margins, correct) of the intact model and of each (neurons, ablation) setting, in batch order."""
+    starts = [min(neurons) for neurons, _ in settings]
+    resume_points = sorted({start for start in starts if start > 0})
+    intact: tuple[list[float], list[bool]] = ([], [])
+    scored: list[tuple[list[float], list[bool]]] = [([], []) for _ in settings]
+    batches = example_batches(examples, batch_size)
+    with torch.no_grad(), tqdm(total=len(batches) * (1 + len(settings)), desc="causal check",
+                               mininterval=10) as progress:
+        for batch in batches:
+            chunk = [examples[i] for i in batch]
+            with recorded_outputs(model, family, [start - 1 for start in resume_points]) as below:
+                _extend(intact, batch_scores(model, chunk))
+            progress.update()
+            for (neurons, ablation), start, into in zip(settings, starts, scored, strict=True):
+                resume = resumed_at(model, family, start, below[start - 1]) if start > 0 else contextlib.nullcontext()
+                with resume, ablated(model, family, neurons, None if ablation == "zero" else means):
+                    _extend(into, batch_scores(model, chunk))
                 progress.update()
-                random_margin, random_acc = [], []
-                for control in controls:
-                    m, a = measure(control, ablation)
-                    random_margin.append(m - intact_margin)
-                    random_acc.append(a - intact_acc)
-                    progress.update()
-                curve.append({"k": k, "ablation": ablation,
-                              "matched_margin_change": margin - intact_margin, "matched_acc_change": acc - intact_acc,
-                              "random_margin_change": _summary(random_margin),
-                              "random_acc_change": _summary(random_acc),
-                              "matched": {str(layer): n for layer, n in chosen.items()}})
-    return {"acc": intact_acc, "margin": intact_margin, "examples": len(examples), "draws": draws, "curve": curve}
+    return intact, scored
+
+
+def _extend(into: tuple[list[float], list[bool]], measured: tuple[list[float], list[bool]]) -> None:
+    into[0].extend(measured[0])
+    into[1].extend(measured[1])

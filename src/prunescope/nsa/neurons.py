@@ -161,3 +161,40 @@ def ablated(model, family: Family, neurons: Mapping[int, Sequence[int]],
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def recorded_outputs(model, family: Family, layers: Sequence[int]) -> Iterator[dict[int, object]]:
+    """{layer: what block `layer` returned} in the last forward inside the block, for resumed_at."""
+    blocks, outputs = family.blocks(model), {}
+
+    def record(layer: int):
+        def hook(_module, _args, output):
+            outputs[layer] = output
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(record(layer)) for layer in sorted(set(layers))]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def resumed_at(model, family: Family, layer: int, output) -> Iterator[None]:
+    """Forwards inside the block skip blocks 0 to layer - 1: each returns `output`, what block layer - 1 returned
+    on the same input (recorded_outputs), so block `layer` and everything after it compute exactly what a full
+    forward would. An ablation at layer >= `layer` needs the blocks below it run only once, not once per setting."""
+    skipped = list(family.blocks(model))[:layer]
+    saved = [block.__dict__.get("forward") for block in skipped]  # accelerate's hooks live on the instance
+    for block in skipped:
+        block.forward = lambda *_args, **_kwargs: output
+    try:
+        yield
+    finally:
+        for block, forward in zip(skipped, saved, strict=True):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward

@@ -268,10 +268,14 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     guided_paths = [write_result(tmp_path / "g", "movies", "sentiment", "wanda", 0.8),
                     write_result(tmp_path / "g", "boolq", "qa", "wanda", 0.5)]
     guided = load_results(guided_paths, PARAMS).assign(protect="sentiment")
-    table = guided_table(results, guided)
+    table = guided_table(results, guided, 2000, seed=0)
     assert table[["category", "plain_acc", "guided_acc"]].values.tolist() == [["sentiment", 0.7, 0.8],
                                                                              ["qa", 0.55, 0.5]]
     assert table["recovered"].tolist() == pytest.approx([0.1, -0.05])
+    # sentiment: one example of 10 flips to right. A paired resample's change is (times it is drawn) / 10,
+    # Binomial(10, 0.1) / 10: P(<= 2) = 0.930 < 0.975 < P(<= 3) = 0.987, so the interval is [0, 0.3]
+    assert table[["ci_low", "ci_high"]].values.tolist()[0] == pytest.approx([0.0, 0.3])
+    assert guided_table(results, guided.iloc[:0], 2000, seed=0).empty
     assert drop_correlation(drops, "weighted_relative_drop")["pearson"] == pytest.approx(
         float(np.corrcoef([0.0, 0.2, 0.1], [0.3, 0.05, 0.1])[0, 1]), abs=1e-4)
 
@@ -288,6 +292,7 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
         "k": 2, "matched_margin_change": -1.0, "random_margin_change": -0.1, "random_margin_interval": [-0.3, 0.0],
         "matched_acc_change": -0.1, "random_acc_change": 0.0, "beyond_random": True}
     assert metrics["guided_sentiment_wanda_unstructured-0.5_none"]["sentiment"]["recovered"] == pytest.approx(0.1)
+    assert metrics["guided_sentiment_wanda_unstructured-0.5_none"]["sentiment"]["recovered_interval"] == [0.0, 0.3]
     plot_causal_curve(causal, tmp_path / "c.png", tmp_path / "c.svg")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     plot_heatmap([json.loads(open(p).read()) for p in compare], tmp_path / "h.png", tmp_path / "h.svg")

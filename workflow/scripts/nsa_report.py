@@ -18,7 +18,7 @@ with job_log(snakemake.log[0]):
     expected = {"evaluation": dict(p.evaluation), "limit": p.limit}
     results, guided = load_results(i.results, expected), load_results(i.guided, expected)
     drops, causal = drop_table(i.compare, results), causal_table(i.causal)
-    gains = guided_table(results, guided)
+    gains = guided_table(results, guided, p.evaluation["bootstrap_iters"], seed=0)
     write_csv(drops, o.drops)
     write_csv(gains, o.guided)
     write_markdown(drops, causal, gains, o.markdown)

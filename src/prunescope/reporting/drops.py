@@ -5,7 +5,7 @@ Each bootstrap iteration resamples, with replacement, every dataset's examples (
 and every pruned result: the comparison is paired) and the variant's calibration seeds, then recomputes the
 category's mean change. Counts of correct examples are integers, so identical dense and pruned scores give a
 change of exactly 0 in every iteration. The resampling draws counts over the distinct per-example score rows
-(see _resample_examples), so its cost does not grow with the number of examples.
+(see resample_examples), so its cost does not grow with the number of examples.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _bootstrap_row(key: dict, group: pd.DataFrame, dense: dict, iterations: int,
         dense_accs.append(correct[0] / n)
         pruned_accs.append(correct[1:].mean() / n)
         point.append((correct[1:].sum() - n_seeds * correct[0]) / (n_seeds * n))
-        resampled = _resample_examples(matrix, iterations, rng)  # (B, 1 + S) correct counts
+        resampled = resample_examples(matrix, iterations, rng)  # (B, 1 + S) correct counts
         # mean over the resampled seeds minus dense, as one exact integer ratio per iteration
         draws.append(((seed_counts * resampled[:, 1:]).sum(axis=1) - n_seeds * resampled[:, 0]) / (n_seeds * n))
         n_examples += n
@@ -108,7 +108,7 @@ def _bootstrap_row(key: dict, group: pd.DataFrame, dense: dict, iterations: int,
             "acc_change": float(np.mean(point)), "ci_low": float(low), "ci_high": float(high)}
 
 
-def _resample_examples(matrix: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
+def resample_examples(matrix: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
     """Per iteration, the correct counts of each column over n examples drawn with replacement (same draws for
     every column: paired). Examples with the same 0/1 row are interchangeable, so drawing n rows is drawing
     multinomial counts over the distinct rows, weighted by how often each occurs: the same distribution as

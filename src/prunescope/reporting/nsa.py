@@ -3,6 +3,7 @@ NSA-guided vs plain pruning, and the token heatmaps."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -10,8 +11,9 @@ import pandas as pd
 import seaborn as sns
 
 from prunescope.io import atomic_path, read_result
+from prunescope.reporting.drops import CONFIDENCE, resample_examples
 from prunescope.reporting.figures import plt, save_figure, set_style  # plt on the Agg backend
-from prunescope.reporting.tables import CATEGORIES
+from prunescope.reporting.tables import CATEGORIES, calibration_group
 
 DROP_KEYS = ["model", "dataset", "method", "pattern", "calib"]
 HEATMAP_CONTEXT = 10  # tokens shown on each side of the key word
@@ -65,18 +67,42 @@ def causal_table(causal_paths: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def guided_table(results: pd.DataFrame, guided: pd.DataFrame) -> pd.DataFrame:
-    """Per protected category, guided variant and task category: dense, plain and guided mean accuracy."""
-    dense = results[results["method"] == "dense"][["model", "dataset", "acc"]].rename(columns={"acc": "dense_acc"})
-    plain = results[DROP_KEYS + ["acc"]].rename(columns={"acc": "plain_acc"})
-    merged = (guided[["protect", "category", *DROP_KEYS, "acc"]].rename(columns={"acc": "guided_acc"})
-              .merge(plain, on=DROP_KEYS, validate="one_to_one").merge(dense, on=["model", "dataset"]))
-    table = (merged.groupby(["model", "protect", "method", "pattern", "calib", "category"], sort=False)
-             [["dense_acc", "plain_acc", "guided_acc"]].mean().reset_index())
-    table["recovered"] = table["guided_acc"] - table["plain_acc"]
+def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, seed: int) -> pd.DataFrame:
+    """Per protected category, guided variant (calibration seeds pooled) and task category: dense, plain and guided
+    mean accuracy, and the recovery (guided - plain) with a 95% percentile bootstrap interval that resamples each
+    dataset's examples (the same ones for plain and guided: paired) and the seeds, as category_drop does."""
+    dense = {(row.model, row.dataset): row.acc for row in results[results["method"] == "dense"].itertuples()}
+    plain = results.set_index(DROP_KEYS)[["acc", "acc_per_example"]]
+    keys = ["model", "protect", "method", "pattern", "calibration", "category"]
+    columns = [*keys, "seeds", "dense_acc", "plain_acc", "guided_acc", "recovered", "ci_low", "ci_high"]
+    if guided.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for key, group in guided.assign(calibration=guided["calib"].map(calibration_group)).groupby(keys, sort=True):
+        name = " ".join(map(str, key))
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        seeds = sorted(set(group["calib"]))
+        seed_counts = rng.multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)), size=iterations)
+        accs, draws = [], []
+        for dataset, per_dataset in group.groupby("dataset", sort=True):
+            ours = per_dataset.set_index("calib")
+            baseline = plain.loc[[(key[0], dataset, key[2], key[3], calib) for calib in seeds]]
+            accs.append((dense[key[0], dataset], baseline["acc"].mean(), ours.loc[seeds, "acc"].mean()))
+            matrix = np.asarray([*baseline["acc_per_example"], *ours.loc[seeds, "acc_per_example"]],
+                                dtype=np.int64).T  # (examples, plain seeds + guided seeds)
+            n = len(matrix)
+            resampled = resample_examples(matrix, iterations, rng)
+            draws.append((seed_counts * (resampled[:, len(seeds):] - resampled[:, :len(seeds)])).sum(axis=1)
+                         / (len(seeds) * n))
+        low, high = (np.quantile(np.mean(draws, axis=0), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+                     if iterations else (np.nan, np.nan))
+        dense_acc, plain_acc, guided_acc = np.mean(accs, axis=0)
+        rows.append({**dict(zip(keys, key, strict=True)), "seeds": len(seeds), "dense_acc": dense_acc,
+                     "plain_acc": plain_acc, "guided_acc": guided_acc, "recovered": guided_acc - plain_acc,
+                     "ci_low": float(low), "ci_high": float(high)})
+    table = pd.DataFrame(rows, columns=columns)
     table["category"] = pd.Categorical(table["category"], CATEGORIES, ordered=True)
-    return table.sort_values(["model", "protect", "method", "pattern", "calib", "category"],
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame) -> dict:
@@ -91,10 +117,10 @@ def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame)
             "matched_acc_change": round(row.matched_acc_change, 4),
             "random_acc_change": round(row.random_acc_change, 4), "beyond_random": bool(row.beyond_random)}
     for row in guided.itertuples():
-        key = f"guided_{row.protect}_{row.method}_{row.pattern}_{row.calib}"
-        metrics.setdefault(key, {})[str(row.category)] = {"plain": round(row.plain_acc, 4),
-                                                          "guided": round(row.guided_acc, 4),
-                                                          "recovered": round(row.recovered, 4)}
+        key = f"guided_{row.protect}_{row.method}_{row.pattern}_{row.calibration}"
+        metrics.setdefault(key, {})[str(row.category)] = {
+            "plain": round(row.plain_acc, 4), "guided": round(row.guided_acc, 4), "recovered": round(row.recovered, 4),
+            "recovered_interval": [round(row.ci_low, 4), round(row.ci_high, 4)]}
     return metrics
 
 
@@ -109,6 +135,8 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFra
             "beyond_random: the matched change is below the random interval.\n\n"
             + causal.to_markdown(index=False, floatfmt=".3f")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
+            "recovered = guided - plain accuracy (calibration seeds pooled); 95% paired bootstrap interval over "
+            "examples and seeds.\n\n"
             + (guided.to_markdown(index=False, floatfmt=".3f") if len(guided) else "(no guided variants in this grid)")
             + "\n")
     with atomic_path(path) as tmp:

@@ -42,7 +42,9 @@ bench: setup  ## Cost of every stage, side by side with its baseline (reports/be
 	    --calibration data/calibration/smollm2-135m/gensim_wiki-raw-n32-l256-s0.safetensors
 	$(BIN)/python bench/prune_scaling.py --threads 2
 	$(BIN)/python bench/storage.py --pruned-dir results/pruned --models-dir data/models
-	cat reports/bench/{workflow,evaluate,prune,prune_scaling,storage}.md > reports/bench/summary.md
+	$(BIN)/python bench/nsa.py --model-dir data/models/smollm2-135m \
+	    --association 'results/nsa/smollm2-135m/{dataset}/association.safetensors'
+	cat reports/bench/{workflow,evaluate,prune,prune_scaling,storage,nsa}.md > reports/bench/summary.md
 
 test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

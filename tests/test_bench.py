@@ -94,3 +94,18 @@ def test_evaluate_bench_gives_the_same_scores_as_stock_lm_eval(tiny_tokenizer, t
                                                   torch.device("cpu"), "tiny")
     assert row["same_scores"] and row["examples"] == 12 and row["requests"] == 36 and row["contexts"] == 12
     assert row["tokens_needed"] < row["tokens_stock"]  # stock encodes each context once per multi-token choice
+
+
+def test_nsa_bench_compares_packed_and_resumed_scoring_with_their_baselines(tiny_tokenizer):
+    from prunescope.models.families import get_family
+    from prunescope.nsa.words import Example, tokenize_words
+
+    encode = lambda text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    choices = [encode(c) for c in (" terrible", " wonderful and great")]
+    examples = [Example(tokenize_words(tiny_tokenizer, text), choices, label, "correct")
+                for text, label in (("the film was", 0), ("is the sky blue on a clear day", 1), ("she went", 1))]
+    nsa = bench_module("nsa")
+    rows = nsa.compare(make_tiny_model("llama", len(tiny_tokenizer)), get_family("llama"), examples,
+                       [{1: [3, 4]}, {0: [5], 1: [6]}, {1: [7, 8]}])
+    assert [(row["measure"], row["settings"]) for row in rows] == [("scoring", 1), ("causal settings", 3)]
+    assert all(row["max_margin_diff"] < 1e-4 and row["speedup"] > 0 for row in rows)

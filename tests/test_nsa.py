@@ -43,7 +43,14 @@ from prunescope.nsa.matching import (
     zsums_from_activations,
     zsums_from_stats,
 )
-from prunescope.nsa.neurons import LayerStats, ablated, activation_stats, token_activations
+from prunescope.nsa.neurons import (
+    LayerStats,
+    ablated,
+    activation_stats,
+    recorded_outputs,
+    resumed_at,
+    token_activations,
+)
 from prunescope.nsa.run import heatmap_example, protected_neurons
 from prunescope.nsa.words import (
     Example,
@@ -237,8 +244,6 @@ def test_resumed_forward_skips_the_blocks_below_and_changes_nothing(family, tiny
     """With block 0's output recorded on the intact pass, an ablation in block 1 resumed there gives the full
     forward's scores, and block 0 really is skipped (wrecking its weights changes nothing)."""
     from conftest import make_tiny_model
-
-    from prunescope.nsa.neurons import recorded_outputs, resumed_at
 
     model = make_tiny_model(family, len(tiny_tokenizer))
     adapter = get_family(family)

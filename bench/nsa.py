@@ -1,0 +1,112 @@
+"""NSA's scoring and causal curve against their plain baselines, side by side on the same examples.
+
+1. Scoring: the gold margins of the NSA examples, packed 16 per forward (each prompt with all its choices in one
+   row) against one example per forward.
+2. The causal curve's ablated settings (K = 1, 2, 4, ..., --ablate best-matched neurons of an association file,
+   zero ablation, with --draws random draws of the same layers each): resumed from the block below each setting's
+   lowest ablated layer (nsa.causal) against a full forward of every setting (the plain loop).
+Each pair must give the same margins (the largest difference is recorded). Writes <out>/nsa.csv and <out>/nsa.md.
+
+  python bench/nsa.py --model-dir data/models/smollm2-135m --association results/nsa/smollm2-135m/{dataset}/\
+association.safetensors --datasets movie_reviews social_iqa --examples 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import write_outputs  # noqa: E402
+
+from prunescope.models.families import Family, get_family  # noqa: E402
+from prunescope.models.prepare import load_model  # noqa: E402
+from prunescope.nsa.answers import score_examples  # noqa: E402
+from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
+from prunescope.nsa.neurons import ablated  # noqa: E402
+from prunescope.nsa.run import _matched, load_association, nsa_examples  # noqa: E402
+
+COLUMNS = ["dataset", "measure", "examples", "settings", "baseline_s", "ours_s", "speedup", "max_margin_diff"]
+
+
+def causal_settings(tensors: dict, k: int, limit: int, draws: int, seed: int) -> list[dict[int, list[int]]]:
+    """The causal curve's neuron sets: top-K matched and `draws` random draws of the same layers, per K."""
+    scores, matched = _matched(tensors, k)
+    ranked, width = ranked_neurons(scores, matched), next(iter(scores.values())).shape[1]
+    rng, settings = random.Random(seed), []
+    for top in k_values(limit):
+        chosen = by_layer(ranked[:top])
+        counts = {layer: len(found) for layer, found in chosen.items()}
+        settings += [chosen, *(random_neurons(counts, matched, width, rng) for _ in range(draws))]
+    return settings
+
+
+def compare(model, family: Family, examples, settings: list[dict[int, list[int]]]) -> list[dict]:
+    """Two rows: scoring (one example per forward vs packed) and the causal settings (full forwards vs resumed)."""
+    start = time.perf_counter()
+    single = score_examples(model, examples, batch_size=1)
+    middle = time.perf_counter()
+    packed = score_examples(model, examples)
+    end = time.perf_counter()
+    rows = [{"measure": "scoring", "examples": len(examples), "settings": 1, "baseline_s": middle - start,
+             "ours_s": end - middle, "max_margin_diff": float(np.abs(np.subtract(single[0], packed[0])).max())}]
+    start = time.perf_counter()
+    plain = []
+    for neurons in settings:
+        with ablated(model, family, neurons):
+            plain.append(score_examples(model, examples))
+    middle = time.perf_counter()
+    _, resumed = _score_settings(model, family, examples, [(neurons, "zero") for neurons in settings], {}, 16)
+    end = time.perf_counter()
+    difference = max(abs(float(np.mean(a[0])) - float(np.mean(b[0]))) for a, b in zip(plain, resumed, strict=True))
+    rows.append({"measure": "causal settings", "examples": len(examples), "settings": len(settings),
+                 "baseline_s": middle - start, "ours_s": end - middle, "max_margin_diff": difference})
+    for row in rows:
+        row["speedup"] = row["baseline_s"] / row["ours_s"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", default="data/models/smollm2-135m")
+    parser.add_argument("--family", default="llama")
+    parser.add_argument("--association", required=True, help="path with {dataset}, e.g. results/nsa/m/{dataset}/...")
+    parser.add_argument("--datasets", nargs="+", default=["movie_reviews", "social_iqa"])
+    parser.add_argument("--datasets-dir", default="data/datasets")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--ablate", type=int, default=8)
+    parser.add_argument("--draws", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="reports/bench")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    params = yaml.safe_load(Path(args.params).read_text())
+    model, tokenizer = load_model(args.model_dir, "float32", torch.device("cpu"))
+    family, rows = get_family(args.family), []
+    for dataset in args.datasets:
+        examples = nsa_examples(tokenizer, Path(args.datasets_dir) / f"{dataset}.jsonl",
+                                params["datasets"][dataset]["template"], args.examples, 0)
+        tensors, _ = load_association(args.association.format(dataset=dataset))
+        settings = causal_settings(tensors, params["nsa"]["neurons_per_word"], args.ablate, args.draws, 0)
+        rows += [{"dataset": dataset, **row} for row in compare(model, family, examples, settings)]
+    lines = ["# NSA: packed scoring and resumed causal settings vs their plain baselines", "",
+             f"{args.examples} NSA examples per dataset, {args.threads} thread(s), zero ablation, "
+             f"K up to {args.ablate} with {args.draws} random draws each.", "",
+             "| dataset | measure | settings | baseline s | ours s | speedup | max margin diff |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['dataset']} | {r['measure']} | {r['settings']} | {r['baseline_s']:.1f} | {r['ours_s']:.1f} | "
+              f"{r['speedup']:.2f}x | {r['max_margin_diff']:.1e} |" for r in rows]
+    write_outputs(Path(args.out), "nsa", COLUMNS, rows, lines)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

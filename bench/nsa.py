@@ -1,8 +1,11 @@
 """NSA's scoring and causal curve against their plain baselines, side by side on the same examples.
 
-1. Scoring: the gold margins of the NSA examples, packed 16 per forward (each prompt with all its choices in one
+1. Occlusion: the gold margin of every one-word-occluded variant of each prompt (the batches Captum's
+   FeatureAblation asks for, 32 variants per call), with the tokens shared with the prompt computed once
+   (answers.variant_margins) against a full forward of every variant (answers.gold_margin).
+2. Scoring: the gold margins of the NSA examples, packed 16 per forward (each prompt with all its choices in one
    row) against one example per forward.
-2. The causal curve's ablated settings (K = 1, 2, 4, ..., --ablate best-matched neurons of an association file,
+3. The causal curve's ablated settings (K = 1, 2, 4, ..., --ablate best-matched neurons of an association file,
    zero ablation, with --draws random draws of the same layers each): resumed from the block below each setting's
    lowest ablated layer (nsa.causal) against a full forward of every setting (the plain loop).
 Each pair must give the same margins (the largest difference is recorded). Writes <out>/nsa.csv and <out>/nsa.md.
@@ -28,7 +31,7 @@ from outputs import write_outputs  # noqa: E402
 
 from prunescope.models.families import Family, get_family  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
-from prunescope.nsa.answers import score_examples  # noqa: E402
+from prunescope.nsa.answers import gold_margin, score_examples, variant_margins  # noqa: E402
 from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
 from prunescope.nsa.neurons import ablated  # noqa: E402
 from prunescope.nsa.run import _matched, load_association, nsa_examples  # noqa: E402
@@ -48,14 +51,33 @@ def causal_settings(tensors: dict, k: int, limit: int, draws: int, seed: int) ->
     return settings
 
 
-def compare(model, family: Family, examples, settings: list[dict[int, list[int]]]) -> list[dict]:
-    """Two rows: scoring (one example per forward vs packed) and the causal settings (full forwards vs resumed)."""
+def occlusion_variants(example, pad_id: int) -> torch.Tensor:
+    """The prompt with each record word's tokens replaced by pad_id, one row per word occurrence."""
+    prompt, words = example.prompt.input_ids, example.prompt.token_words
+    return torch.tensor([[pad_id if w == word else t for t, w in zip(prompt, words, strict=True)]
+                         for word in sorted(set(words) - {-1})])
+
+
+def compare(model, family: Family, examples, settings: list[dict[int, list[int]]], pad_id: int = 0) -> list[dict]:
+    """Three rows: occlusion (a forward per variant vs shared prefixes), scoring (one example per forward vs
+    packed) and the causal settings (full forwards vs resumed)."""
+    batches = [(example, variants[start:start + 32]) for example in examples
+               for variants in [occlusion_variants(example, pad_id)] for start in range(0, len(variants), 32)]
+    with torch.no_grad():
+        start = time.perf_counter()
+        full = [gold_margin(model, example, variants) for example, variants in batches]
+        middle = time.perf_counter()
+        shared = [variant_margins(model, example, variants) for example, variants in batches]
+        end = time.perf_counter()
+    occlusion = {"measure": "occlusion", "examples": len(examples), "settings": 1, "baseline_s": middle - start,
+                 "ours_s": end - middle,
+                 "max_margin_diff": max(float((a - b).abs().max()) for a, b in zip(full, shared, strict=True))}
     start = time.perf_counter()
     single = score_examples(model, examples, batch_size=1)
     middle = time.perf_counter()
     packed = score_examples(model, examples)
     end = time.perf_counter()
-    rows = [{"measure": "scoring", "examples": len(examples), "settings": 1, "baseline_s": middle - start,
+    rows = [occlusion, {"measure": "scoring", "examples": len(examples), "settings": 1, "baseline_s": middle - start,
              "ours_s": end - middle, "max_margin_diff": float(np.abs(np.subtract(single[0], packed[0])).max())}]
     start = time.perf_counter()
     plain = []
@@ -96,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
                                 params["datasets"][dataset]["template"], args.examples, 0)
         tensors, _ = load_association(args.association.format(dataset=dataset))
         settings = causal_settings(tensors, params["nsa"]["neurons_per_word"], args.ablate, args.draws, 0)
-        rows += [{"dataset": dataset, **row} for row in compare(model, family, examples, settings)]
-    lines = ["# NSA: packed scoring and resumed causal settings vs their plain baselines", "",
+        rows += [{"dataset": dataset, **row}
+                 for row in compare(model, family, examples, settings, tokenizer.pad_token_id)]
+    lines = ["# NSA: occlusion, scoring and causal settings vs their plain baselines", "",
              f"{args.examples} NSA examples per dataset, {args.threads} thread(s), zero ablation, "
              f"K up to {args.ablate} with {args.draws} random draws each.", "",
              "| dataset | measure | settings | baseline s | ours s | speedup | max margin diff |",

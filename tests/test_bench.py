@@ -107,5 +107,6 @@ def test_nsa_bench_compares_packed_and_resumed_scoring_with_their_baselines(tiny
     nsa = bench_module("nsa")
     rows = nsa.compare(make_tiny_model("llama", len(tiny_tokenizer)), get_family("llama"), examples,
                        [{1: [3, 4]}, {0: [5], 1: [6]}, {1: [7, 8]}])
-    assert [(row["measure"], row["settings"]) for row in rows] == [("scoring", 1), ("causal settings", 3)]
+    assert [(row["measure"], row["settings"]) for row in rows] == [("occlusion", 1), ("scoring", 1),
+                                                                   ("causal settings", 3)]
     assert all(row["max_margin_diff"] < 1e-4 and row["speedup"] > 0 for row in rows)

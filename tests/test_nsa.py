@@ -25,7 +25,7 @@ from prunescope.evaluation import build_task
 from prunescope.evaluation.run import evaluate_model
 from prunescope.io import write_jsonl
 from prunescope.models.families import get_family
-from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples
+from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples, variant_margins
 from prunescope.nsa.causal import causal_curve, check_supply, k_values, random_neurons, ranked_neurons
 from prunescope.nsa.compare import (
     drop_row,
@@ -237,6 +237,29 @@ def test_packed_scores_equal_each_prompts_own_forward(family, tiny_tokenizer):
             assert got == pytest.approx(float(gold_margin(model, example, torch.tensor([example.prompt.input_ids]))),
                                         abs=1e-4)
             assert right == (int(logprobs[0].argmax()) == example.label)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt", "gpt_neox"])
+@pytest.mark.parametrize("multi_token", [False, True])
+def test_variant_margins_equal_a_full_forward_per_variant(family, multi_token, tiny_tokenizer):
+    """Occlusion's shared-prefix scorer against gold_margin on each variant alone: an unchanged row, rows changed at
+    the first, a middle and the last token, and one changed in two places."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(family, len(tiny_tokenizer))
+    (example, *_) = _tiny_examples(tiny_tokenizer, labels=(1, 0, 0))
+    if not multi_token:
+        example = Example(example.prompt, [[5], [17], [40]], 1, "correct")
+    prompt = example.prompt.input_ids
+    pad = tiny_tokenizer.pad_token_id
+    variants = [list(prompt)]
+    for changed in ([0], [len(prompt) // 2], [len(prompt) - 1], [1, len(prompt) - 1]):
+        variants.append([pad if i in changed else t for i, t in enumerate(prompt)])
+    with torch.no_grad():
+        got = variant_margins(model, example, torch.tensor(variants))
+        for row, variant in enumerate(variants):
+            expected = float(gold_margin(model, example, torch.tensor([variant]))[0])
+            assert float(got[row]) == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize("family", ["llama", "opt", "gpt_neox"])

@@ -78,6 +78,73 @@ def gold_margin(model, example: Example, prompt_ids: torch.Tensor, prompt_embeds
     return margin(choice_logprobs(model, prompt_ids.tolist(), example.choices, prompt_embeds), example.label)
 
 
+def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Tensor:
+    """The gold margin after each row of `variants` (the example's prompt with some tokens replaced, as occlusion
+    makes them), with the tokens a row shares with the prompt computed once.
+
+    One packed sequence holds the prompt, then each row from its first changed token on, then each row's choices: a
+    tree of segments. A token sees the earlier tokens of its own segment and, up the tree, its ancestors' tokens
+    before the position where its branch leaves them, so every token is computed as in its own full sequence
+    (tested equal to gold_margin row by row), at about half the tokens of a forward per row.
+    """
+    device = model.get_input_embeddings().weight.device
+    prompt, rows = list(example.prompt.input_ids), variants.tolist()
+    length = len(prompt)
+    tokens, positions, segments = list(prompt), list(range(length)), [0] * length
+    parents: list[tuple[int, int]] = [(-1, 0)]  # per segment: its parent and the position where it branches off
+    reads, targets = [], []
+    for row in rows:
+        start = next((i for i, (a, b) in enumerate(zip(row, prompt, strict=True)) if a != b), length)
+        last, segment = length - 1, 0  # an unchanged row reads the prompt itself
+        if start < length:
+            segment = len(parents)
+            parents.append((0, start))
+            tokens += row[start:]
+            positions += range(start, length)
+            segments += [segment] * (length - start)
+            last = len(tokens) - 1
+        for choice in example.choices:
+            reads.append(last)
+            if len(choice) > 1:
+                parents.append((segment, length))
+                reads += range(len(tokens), len(tokens) + len(choice) - 1)
+                tokens += choice[:-1]
+                positions += range(length, length + len(choice) - 1)
+                segments += [len(parents) - 1] * (len(choice) - 1)
+            targets += choice
+    ids = torch.tensor([tokens], device=device)
+    mask = _tree_mask(torch.tensor(segments), torch.tensor(positions), parents, model.dtype).to(device)
+    hidden = model.base_model(input_ids=ids, position_ids=torch.tensor([positions], device=device),
+                              attention_mask=mask).last_hidden_state[0]
+    logprobs = torch.log_softmax(model.get_output_embeddings()(hidden[torch.tensor(reads, device=device)]).float(),
+                                 dim=-1)
+    per_read = logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+    owners = torch.tensor([index for index, choice in enumerate(example.choices * len(rows))
+                           for _ in choice], device=device)
+    sums = torch.zeros(len(rows) * len(example.choices), dtype=per_read.dtype, device=device).index_add_(
+        0, owners, per_read)
+    return margin(sums.view(len(rows), len(example.choices)), example.label)
+
+
+def _tree_mask(segments: torch.Tensor, positions: torch.Tensor, parents: list[tuple[int, int]],
+               dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask [1, 1, query, key] for variant_margins' tree: visible[s, a] = the positions of segment a that
+    segment s sees (all of its own; an ancestor's below the smallest branch position on the way up; none else)."""
+    count = len(parents)
+    cutoff = torch.zeros((count, count), dtype=torch.long)
+    for segment in range(count):
+        cutoff[segment, segment] = torch.iinfo(torch.long).max
+        parent, bound = parents[segment]
+        while parent >= 0:
+            cutoff[segment, parent] = bound
+            parent, branch = parents[parent]
+            bound = min(bound, branch)
+    width = len(segments)
+    earlier = torch.ones((width, width), dtype=torch.bool).tril()
+    allowed = earlier & (positions[None, :] < cutoff[segments[:, None], segments[None, :]])
+    return torch.zeros((width, width), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
 def example_batches(examples: Sequence[Example], batch_size: int) -> list[list[int]]:
     """Example indices in batches of `batch_size`, longest packed row first (little padding in each batch)."""
     order = sorted(range(len(examples)), key=lambda i: (-_packed_length(examples[i]), i))

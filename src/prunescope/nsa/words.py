@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from prunescope.data.records import PLACEHOLDER
-from prunescope.nsa.answers import gold_margin
+from prunescope.nsa.answers import gold_margin, variant_margins
 
 ATTRIBUTIONS = ("occlusion", "integrated_gradients", "gradient_x_input")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")  # words are letter runs: numbers and punctuation carry no semantics here
@@ -85,7 +85,7 @@ def occurrence_attributions(model, example: Example, method: str, baseline_id: i
         return {}
 
     def forward(prompt_ids: torch.Tensor) -> torch.Tensor:
-        return gold_margin(model, example, prompt_ids)
+        return variant_margins(model, example, prompt_ids)
 
     if method == "occlusion":
         with torch.no_grad():  # feature 0 holds the template and other non-word tokens: one pass, ignored

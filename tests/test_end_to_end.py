@@ -26,9 +26,10 @@ PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 pytestmark = pytest.mark.e2e
 # `make test` runs pytest-xdist with --dist loadscope: the module's own tests run on one worker (the first of them
 # builds the shared run, see finished_run) and the class TestOnClones on the other, so that after the run the two
-# halves of the time (SLURM; kill/resume and DVC) run side by side. conftest hands the module's tests out first and
-# the class last (XDIST_ORDER), so that the other worker runs the unit tests while the run is being built.
-# No test changes the shared run: those that rebuild or add outputs work on a clone_run.
+# halves of the time (SLURM and the report; kill/resume, DVC and task-derived calibration) run side by side.
+# conftest hands the module's tests out first and the class last (XDIST_ORDER), so that the other worker runs the
+# unit tests while the run is being built. No test changes the shared run: those that rebuild or add outputs work
+# on a clone_run.
 XDIST_ORDER = 0
 FAKE_TOKEN = "hf_prunescopePlantedFakeToken0123456789"  # in the run's environment; must end up nowhere
 GIT = ["git", "-c", "user.name=prunescope tests", "-c", "user.email=tests@prunescope.invalid"]
@@ -137,26 +138,6 @@ def test_results_record_what_made_them(finished_run):
     assert result["params"]["limit"] == 6
     assert result["metrics"]["n"] == 6
     assert "torch" in json.dumps(result["environment"])
-
-
-def test_task_derived_calibration_is_closer_to_its_task_than_wikipedia(finished_run, tmp_path):
-    """A cot sample from strategyqa's held-out pool, built by the same rules, and its similarity scores (on a
-    clone of the finished run)."""
-    calib = "strategyqa_train-cot-n4-l64-s0"
-    workdir = clone_run(finished_run, tmp_path / "run")
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2",
-         f"results/similarity/smollm2-135m/{calib}.json"], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-5000:]
-    manifest = json.loads((workdir / f"data/calibration/smollm2-135m/{calib}.json").read_text())
-    assert (manifest["source"], manifest["format"], manifest["n"], manifest["seqlen"]) == ("strategyqa_train", "cot",
-                                                                                           4, 64)
-    task = json.loads((workdir / f"results/similarity/smollm2-135m/{calib}.json").read_text())["datasets"]
-    wiki = json.loads((workdir / "results/similarity/smollm2-135m/gensim_wiki-raw-n4-l64-s0.json")
-                      .read_text())["datasets"]
-    assert set(task) == set(wiki) == set(DATASETS)
-    assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
-    assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
 
 
 def test_nsa_finds_words_and_neurons_and_compares_every_variant(finished_run):
@@ -370,6 +351,25 @@ class TestOnClones:
     """The tests that rebuild outputs, each on a clone of the finished run (pytest-xdist: on the other worker)."""
 
     XDIST_ORDER = 2
+
+    def test_task_derived_calibration_is_closer_to_its_task_than_wikipedia(self, finished_run, tmp_path):
+        """A cot sample from strategyqa's held-out pool, built by the same rules, and its similarity scores (on a
+        clone of the finished run)."""
+        calib = "strategyqa_train-cot-n4-l64-s0"
+        workdir = clone_run(finished_run, tmp_path / "run")
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2",
+             f"results/similarity/smollm2-135m/{calib}.json"], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-5000:]
+        manifest = json.loads((workdir / f"data/calibration/smollm2-135m/{calib}.json").read_text())
+        assert (manifest["source"], manifest["format"], manifest["n"], manifest["seqlen"]) == (
+            "strategyqa_train", "cot", 4, 64)
+        task = json.loads((workdir / f"results/similarity/smollm2-135m/{calib}.json").read_text())["datasets"]
+        wiki = json.loads((workdir / "results/similarity/smollm2-135m/gensim_wiki-raw-n4-l64-s0.json")
+                          .read_text())["datasets"]
+        assert set(task) == set(wiki) == set(DATASETS)
+        assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
+        assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
 
     def test_a_killed_run_resumes_and_gives_byte_identical_results(self, finished_run, tmp_path):
         """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune

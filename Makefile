@@ -46,8 +46,14 @@ bench: setup  ## Cost of every stage, side by side with its baseline (reports/be
 	    --association 'results/nsa/smollm2-135m/{dataset}/association.safetensors'
 	cat reports/bench/{workflow,evaluate,prune,prune_scaling,storage,nsa}.md > reports/bench/summary.md
 
+# Two pytest-xdist workers: one builds the shared end-to-end run (2 jobs at a time) while the other runs the unit
+# tests, then the end-to-end tests are split between them (tests/conftest.py, tests/test_end_to_end.py). (Not
+# --dist loadgroup: its xdist_group marks are ignored under pytest 9.2 with pytest-xdist 3.8.)
+# `make test PYTEST_XDIST=` runs everything in one process.
+PYTEST_XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
+
 test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench

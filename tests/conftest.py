@@ -92,3 +92,21 @@ def make_tiny_model(family: str, vocab_size: int, seed: int = 0):
 @pytest.fixture
 def tiny_llama(tiny_tokenizer):
     return make_tiny_model("llama", len(tiny_tokenizer))
+
+
+# pytest-xdist (`make test`: -n 2 --dist loadscope --no-loadscope-reorder) hands out one module or class at a time,
+# in this order: XDIST_ORDER 0 first (test_end_to_end's own tests: the first of them builds the shared run, which
+# starts at once), then the rest, then XDIST_ORDER 2 (test_end_to_end.TestOnClones), so that the other worker runs
+# the unit tests while the run is being built and then that class beside the module's tests. Without xdist the
+# order is the files' own.
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item) -> int:
+        for owner in (getattr(item, "cls", None), getattr(item, "module", None)):
+            if owner is not None and hasattr(owner, "XDIST_ORDER"):
+                return owner.XDIST_ORDER
+        return 1
+
+    items.sort(key=rank)  # stable: each module's and class's own order is kept

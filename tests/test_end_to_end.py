@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 import slurm_cluster
 from prunescope import browser
@@ -23,6 +24,13 @@ METHODS = ["magnitude", "wanda", "sparsegpt", "ria"]
 PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 
 pytestmark = pytest.mark.e2e
+# `make test` runs pytest-xdist with --dist loadscope: the module's own tests run on one worker (the first of them
+# builds the shared run, see finished_run) and the class TestOnClones on the other, so that after the run the two
+# halves of the time (SLURM and the report; kill/resume, DVC and task-derived calibration) run side by side.
+# conftest hands the module's tests out first and the class last (XDIST_ORDER), so that the other worker runs the
+# unit tests while the run is being built. No test changes the shared run: those that rebuild or add outputs work
+# on a clone_run.
+XDIST_ORDER = 0
 FAKE_TOKEN = "hf_prunescopePlantedFakeToken0123456789"  # in the run's environment; must end up nowhere
 GIT = ["git", "-c", "user.name=prunescope tests", "-c", "user.email=tests@prunescope.invalid"]
 
@@ -44,7 +52,28 @@ def dvc(workdir: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e")
+    """The one finished run every test here reads (and never changes: a test that changes or adds outputs works on
+    a clone_run). Built once per test session: with pytest-xdist the workers share it through a file lock in the
+    session's common temporary folder, the first one builds it and the others wait for it and reuse it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    workdir, failed = shared / "e2e", shared / "e2e.failed"
+    with FileLock(shared / "e2e.lock"):
+        if failed.exists():
+            pytest.fail(f"the shared end-to-end run failed (in another worker):\n{failed.read_text()}")
+        if not (workdir / "run.out").exists():
+            try:
+                build_finished_run(workdir)
+            except BaseException as err:
+                failed.write_text(str(err))
+                raise
+    return workdir
+
+
+def build_finished_run(workdir: Path) -> None:
+    if workdir.exists():  # a build interrupted before it finished: start again
+        shutil.rmtree(workdir)
+    workdir.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     mini = params["grids"]["mini"]
     mini["datasets"] = DATASETS
@@ -63,8 +92,7 @@ def finished_run(tmp_path_factory):
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", "all"],
         capture_output=True, text=True, timeout=1500, env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
     assert run.returncode == 0, run.stderr[-5000:]
-    (workdir / "run.out").write_text(run.stdout + run.stderr)
-    return workdir
+    (workdir / "run.out").write_text(run.stdout + run.stderr)  # last: marks the run finished
 
 
 def test_accuracy_table_has_dense_beside_every_pruned_result(finished_run):
@@ -110,24 +138,6 @@ def test_results_record_what_made_them(finished_run):
     assert result["params"]["limit"] == 6
     assert result["metrics"]["n"] == 6
     assert "torch" in json.dumps(result["environment"])
-
-
-def test_task_derived_calibration_is_closer_to_its_task_than_wikipedia(finished_run):
-    """A cot sample from strategyqa's held-out pool, built by the same rules, and its similarity scores."""
-    calib = "strategyqa_train-cot-n4-l64-s0"
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores", "2",
-         f"results/similarity/smollm2-135m/{calib}.json"], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-5000:]
-    manifest = json.loads((finished_run / f"data/calibration/smollm2-135m/{calib}.json").read_text())
-    assert (manifest["source"], manifest["format"], manifest["n"], manifest["seqlen"]) == ("strategyqa_train", "cot",
-                                                                                           4, 64)
-    task = json.loads((finished_run / f"results/similarity/smollm2-135m/{calib}.json").read_text())["datasets"]
-    wiki = json.loads((finished_run / "results/similarity/smollm2-135m/gensim_wiki-raw-n4-l64-s0.json")
-                      .read_text())["datasets"]
-    assert set(task) == set(wiki) == set(DATASETS)
-    assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
-    assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
 
 
 def test_nsa_finds_words_and_neurons_and_compares_every_variant(finished_run):
@@ -196,17 +206,20 @@ def test_a_hub_token_in_the_environment_appears_in_no_output(finished_run):
 
 
 def test_rerun_with_nothing_changed_has_nothing_to_do(finished_run):
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores", "1",
-         "--dry-run", "all"], capture_output=True, text=True, timeout=300)
+    with in_use(finished_run):
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(finished_run), "--cores",
+             "1", "--dry-run", "all"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert re.search(r"Nothing to be done", run.stdout + run.stderr)
 
 
-def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run):
-    """`snakemake --report` gives one self-contained page; headless Chromium renders it as a reader sees it."""
-    html = finished_run / "reports/report.html"
-    snakemake(finished_run, "--cores", "1", "all", "--report", str(html))
+def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run, tmp_path):
+    """`snakemake --report` gives one self-contained page; headless Chromium renders it as a reader sees it.
+    (The page and its screenshot are written outside the run, which the other tests read at the same time.)"""
+    html = tmp_path / "report.html"
+    with in_use(finished_run):
+        snakemake(finished_run, "--cores", "1", "all", "--report", str(html))
     page = html.read_text(encoding="utf-8")
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", page), "the report loads remote files"
     expected = ([path.name for path in (finished_run / "reports/figures").rglob("*.png")]
@@ -214,7 +227,7 @@ def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run):
     assert len(expected) >= 14 and all(name in page for name in expected)
     if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
         pytest.skip(f"the HTML is checked; the browser check needs Chromium ({browser.INSTALL_HINT})")
-    summary = browser.check_report(html, finished_run / "reports/report.png", expected)
+    summary = browser.check_report(html, tmp_path / "report.png", expected)
     assert set(expected) <= {Path(name).name for name in summary["results"]}
     assert {"Accuracy", "Calibration", "NSA", "Pruning cost"} <= set(summary["categories"])
 
@@ -235,12 +248,19 @@ def clone_run(finished_run: Path, clone: Path) -> Path:
         except OSError:  # another filesystem
             shutil.copy2(src, dst)
 
-    shutil.copytree(finished_run, clone, symlinks=True, ignore=lambda folder, names: [
-        name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in LINKED])
-    for folder in LINKED:
-        if (finished_run / folder).exists():
-            shutil.copytree(finished_run / folder, clone / folder, symlinks=True, copy_function=link)
+    with in_use(finished_run):
+        shutil.copytree(finished_run, clone, symlinks=True, ignore=lambda folder, names: [
+            name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in LINKED])
+        for folder in LINKED:
+            if (finished_run / folder).exists():
+                shutil.copytree(finished_run / folder, clone / folder, symlinks=True, copy_function=link)
     return clone
+
+
+def in_use(finished_run: Path) -> FileLock:
+    """Held while Snakemake runs on the shared run (even a dry run writes and removes its lock files there) and
+    while a clone is copied from it, so that no clone catches those files (tests in other xdist workers)."""
+    return FileLock(finished_run.parent / "e2e.in-use.lock")
 
 
 def outputs_of(workdir: Path, variants: list[str]) -> dict[str, bytes]:
@@ -258,61 +278,6 @@ def remove_outputs(workdir: Path, variants: list[str], evaluated: bool = True) -
         if evaluated:
             shutil.rmtree(workdir / "results/eval" / variant)
         (workdir / "results/prune_runs" / f"{variant}.json").unlink()
-
-
-def test_a_killed_run_resumes_and_gives_byte_identical_results(finished_run, tmp_path):
-    """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune
-    job: no partial output survives; after `snakemake --unlock` (a killed Snakemake cannot remove its directory
-    lock) the same command finishes, the masks, manifest and results equal the uninterrupted run's bytes, and
-    Snakemake's records are whole again (nothing left to do). On a clone of the finished run with one variant's
-    outputs deleted: only that variant is pruned and scored again, and the shared run stays as it was."""
-    variant = "smollm2-135m/sparsegpt/2of4-0.5/gensim_wiki-raw-n4-l64-s0"
-    before = outputs_of(finished_run, [variant])
-    workdir = clone_run(finished_run, tmp_path / "run")
-    remove_outputs(workdir, [variant])
-    log = workdir / f"logs/prune/{variant}.log"
-    log.unlink()
-    targets = [f"results/eval/{variant}/{dataset}.json" for dataset in DATASETS]
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-               "--cores", "2", *targets]
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (log.exists() and "block" in log.read_text()):  # the driver is pruning blocks
-            assert run.poll() is None and time.monotonic() < deadline, "the prune job never started"
-            time.sleep(0.2)
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-    pruned_parent = (workdir / "results/pruned" / variant).parent
-    assert not (workdir / "results/pruned" / variant).exists()
-    assert not (workdir / "results/eval" / variant).exists()
-    snakemake(workdir, "--unlock")
-    snakemake(workdir, "--cores", "2", *targets)
-    assert not [path.name for path in pruned_parent.iterdir() if path.name.startswith(".")]  # no temp left
-    assert outputs_of(workdir, [variant]) == before
-    plan = snakemake(workdir, "--cores", "1", "--dry-run", *targets)
-    assert "Nothing to be done" in plan.stdout + plan.stderr
-
-
-def test_changing_one_param_reruns_only_what_depends_on_it(finished_run):
-    """The sparsity sweep's 0.3 becomes 0.4: one new variant is pruned and evaluated, and the tables that list
-    it are rebuilt; nothing else (dry run only: the params are put back)."""
-    params_file = finished_run / "params.yaml"
-    original = params_file.read_text()
-    params = yaml.safe_load(original)
-    params["grids"]["mini"]["sweeps"]["sparsities"] = [0.4]
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        plan = snakemake(finished_run, "--cores", "2", "--dry-run", "all").stdout
-    finally:
-        params_file.write_text(original)
-    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", plan, re.M)
-    rerun = sorted({rule for rule, _ in jobs})
-    assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "plot_accuracy_change", "prune",
-                     "prune_cost"], plan
-    pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned")]
-    assert len(pruned) == 2 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
 
 
 def slurm_test_profile(folder: Path) -> Path:
@@ -382,71 +347,146 @@ def test_slurm_reports_a_failed_job_keeps_the_others_and_a_rerun_finishes(finish
             for path in sorted((workdir / task).rglob("*")) if path.is_file()} == task_before
 
 
-def test_dvc_round_trip_through_a_local_remote(finished_run, tmp_path):
-    """The cluster recipe: after the Snakemake run, `dvc commit` and `dvc push` to a local remote; then a fresh git
-    clone and `make pull`: `dvc repro` and `snakemake -n` have nothing to do, and a rebuilt table and figure equal
-    the pulled ones byte for byte."""
-    project, clone = tmp_path / "project", tmp_path / "clone"
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for name in tracked.split():
-        if not name.startswith("reports/") and name not in ("params.yaml", "dvc.lock") and (ROOT / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
-    shutil.copy2(finished_run / "params.yaml", project / "params.yaml")
-    for folder in ("reports", "data", "results"):  # what the run made
-        shutil.copytree(finished_run / folder, project / folder, symlinks=True)
-    subprocess.run([*GIT, "init", "-q"], cwd=project, check=True)
-    dvc(project, "commit", "--force")
-    dvc(project, "remote", "add", "--default", "local", str(tmp_path / "remote"))
-    dvc(project, "push")
-    subprocess.run([*GIT, "add", "--all"], cwd=project, check=True)
-    subprocess.run([*GIT, "commit", "-q", "-m", "a finished run"], cwd=project, check=True)
+class TestOnClones:
+    """The tests that rebuild outputs, each on a clone of the finished run (pytest-xdist: on the other worker)."""
 
-    subprocess.run([*GIT, "clone", "-q", str(project), str(clone)], check=True)
-    assert not (clone / "data").exists() and not (clone / "results").exists()
-    venv = Path(sys.executable).parent.parent
-    pulled = subprocess.run(["make", "-C", str(clone), "pull", f"VENV={venv}", "-o", f"{venv}/.installed"],
-                            capture_output=True, text=True, timeout=900)
-    assert pulled.returncode == 0, pulled.stdout[-3000:] + pulled.stderr[-3000:]
-    assert "Data and pipelines are up to date" in dvc(clone, "status")
-    repro = dvc(clone, "repro")
-    assert "Running stage" not in repro and "Data and pipelines are up to date" in repro, repro
-    in_clone = [sys.executable, "-m", "snakemake", "--cores", "2"]  # the clone's own Snakefile and profiles
-    plan = subprocess.run([*in_clone, "--dry-run", "all"], cwd=clone, capture_output=True, text=True, timeout=600)
-    assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+    XDIST_ORDER = 2
 
-    rebuilt = ["reports/tables/accuracy.csv", "reports/tables/category_drop.csv", "reports/metrics.json",
-               "reports/figures/accuracy_change.png", "reports/figures/accuracy_change.svg"]
-    pulled_bytes = {name: (clone / name).read_bytes() for name in rebuilt}
-    subprocess.run([*in_clone, "all", "--forcerun", "aggregate", "plot_accuracy_change"], cwd=clone, check=True,
-                   capture_output=True, timeout=600)
-    assert {name: (clone / name).read_bytes() for name in rebuilt} == pulled_bytes
+    def test_task_derived_calibration_is_closer_to_its_task_than_wikipedia(self, finished_run, tmp_path):
+        """A cot sample from strategyqa's held-out pool, built by the same rules, and its similarity scores (on a
+        clone of the finished run)."""
+        calib = "strategyqa_train-cot-n4-l64-s0"
+        workdir = clone_run(finished_run, tmp_path / "run")
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2",
+             f"results/similarity/smollm2-135m/{calib}.json"], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-5000:]
+        manifest = json.loads((workdir / f"data/calibration/smollm2-135m/{calib}.json").read_text())
+        assert (manifest["source"], manifest["format"], manifest["n"], manifest["seqlen"]) == (
+            "strategyqa_train", "cot", 4, 64)
+        task = json.loads((workdir / f"results/similarity/smollm2-135m/{calib}.json").read_text())["datasets"]
+        wiki = json.loads((workdir / "results/similarity/smollm2-135m/gensim_wiki-raw-n4-l64-s0.json")
+                          .read_text())["datasets"]
+        assert set(task) == set(wiki) == set(DATASETS)
+        assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
+        assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
 
+    def test_a_killed_run_resumes_and_gives_byte_identical_results(self, finished_run, tmp_path):
+        """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune
+        job: no partial output survives; after `snakemake --unlock` (a killed Snakemake cannot remove its directory
+        lock) the same command finishes, the masks, manifest and results equal the uninterrupted run's bytes, and
+        Snakemake's records are whole again (nothing left to do). On a clone of the finished run with one variant's
+        outputs deleted: only that variant is pruned and scored again, and the shared run stays as it was."""
+        variant = "smollm2-135m/sparsegpt/2of4-0.5/gensim_wiki-raw-n4-l64-s0"
+        before = outputs_of(finished_run, [variant])
+        workdir = clone_run(finished_run, tmp_path / "run")
+        remove_outputs(workdir, [variant])
+        log = workdir / f"logs/prune/{variant}.log"
+        log.unlink()
+        targets = [f"results/eval/{variant}/{dataset}.json" for dataset in DATASETS]
+        command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+                   "--cores", "2", *targets]
+        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not (log.exists() and "block" in log.read_text()):  # the driver is pruning blocks
+                assert run.poll() is None and time.monotonic() < deadline, "the prune job never started"
+                time.sleep(0.2)
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+        pruned_parent = (workdir / "results/pruned" / variant).parent
+        assert not (workdir / "results/pruned" / variant).exists()
+        assert not (workdir / "results/eval" / variant).exists()
+        snakemake(workdir, "--unlock")
+        snakemake(workdir, "--cores", "2", *targets)
+        assert not [path.name for path in pruned_parent.iterdir() if path.name.startswith(".")]  # no temp left
+        assert outputs_of(workdir, [variant]) == before
+        plan = snakemake(workdir, "--cores", "1", "--dry-run", *targets)
+        assert "Nothing to be done" in plan.stdout + plan.stderr
 
-def test_dvc_metrics_and_plots_diff_across_two_param_settings(finished_run):
-    """Commit the reports of this grid, drop the 2:4 pattern from params.yaml, rebuild: only the report rules run,
-    and DVC shows the params, metrics and plots changes between the commit and the workspace.
-    Runs last: it changes the run's params.yaml."""
-    shutil.copy(ROOT / "dvc.yaml", finished_run / "dvc.yaml")
-    subprocess.run([*GIT, "init", "-q"], cwd=finished_run, check=True)
-    dvc(finished_run, "init", "-q")
-    subprocess.run([*GIT, "add", "dvc.yaml", "params.yaml", "reports", ".dvc"], cwd=finished_run, check=True)
-    subprocess.run([*GIT, "commit", "-q", "-m", "both patterns"], cwd=finished_run, check=True)
+    def test_changing_one_param_reruns_only_what_depends_on_it(self, finished_run, tmp_path):
+        """The sparsity sweep's 0.3 becomes 0.4: one new variant is pruned and evaluated, and the tables that list
+        it are rebuilt; nothing else (dry run, on a clone of the finished run)."""
+        workdir = clone_run(finished_run, tmp_path / "run")
+        params_file = workdir / "params.yaml"
+        params = yaml.safe_load(params_file.read_text())
+        params["grids"]["mini"]["sweeps"]["sparsities"] = [0.4]
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
+        jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", plan, re.M)
+        rerun = sorted({rule for rule, _ in jobs})
+        assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "plot_accuracy_change", "prune",
+                         "prune_cost"], plan
+        pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned")]
+        assert len(pruned) == 2 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
 
-    params = yaml.safe_load((finished_run / "params.yaml").read_text())
-    params["grids"]["mini"]["patterns"] = [{"structure": "unstructured", "sparsity": 0.5}]
-    (finished_run / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    plan = snakemake(finished_run, "--cores", "2", "--dry-run", "all").stdout
-    rerun = set(re.findall(r"^rule (\w+):", plan, re.M)) - {"all"}
-    assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost", "nsa_report"}
-    snakemake(finished_run, "--cores", "2", "all")
+    def test_dvc_round_trip_through_a_local_remote(self, finished_run, tmp_path):
+        """The cluster recipe: after the Snakemake run, `dvc commit` and `dvc push` to a local remote; then a fresh git
+        clone and `make pull`: `dvc repro` and `snakemake -n` have nothing to do, and a rebuilt table and figure equal
+        the pulled ones byte for byte."""
+        project, clone = tmp_path / "project", tmp_path / "clone"
+        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        for name in tracked.split():
+            if not name.startswith("reports/") and name not in ("params.yaml", "dvc.lock") and (ROOT / name).is_file():
+                (project / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, project / name)
+        shutil.copy2(finished_run / "params.yaml", project / "params.yaml")
+        for folder in ("reports", "data", "results"):  # what the run made
+            shutil.copytree(finished_run / folder, project / folder, symlinks=True)
+        subprocess.run([*GIT, "init", "-q"], cwd=project, check=True)
+        dvc(project, "commit", "--force")
+        dvc(project, "remote", "add", "--default", "local", str(tmp_path / "remote"))
+        dvc(project, "push")
+        subprocess.run([*GIT, "add", "--all"], cwd=project, check=True)
+        subprocess.run([*GIT, "commit", "-q", "-m", "a finished run"], cwd=project, check=True)
 
-    assert "grids.mini.patterns" in json.loads(dvc(finished_run, "params", "diff", "--json"))["params.yaml"]
-    metrics = json.loads(dvc(finished_run, "metrics", "diff", "--json"))["reports/metrics.json"]
-    removed = [key for key, change in metrics.items() if "2of4-0.5" in key]
-    assert removed and all(metrics[key]["new"] is None and metrics[key]["old"] is not None for key in removed)
-    plots = json.loads(dvc(finished_run, "plots", "diff", "--json", "--split"))["data"]
-    rows = plots["reports/tables/accuracy.csv"][0]["anchor_definitions"]["<DVC_METRIC_DATA>"]
-    patterns = {rev: {row["pattern"] for row in rows if row["rev"] == rev} for rev in ("HEAD", "workspace")}
-    assert patterns["HEAD"] - patterns["workspace"] == {"2of4-0.5"} and "unstructured-0.5" in patterns["workspace"]
-    assert {entry["revisions"][0] for entry in plots["reports/figures/accuracy_change.png"]} == {"HEAD", "workspace"}
+        subprocess.run([*GIT, "clone", "-q", str(project), str(clone)], check=True)
+        assert not (clone / "data").exists() and not (clone / "results").exists()
+        venv = Path(sys.executable).parent.parent
+        pulled = subprocess.run(["make", "-C", str(clone), "pull", f"VENV={venv}", "-o", f"{venv}/.installed"],
+                                capture_output=True, text=True, timeout=900)
+        assert pulled.returncode == 0, pulled.stdout[-3000:] + pulled.stderr[-3000:]
+        assert "Data and pipelines are up to date" in dvc(clone, "status")
+        repro = dvc(clone, "repro")
+        assert "Running stage" not in repro and "Data and pipelines are up to date" in repro, repro
+        in_clone = [sys.executable, "-m", "snakemake", "--cores", "2"]  # the clone's own Snakefile and profiles
+        plan = subprocess.run([*in_clone, "--dry-run", "all"], cwd=clone, capture_output=True, text=True, timeout=600)
+        assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+
+        rebuilt = ["reports/tables/accuracy.csv", "reports/tables/category_drop.csv", "reports/metrics.json",
+                   "reports/figures/accuracy_change.png", "reports/figures/accuracy_change.svg"]
+        pulled_bytes = {name: (clone / name).read_bytes() for name in rebuilt}
+        subprocess.run([*in_clone, "all", "--forcerun", "aggregate", "plot_accuracy_change"], cwd=clone, check=True,
+                       capture_output=True, timeout=600)
+        assert {name: (clone / name).read_bytes() for name in rebuilt} == pulled_bytes
+
+    def test_dvc_metrics_and_plots_diff_across_two_param_settings(self, finished_run, tmp_path):
+        """Commit the reports of this grid, drop the 2:4 pattern from params.yaml, rebuild: only the report rules run,
+        and DVC shows the params, metrics and plots changes between the commit and the workspace (on a clone of the
+        finished run: the rebuilt reports and the new params are new files, the shared run stays as it was)."""
+        workdir = clone_run(finished_run, tmp_path / "run")
+        shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
+        subprocess.run([*GIT, "init", "-q"], cwd=workdir, check=True)
+        dvc(workdir, "init", "-q")
+        subprocess.run([*GIT, "add", "dvc.yaml", "params.yaml", "reports", ".dvc"], cwd=workdir, check=True)
+        subprocess.run([*GIT, "commit", "-q", "-m", "both patterns"], cwd=workdir, check=True)
+
+        params = yaml.safe_load((workdir / "params.yaml").read_text())
+        params["grids"]["mini"]["patterns"] = [{"structure": "unstructured", "sparsity": 0.5}]
+        (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
+        rerun = set(re.findall(r"^rule (\w+):", plan, re.M)) - {"all"}
+        assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost", "nsa_report"}
+        snakemake(workdir, "--cores", "2", "all")
+
+        assert "grids.mini.patterns" in json.loads(dvc(workdir, "params", "diff", "--json"))["params.yaml"]
+        metrics = json.loads(dvc(workdir, "metrics", "diff", "--json"))["reports/metrics.json"]
+        removed = [key for key, change in metrics.items() if "2of4-0.5" in key]
+        assert removed and all(metrics[key]["new"] is None and metrics[key]["old"] is not None for key in removed)
+        plots = json.loads(dvc(workdir, "plots", "diff", "--json", "--split"))["data"]
+        rows = plots["reports/tables/accuracy.csv"][0]["anchor_definitions"]["<DVC_METRIC_DATA>"]
+        patterns = {rev: {row["pattern"] for row in rows if row["rev"] == rev} for rev in ("HEAD", "workspace")}
+        assert patterns["HEAD"] - patterns["workspace"] == {"2of4-0.5"} and "unstructured-0.5" in patterns["workspace"]
+        revisions = {entry["revisions"][0] for entry in plots["reports/figures/accuracy_change.png"]}
+        assert revisions == {"HEAD", "workspace"}

@@ -189,7 +189,7 @@ def plot_causal_curve(causal: pd.DataFrame, png_path: str, svg_path: str) -> Non
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("neurons ablated (K)")
-        ax.set_ylabel("change of mean gold margin (nats)")
+        ax.set_ylabel("change of mean gold margin (nats)" if ax is axes[0][0] else "")  # the panels share it
         ax.set_title(f"{dataset}, {ablation} ablation")
     if panels:
         axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")

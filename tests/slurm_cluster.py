@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,9 +48,9 @@ def node_resources() -> tuple[int, int]:
     return os.cpu_count() or 1, int(total_kb / 1024 * 0.8)
 
 
-def write_config(folder: Path) -> None:
+def write_config(folder: Path, spool: Path) -> None:
     cpus, memory = node_resources()
-    for sub in ("state", "spool", "log"):
+    for sub in ("state", "log"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     partitions = "\n".join(f"PartitionName={name} Nodes=localhost Default={'YES' if name == 'cpu' else 'NO'} "
                            f"MaxTime=INFINITE State=UP" for name in PARTITIONS)
@@ -68,7 +69,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 StateSaveLocation={folder / 'state'}
-SlurmdSpoolDir={folder / 'spool'}
+SlurmdSpoolDir={spool}
 SlurmctldPidFile={folder / 'slurmctld.pid'}
 SlurmdPidFile={folder / 'slurmd.pid'}
 SlurmctldLogFile={folder / 'log' / 'slurmctld.log'}
@@ -94,7 +95,11 @@ def local_slurm(folder: Path, timeout: float = 60) -> Iterator[dict[str, str]]:
     """Write the configuration, start munged (unless running), slurmctld and slurmd; yield the environment for
     sbatch, squeue and friends; stop what was started and remove the configuration."""
     install()
-    write_config(folder)
+    # slurmd makes Unix sockets in its spool folder, whose paths may be at most 108 bytes: pytest-xdist's temporary
+    # folders (/tmp/pytest-of-root/pytest-N/popen-gw0/test_.../cluster/spool/localhost_1.4294967291) are longer, and
+    # slurmd then holds every job without saying why to sbatch. So the spool gets a short folder of its own.
+    spool = Path(tempfile.mkdtemp(prefix="slurmd-", dir="/tmp"))
+    write_config(folder, spool)
     env = dict(os.environ)
     started_munge = _start_munge()
     daemons = []
@@ -122,3 +127,4 @@ def local_slurm(folder: Path, timeout: float = 60) -> Iterator[dict[str, str]]:
         if started_munge:
             subprocess.run(["pkill", "-x", "munged"], capture_output=True)
         CONFIG.unlink(missing_ok=True)
+        shutil.rmtree(spool, ignore_errors=True)

@@ -55,6 +55,7 @@ def test_every_block_linear_pruned_exactly_and_nothing_else(family):
 @pytest.mark.parametrize("family,method,options", [
     *[(family, "wanda", {}) for family in sorted(FAMILIES)],
     ("llama", "sparsegpt", {"blocksize": 32}),
+    ("opt", "sparsegpt", {"blocksize": 32}),
     ("llama", "ria", {}),
 ])
 def test_batched_driver_gives_the_same_masks_as_one_at_a_time(family, method, options):
@@ -65,6 +66,24 @@ def test_batched_driver_gives_the_same_masks_as_one_at_a_time(family, method, op
                                  options).masks)
     assert masks[0].keys() == masks[1].keys()
     assert all(torch.equal(masks[0][name], masks[1][name]) for name in masks[0])
+
+
+def test_flattened_opt_inputs_count_sequences_whatever_the_batch_size():
+    """OPT flattens fc1's and fc2's inputs to (batch x seq, C): their statistics must count sequences, not batches
+    (SparseGPT scales H by 2 / n), and sum them in the same order at batch sizes 1 and 4 (bit-identical Grams)."""
+    from prunescope.pruning.driver import block_linears
+    from prunescope.pruning.stats import collect_inputs
+
+    model, grams = make_tiny_model("opt", VOCAB), []
+    block = model.model.decoder.layers[0]
+    for batch_size in (1, 4):
+        with torch.no_grad(), collect_inputs(block_linears(block)) as stats:
+            for batch in calibration().split(batch_size):
+                model(input_ids=batch)
+        assert {name: s.n_sequences for name, s in stats.items()} == {name: 6 for name in stats}
+        grams.append({name: s.gram for name, s in stats.items()})
+    assert any(name.endswith("fc1") for name in grams[0])
+    assert all(torch.equal(grams[0][name], grams[1][name]) for name in grams[0])
 
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "ria"])

@@ -50,18 +50,29 @@ def collect_inputs(layers: dict[str, nn.Linear]) -> Iterator[dict[str, InputStat
 
     Consecutive layers fed the very same tensor (q/k/v, gate/up) share one InputStats, so each Gram is computed
     once. The sharing pattern is fixed by the block's code, hence identical on every batch.
+
+    A block may flatten its tokens to (batch x seq, C_in) before a layer (OPT's fc1 and fc2): such an input is cut
+    back into sequences of the length of the last (batch, seq, C_in) input of the same block, so that it counts
+    its sequences (SparseGPT's 2 / n) and sums them in the same order whatever the calibration batch size.
     """
     stats: dict[str, InputStats] = {}
-    previous: dict[str, object] = {"input": None, "name": None}
+    previous: dict[str, object] = {"input": None, "name": None, "length": None}
 
     def hook(name: str):
         def accumulate(module: nn.Linear, args: tuple, output: torch.Tensor) -> None:
             x = args[0]
             if x is previous["input"]:
                 stats[name] = stats[previous["name"]]
+                return
+            previous["input"], previous["name"] = x, name
+            if x.dim() == 3:
+                previous["length"] = x.shape[1]
+            elif previous["length"] is None:
+                raise ValueError(f"{name} got a flattened (tokens, features) input before any layer of its block saw "
+                                 "(batch, sequence, features): its calibration sequences cannot be told apart")
             else:
-                stats.setdefault(name, InputStats(module.in_features, x.device)).add(x)
-                previous["input"], previous["name"] = x, name
+                x = x.reshape(-1, previous["length"], x.shape[-1])
+            stats.setdefault(name, InputStats(module.in_features, x.device)).add(x)
         return accumulate
 
     handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]

@@ -50,10 +50,34 @@ def test_shared_context_scores_equal_lm_eval(tiny_tokenizer, family, batch_size)
                                                                     abs=1e-4, rel=1e-5)
 
 
-def test_an_over_long_request_is_scored_by_lm_eval_itself(tiny_tokenizer, tiny_llama):
-    """lm-eval truncates inputs longer than the model's window from the left; that path is left to it."""
+def test_only_the_over_long_requests_are_scored_by_lm_eval_itself(tiny_tokenizer, tiny_llama, caplog):
+    """lm-eval truncates inputs longer than the model's window from the left, which no shared context survives:
+    those requests alone go through its own loop (the same answers bit for bit), the others stay packed."""
     requests = multiple_choice_requests(tiny_llama, len(tiny_tokenizer))
     ours = SharedContextLM(pretrained=tiny_llama, tokenizer=tiny_tokenizer, batch_size=4, max_length=24)
     theirs = HFLM(pretrained=tiny_llama, tokenizer=tiny_tokenizer, batch_size=4, max_length=24)
-    assert ours._loglikelihood_tokens(requests, disable_tqdm=True) == theirs._loglikelihood_tokens(
-        requests, disable_tqdm=True)
+    too_long = [len(context) + len(continuation) > 24 for _, context, continuation in requests]
+    assert 0 < sum(too_long) < len(requests)
+    with caplog.at_level("INFO", logger="prunescope.evaluation.scoring"):
+        our_answers = ours._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert f"{sum(too_long)} of {len(requests)} requests exceed max_length 24" in caplog.text
+    their_answers = theirs._loglikelihood_tokens(requests, disable_tqdm=True)
+    for long, ours_, theirs_ in zip(too_long, our_answers, their_answers, strict=True):
+        if long:
+            assert ours_ == theirs_
+        else:
+            assert ours_[1] == theirs_[1] and ours_[0] == pytest.approx(theirs_[0], abs=1e-4, rel=1e-5)
+
+
+def test_an_attention_without_4d_masks_falls_back_to_lm_eval_with_one_warning(tiny_tokenizer, tiny_llama, caplog,
+                                                                             monkeypatch):
+    requests = multiple_choice_requests(tiny_llama, len(tiny_tokenizer))
+    ours = SharedContextLM(pretrained=tiny_llama, tokenizer=tiny_tokenizer, batch_size=4)
+    handed = []
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", lambda self, reqs, *args: handed.append(reqs) or
+                        [(0.0, False)] * len(reqs))
+    monkeypatch.setattr(tiny_llama.config, "_attn_implementation", "flash_attention_2")
+    with caplog.at_level("WARNING", logger="prunescope.evaluation.scoring"):
+        assert ours._loglikelihood_tokens(requests, disable_tqdm=True) == [(0.0, False)] * len(requests)
+    assert handed == [requests]
+    assert "'flash_attention_2' takes no packed 4-D mask" in caplog.text

@@ -13,6 +13,7 @@ else (prompts, metrics, aggregation) stays lm-eval's.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,7 +22,9 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+logger = logging.getLogger(__name__)
 Request = tuple[tuple[str, str], list[int], list[int]]
+PACKED_ATTENTION = ("sdpa", "eager")  # attention implementations that take the packed 4-D additive mask
 CONTEXT, PADDING = 0, -1  # segment ids: the context, padding; continuation j is segment j + 1
 
 
@@ -52,16 +55,31 @@ class SharedContextLM(HFLM):
 
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
+        attention = getattr(self.model.config, "_attn_implementation", None)
+        if self.backend != "causal" or attention not in PACKED_ATTENTION:
+            if self.backend == "causal":
+                logger.warning("attention implementation %r takes no packed 4-D mask: all %d requests scored by "
+                               "lm-eval's own loop (load the model with attn_implementation='sdpa' for the packed "
+                               "scorer)", attention, len(requests))
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        answers: list[tuple[float, bool] | None] = [None] * len(requests)
         too_long = [i for i, (_, context, continuation) in enumerate(requests)
                     if len(context) + len(continuation) > self.max_length]
-        if self.backend != "causal" or too_long:
-            # lm-eval truncates over-long inputs from the left, which no shared context survives
-            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        by_context, packed = pack_by_context(requests)
+        if too_long:
+            # lm-eval truncates an over-long input from the left, which no shared context survives: those requests
+            # alone go through lm-eval's own loop
+            logger.info("%d of %d requests exceed max_length %d: scored by lm-eval's own loop (left-truncated)",
+                        len(too_long), len(requests), self.max_length)
+            for index, answer in zip(too_long, super()._loglikelihood_tokens(
+                    [requests[i] for i in too_long], disable_tqdm, override_bs), strict=True):
+                answers[index] = answer
+        skipped = set(too_long)
+        fitting = [i for i in range(len(requests)) if i not in skipped]
+        by_context, packed = pack_by_context([requests[i] for i in fitting])
+        by_context = {context: [fitting[i] for i in indices] for context, indices in by_context.items()}
         order = sorted(by_context, key=lambda context: (-len(packed[context].tokens), context))  # little padding
-        answers: list[tuple[float, bool] | None] = [None] * len(requests)
         batch_size = override_bs or (self.batch_size if isinstance(self.batch_size, int) else 16)
-        with tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+        with tqdm(total=len(fitting), disable=disable_tqdm or self.rank != 0,
                   desc="Scoring choices (shared contexts)") as progress:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]

@@ -8,6 +8,7 @@ peak memory) is written apart from it, by write_measurements, to a file of its o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -71,10 +72,17 @@ def read_manifest(artifact_dir: str | os.PathLike) -> dict[str, Any]:
     return read_result(Path(artifact_dir) / MANIFEST, "prune")
 
 
+def _unpacked(packed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A keep-mask of weight's shape from its bit-packed bytes."""
+    return torch.from_numpy(np.unpackbits(packed.numpy(), count=weight.numel()).astype(bool)).reshape(weight.shape)
+
+
 def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:
     """Verify the artifact against its hashes and `model`, then prune `model` in place; returns the manifest.
 
-    Everything is checked before any weight changes, so a bad artifact leaves the model untouched.
+    Everything is checked before any weight changes, so a bad artifact leaves the model untouched. Beside the
+    model, memory holds the bit-packed masks (1 bit per weight) and one layer's unpacked mask and kept values at a
+    time: masks are unpacked and SparseGPT's kept values read layer by layer, once to check and once to apply.
     """
     folder = Path(artifact_dir)
 
@@ -93,10 +101,9 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
             raise fail(name, "missing")
         if sha256_file(folder / name) != digest:
             raise fail(name, "sha256 differs from the manifest (truncated or modified)")
-    packed = load_file(folder / MASKS)
+    packed = load_file(folder / MASKS)  # one bit per weight
     with safe_open(folder / MASKS, framework="pt") as handle:
         shapes = json.loads(handle.metadata()["shapes"])
-    values = load_file(folder / WEIGHTS) if WEIGHTS in files else {}
     try:
         expected = pruned_layer_names(model, family)
     except ValueError as error:
@@ -104,28 +111,31 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
     if sorted(packed) != sorted(expected) or sorted(layer["name"] for layer in layers) != sorted(expected):
         raise fail(MASKS, f"layer names do not match this model: missing {sorted(set(expected) - set(packed))}, "
                           f"unexpected {sorted(set(packed) - set(expected))}")
-    masks = {}
-    for layer in layers:
-        name, weight = layer["name"], model.get_submodule(layer["name"]).weight
-        if list(weight.shape) != shapes[name] or layer["shape"] != shapes[name]:
-            raise fail(MASKS, f"{name} has shape {shapes[name]} but the model's is {list(weight.shape)}")
-        if str(weight.dtype).removeprefix("torch.") != layer["dtype"]:
-            raise fail(MANIFEST, f"{name} was pruned in {layer['dtype']} but the model is {weight.dtype}; "
-                                 "load the base model in the pruning dtype")
-        numel = weight.numel()
-        if packed[name].numel() != (numel + 7) // 8:
-            raise fail(MASKS, f"{name} holds {packed[name].numel()} bytes, expected {(numel + 7) // 8}")
-        bits = np.unpackbits(packed[name].numpy(), count=numel).astype(bool)
-        masks[name] = torch.from_numpy(bits).reshape(weight.shape)
-        if name in values and values[name].numel() != int(masks[name].sum()):
-            raise fail(WEIGHTS, f"{name} holds {values[name].numel()} values for {int(masks[name].sum())} kept weights")
-    with torch.no_grad():
-        for name, mask in masks.items():
-            weight = model.get_submodule(name).weight
-            mask = mask.to(weight.device)
-            if name in values:
-                weight.zero_()
-                weight[mask] = values[name].to(weight.device)
-            else:
-                weight.masked_fill_(~mask, 0.0)
+    with contextlib.ExitStack() as stack:
+        values = (stack.enter_context(safe_open(folder / WEIGHTS, framework="pt", device="cpu"))
+                  if WEIGHTS in files else None)
+        kept_values = set(values.keys()) if values is not None else set()
+        for layer in layers:  # every check first, one layer's mask unpacked at a time
+            name, weight = layer["name"], model.get_submodule(layer["name"]).weight
+            if list(weight.shape) != shapes[name] or layer["shape"] != shapes[name]:
+                raise fail(MASKS, f"{name} has shape {shapes[name]} but the model's is {list(weight.shape)}")
+            if str(weight.dtype).removeprefix("torch.") != layer["dtype"]:
+                raise fail(MANIFEST, f"{name} was pruned in {layer['dtype']} but the model is {weight.dtype}; "
+                                     "load the base model in the pruning dtype")
+            if packed[name].numel() != (weight.numel() + 7) // 8:
+                raise fail(MASKS, f"{name} holds {packed[name].numel()} bytes, expected {(weight.numel() + 7) // 8}")
+            if name in kept_values:
+                stored, kept = math.prod(values.get_slice(name).get_shape()), int(_unpacked(packed[name], weight).sum())
+                if stored != kept:
+                    raise fail(WEIGHTS, f"{name} holds {stored} values for {kept} kept weights")
+        with torch.no_grad():  # then apply, layer by layer: memory of one unpacked mask and its kept values
+            for layer in layers:
+                name = layer["name"]
+                weight = model.get_submodule(name).weight
+                mask = _unpacked(packed[name], weight).to(weight.device)
+                if name in kept_values:
+                    weight.zero_()
+                    weight[mask] = values.get_tensor(name).to(weight.device)
+                else:
+                    weight.masked_fill_(~mask, 0.0)
     return manifest

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
 
-from prunescope.pruning.artifact import MANIFEST, MASKS, WEIGHTS
+from prunescope.pruning.artifact import MANIFEST, MASKS, WEIGHTS, read_manifest
 
 COLUMNS = ["variant", "method", "structure", "sparsity", "masks_bytes", "weights_bytes", "manifest_bytes",
            "total_bytes", "fp16_checkpoint_bytes", "ratio_to_fp16"]
@@ -46,7 +46,7 @@ def storage_rows(pruned_dir: Path, models_dir: Path) -> list[dict]:
     rows = []
     for manifest_path in sorted(pruned_dir.glob(f"*/**/{MANIFEST}")):
         folder = manifest_path.parent
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = read_manifest(folder)  # checked against its own checksum, as every reader of it does
         model = folder.relative_to(pruned_dir).parts[0]
         fp16 = 2 * parameter_count(models_dir / model)
         sizes = artifact_bytes(folder)

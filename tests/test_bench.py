@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import make_tiny_model
@@ -60,6 +61,10 @@ def test_storage_bench_counts_parameters_and_artifact_bytes(tiny_llama, tmp_path
     pruned_weights = sum(mask.numel() for mask in result.masks.values())
     assert row["masks_bytes"] >= pruned_weights / 8 and row["variant"] == "tiny/magnitude/unstructured-0.5/none"
     assert row["total_bytes"] == row["masks_bytes"] + row["manifest_bytes"] and row["weights_bytes"] == 0
+    manifest = tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"sparsity": 0.5', '"sparsity": 0.7'))
+    with pytest.raises(ValueError, match="manifest.json"):  # an edited manifest is not counted as a variant
+        storage.storage_rows(tmp_path / "pruned", tmp_path / "models")
 
 
 def test_workflow_bench_sums_benchmark_files_per_rule(tmp_path):

@@ -92,7 +92,7 @@ def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Te
     length = len(prompt)
     tokens, positions, segments = list(prompt), list(range(length)), [0] * length
     parents: list[tuple[int, int]] = [(-1, 0)]  # per segment: its parent and the position where it branches off
-    reads, targets = [], []
+    reads = []
     for row in rows:
         start = next((i for i, (a, b) in enumerate(zip(row, prompt, strict=True)) if a != b), length)
         last, segment = length - 1, 0  # an unchanged row reads the prompt itself
@@ -111,19 +111,23 @@ def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Te
                 tokens += choice[:-1]
                 positions += range(length, length + len(choice) - 1)
                 segments += [len(parents) - 1] * (len(choice) - 1)
-            targets += choice
     ids = torch.tensor([tokens], device=device)
     mask = _tree_mask(torch.tensor(segments), torch.tensor(positions), parents, model.dtype).to(device)
     hidden = model.base_model(input_ids=ids, position_ids=torch.tensor([positions], device=device),
                               attention_mask=mask).last_hidden_state[0]
     logprobs = torch.log_softmax(model.get_output_embeddings()(hidden[torch.tensor(reads, device=device)]).float(),
                                  dim=-1)
-    per_read = logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-    owners = torch.tensor([index for index, choice in enumerate(example.choices * len(rows))
-                           for _ in choice], device=device)
-    sums = torch.zeros(len(rows) * len(example.choices), dtype=per_read.dtype, device=device).index_add_(
-        0, owners, per_read)
-    return margin(sums.view(len(rows), len(example.choices)), example.label)
+    return margin(_choice_sums(logprobs, example.choices * len(rows)).view(len(rows), len(example.choices)),
+                  example.label)
+
+
+def _choice_sums(logprobs: torch.Tensor, choices: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per choice: its tokens' log-probabilities summed, from [reads, vocab] whose rows read the choices' tokens in
+    order (choice after choice, token after token)."""
+    targets = torch.tensor([token for choice in choices for token in choice], device=logprobs.device)
+    owners = torch.tensor([index for index, choice in enumerate(choices) for _ in choice], device=logprobs.device)
+    return torch.zeros(len(choices), dtype=logprobs.dtype, device=logprobs.device).index_add_(
+        0, owners, logprobs.gather(1, targets[:, None])[:, 0])
 
 
 def _tree_mask(segments: torch.Tensor, positions: torch.Tensor, parents: list[tuple[int, int]],
@@ -161,12 +165,7 @@ def batch_scores(model, examples: Sequence[Example]) -> tuple[list[float], list[
     """
     rows = [Packed.of(tuple(e.prompt.input_ids), e.choices) for e in examples]
     logprobs = packed_logprobs(model, rows, pad_id=0)  # padding is masked and never read: any id will do
-    targets = torch.tensor([token for e in examples for choice in e.choices for token in choice],
-                           device=logprobs.device)
-    owners = torch.tensor([index for index, length in enumerate(len(choice) for e in examples for choice in e.choices)
-                           for _ in range(length)], device=logprobs.device)  # per read: its (example, choice)
-    sums = torch.zeros(sum(len(e.choices) for e in examples), dtype=logprobs.dtype, device=logprobs.device)
-    sums.index_add_(0, owners, logprobs.gather(1, targets[:, None])[:, 0])
+    sums = _choice_sums(logprobs, [choice for e in examples for choice in e.choices])
     margins, correct = [], []
     for example, choice_sums in zip(examples, sums.split([len(e.choices) for e in examples]), strict=True):
         margins.append(float(margin(choice_sums[None], example.label)[0]))

@@ -130,3 +130,15 @@ def test_edited_or_swapped_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "a" / "manifest.json").write_bytes((tmp_path / "b" / "manifest.json").read_bytes())
     with pytest.raises(ChecksumError, match=r"was written as .*b/manifest\.json.*another grid point"):
         read_manifest(tmp_path / "a")
+
+
+def test_kept_values_that_do_not_fill_the_mask_are_a_clear_error_and_touch_nothing(tmp_path):
+    dense, _, result = pruned("sparsegpt", blocksize=16)
+    name = next(iter(result.updated_weights))
+    kept = int(result.masks[name].sum())
+    result.updated_weights[name] = result.updated_weights[name][:-1]  # one value short, with consistent hashes
+    save_artifact(result, tmp_path / "artifact", {})
+    before = copy.deepcopy(dense.state_dict())
+    with pytest.raises(ValueError, match=rf"weights\.safetensors: {name} holds {kept - 1} values for {kept} kept"):
+        apply_artifact(dense, tmp_path / "artifact")
+    assert all(torch.equal(before[key], value) for key, value in dense.state_dict().items())

@@ -115,7 +115,7 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
         values = (stack.enter_context(safe_open(folder / WEIGHTS, framework="pt", device="cpu"))
                   if WEIGHTS in files else None)
         kept_values = set(values.keys()) if values is not None else set()
-        for layer in layers:  # every check first, one layer's mask unpacked at a time
+        for layer in layers:  # every check first (kept weights counted on the packed bits)
             name, weight = layer["name"], model.get_submodule(layer["name"]).weight
             if list(weight.shape) != shapes[name] or layer["shape"] != shapes[name]:
                 raise fail(MASKS, f"{name} has shape {shapes[name]} but the model's is {list(weight.shape)}")
@@ -125,7 +125,8 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
             if packed[name].numel() != (weight.numel() + 7) // 8:
                 raise fail(MASKS, f"{name} holds {packed[name].numel()} bytes, expected {(weight.numel() + 7) // 8}")
             if name in kept_values:
-                stored, kept = math.prod(values.get_slice(name).get_shape()), int(_unpacked(packed[name], weight).sum())
+                stored = math.prod(values.get_slice(name).get_shape())
+                kept = int(np.bitwise_count(packed[name].numpy()).sum())  # packbits pads with zero bits
                 if stored != kept:
                     raise fail(WEIGHTS, f"{name} holds {stored} values for {kept} kept weights")
         with torch.no_grad():  # then apply, layer by layer: memory of one unpacked mask and its kept values

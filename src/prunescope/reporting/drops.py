@@ -80,9 +80,9 @@ def _bootstrap_row(key: dict, group: pd.DataFrame, dense: dict, iterations: int,
     scores = group.set_index(["dataset", "calib"])["acc_per_example"]
     if len(scores) != len(seeds) * len(datasets) or scores.index.duplicated().any():
         raise ValueError(f"{_name(key)}: expected one result per dataset {datasets} and calibration seed {seeds}")
-    rng = np.random.default_rng([seed, zlib.crc32(_name(key).encode())])
+    rng = row_rng(seed, _name(key))
     n_seeds = len(seeds)
-    seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=iterations)  # (B, S)
+    seed_counts = resample_seeds(n_seeds, iterations, rng)
     point, draws, dense_accs, pruned_accs, n_examples = [], [], [], [], 0
     for dataset in datasets:
         if (key["model"], dataset) not in dense:
@@ -97,15 +97,43 @@ def _bootstrap_row(key: dict, group: pd.DataFrame, dense: dict, iterations: int,
         dense_accs.append(correct[0] / n)
         pruned_accs.append(correct[1:].mean() / n)
         point.append((correct[1:].sum() - n_seeds * correct[0]) / (n_seeds * n))
-        resampled = resample_examples(matrix, iterations, rng)  # (B, 1 + S) correct counts
-        # mean over the resampled seeds minus dense, as one exact integer ratio per iteration
-        draws.append(((seed_counts * resampled[:, 1:]).sum(axis=1) - n_seeds * resampled[:, 0]) / (n_seeds * n))
+        draws.append(change_draws(matrix, 1, seed_counts, rng))
         n_examples += n
-    changes = np.mean(draws, axis=0)
-    low, high = np.quantile(changes, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]) if iterations else (np.nan,) * 2
+    low, high = percentile_interval(np.mean(draws, axis=0), iterations)
     return {**key, "datasets": len(datasets), "seeds": n_seeds, "n_examples": n_examples,
             "dense_acc": float(np.mean(dense_accs)), "acc_mean": float(np.mean(pruned_accs)),
             "acc_change": float(np.mean(point)), "ci_low": float(low), "ci_high": float(high)}
+
+
+def row_rng(seed: int, name: str) -> np.random.Generator:
+    """A table row's own generator, seeded by `seed` and the row's name: its interval does not depend on the
+    other rows."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def resample_seeds(n_seeds: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
+    """(iterations, seeds): how often each calibration seed is drawn in each bootstrap iteration."""
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=iterations)
+
+
+def change_draws(matrix: np.ndarray, baselines: int, seed_counts: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """Per iteration: the mean over resampled seeds of (variant - baseline) accuracy on one dataset.
+
+    matrix (examples, baselines + seeds) holds 0/1 scores: one baseline column shared by every seed (dense) or one
+    per seed (plain pruning, against NSA-guided), then one column per seed. Examples are resampled paired over all
+    columns; each iteration's change is one exact integer ratio."""
+    n_seeds, n = seed_counts.shape[1], len(matrix)
+    resampled = resample_examples(matrix, len(seed_counts), rng)  # (B, baselines + S) correct counts
+    return (seed_counts * (resampled[:, baselines:] - resampled[:, :baselines])).sum(axis=1) / (n_seeds * n)
+
+
+def percentile_interval(changes: np.ndarray, iterations: int) -> tuple[float, float]:
+    """The 95% percentile interval of the bootstrap changes (NaN for 0 iterations)."""
+    if not iterations:
+        return np.nan, np.nan
+    low, high = np.quantile(changes, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
 
 
 def resample_examples(matrix: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:

@@ -3,7 +3,6 @@ NSA-guided vs plain pruning, and the token heatmaps."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from prunescope.io import atomic_path, read_result
-from prunescope.reporting.drops import CONFIDENCE, resample_examples
+from prunescope.reporting.drops import change_draws, percentile_interval, resample_seeds, row_rng
 from prunescope.reporting.figures import plt, save_figure, set_style  # plt on the Agg backend
 from prunescope.reporting.tables import CATEGORIES, calibration_group
 
@@ -79,10 +78,9 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
         return pd.DataFrame(columns=columns)
     rows = []
     for key, group in guided.assign(calibration=guided["calib"].map(calibration_group)).groupby(keys, sort=True):
-        name = " ".join(map(str, key))
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        rng = row_rng(seed, " ".join(map(str, key)))
         seeds = sorted(set(group["calib"]))
-        seed_counts = rng.multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)), size=iterations)
+        seed_counts = resample_seeds(len(seeds), iterations, rng)
         accs, draws = [], []
         for dataset, per_dataset in group.groupby("dataset", sort=True):
             ours = per_dataset.set_index("calib")
@@ -90,12 +88,8 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
             accs.append((dense[key[0], dataset], baseline["acc"].mean(), ours.loc[seeds, "acc"].mean()))
             matrix = np.asarray([*baseline["acc_per_example"], *ours.loc[seeds, "acc_per_example"]],
                                 dtype=np.int64).T  # (examples, plain seeds + guided seeds)
-            n = len(matrix)
-            resampled = resample_examples(matrix, iterations, rng)
-            draws.append((seed_counts * (resampled[:, len(seeds):] - resampled[:, :len(seeds)])).sum(axis=1)
-                         / (len(seeds) * n))
-        low, high = (np.quantile(np.mean(draws, axis=0), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-                     if iterations else (np.nan, np.nan))
+            draws.append(change_draws(matrix, len(seeds), seed_counts, rng))
+        low, high = percentile_interval(np.mean(draws, axis=0), iterations)
         dense_acc, plain_acc, guided_acc = np.mean(accs, axis=0)
         rows.append({**dict(zip(keys, key, strict=True)), "seeds": len(seeds), "dense_acc": dense_acc,
                      "plain_acc": plain_acc, "guided_acc": guided_acc, "recovered": guided_acc - plain_acc,

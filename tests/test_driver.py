@@ -188,3 +188,12 @@ def test_protected_neurons_kept_at_equal_layer_sparsity(family, method, options)
         assert mask[protected].all() and (model.get_submodule(name).weight[~mask] == 0).all(), name
         assert layer["protected"] == protected.sum() and plain_layer.keys() == layer.keys() - {"protected"}
     assert all(not torch.equal(result.masks[name], plain.masks[name]) for name in expected)
+
+
+def test_a_model_dispatched_by_accelerate_is_refused_with_the_fix():
+    """The driver moves blocks itself; accelerate's hooks would move them back (or reload offloaded weights)."""
+    from accelerate import dispatch_model
+
+    model = dispatch_model(make_tiny_model("llama", VOCAB), device_map={"": "cpu"}, force_hooks=True)
+    with pytest.raises(ValueError, match=r"not dispatched by accelerate.*load_model\(\.\.\., device='cpu'\)"):
+        prune_model(model, "llama", "wanda", 0.5, "unstructured", calibration(), 2, CPU, {})

@@ -11,6 +11,7 @@ from prunescope.config import (
     calibration_key,
     grid_variants,
     guided_variants,
+    owl_variants,
     parse_calibration_key,
     parse_pattern_key,
     pattern_key,
@@ -120,6 +121,7 @@ def test_keys_round_trip():
     assert pattern_key("2:4", 0.5) == "2of4-0.5"
     assert parse_pattern_key("2of4-0.5") == ("2:4", 0.5)
     assert parse_pattern_key("unstructured-0.25") == ("unstructured", 0.25)
+    assert pattern_key("owl", 0.7) == "owl-0.7" and parse_pattern_key("owl-0.7") == ("owl", 0.7)
     key = calibration_key("gensim_wiki", "raw", 32, 256, 7)
     assert key == "gensim_wiki-raw-n32-l256-s7"
     assert parse_calibration_key(key) == {"source": "gensim_wiki", "format": "raw", "nsamples": 32, "seqlen": 256,
@@ -131,6 +133,7 @@ def test_grid_variants_give_magnitude_no_calibration_then_the_sweeps():
     grid["calibration"].update(sources=["gensim_wiki"], seeds=[0, 1])
     grid["sweeps"] = {"methods": ["magnitude", "wanda"], "sparsities": [0.3, 0.5], "nsamples": [8],
                       "seqlens": [64, 256]}
+    grid["owl"] = {"methods": [], "sparsities": []}
     variants = grid_variants(grid, PARAMS["calibration_sources"])
     assert [v.path.removeprefix("smollm2-135m/") for v in variants] == [
         "magnitude/unstructured-0.5/none",
@@ -143,8 +146,20 @@ def test_grid_variants_give_magnitude_no_calibration_then_the_sweeps():
     ]
     paper = grid_variants(PARAMS["grids"]["paper"], PARAMS["calibration_sources"])
     # 14 models x (magnitude: 3 patterns + 3 calibrated methods x 3 patterns x 3 seeds), then the first model's
-    # sweeps: 4 methods x 7 sparsities + 3 calibrated methods x (5 nsamples + 4 seqlens)
-    assert len(paper) == 14 * (3 + 3 * 3 * 3) + 4 * 7 + 3 * (5 + 4)
+    # sweeps: 4 methods x 7 sparsities + 3 calibrated methods x (5 nsamples + 4 seqlens), then OWL at 0.7 for
+    # magnitude, wanda and sparsegpt (their uniform 0.7 variants are the sparsity sweep's already)
+    assert len(paper) == 14 * (3 + 3 * 3 * 3) + 4 * 7 + 3 * (5 + 4) + 3
+
+
+def test_owl_variants_pair_owl_with_uniform_and_give_magnitude_calibration():
+    grid = copy.deepcopy(PARAMS["grids"]["mini"])
+    grid["owl"] = {"methods": ["magnitude", "wanda"], "sparsities": [0.6]}
+    assert [v.path.removeprefix("smollm2-135m/") for v in owl_variants(grid, PARAMS["calibration_sources"])] == [
+        "magnitude/unstructured-0.6/none",
+        "magnitude/owl-0.6/gensim_wiki-raw-n32-l256-s0",  # OWL's outlier ratios need calibration, magnitude's too
+        "wanda/unstructured-0.6/gensim_wiki-raw-n32-l256-s0",
+        "wanda/owl-0.6/gensim_wiki-raw-n32-l256-s0",
+    ]
 
 
 def test_nsa_and_guided_pruning_use_the_base_calibration_source():
@@ -160,7 +175,7 @@ def test_calibration_formats_apply_where_the_source_supports_them():
     grid = copy.deepcopy(PARAMS["grids"]["mini"])
     grid["calibration"].update(sources=["gensim_wiki", "strategyqa_train", "movie_reviews_train"],
                                formats=["raw", "icl", "cot"], seeds=[0])
-    grid["sweeps"]["methods"] = []
+    grid["sweeps"]["methods"] = grid["owl"]["methods"] = []
     calibs = [v.calib for v in grid_variants(grid, PARAMS["calibration_sources"]) if v.method == "wanda"]
     assert calibs == ["gensim_wiki-raw-n32-l256-s0", "strategyqa_train-icl-n32-l256-s0",
                       "strategyqa_train-cot-n32-l256-s0", "movie_reviews_train-icl-n32-l256-s0"]

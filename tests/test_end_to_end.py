@@ -17,6 +17,7 @@ from filelock import FileLock
 
 import slurm_cluster
 from prunescope import browser
+from prunescope.pruning.artifact import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["movie_reviews", "strategyqa", "epistemic_reasoning", "similarities_abstraction"]
@@ -82,6 +83,7 @@ def build_finished_run(workdir: Path) -> None:
     mini["eval_limit"] = 6
     mini["calibration"].update(sources=["gensim_wiki"], nsamples=4, seqlen=64, seeds=[0])
     mini["sweeps"] = {"methods": ["wanda"], "sparsities": [0.3], "nsamples": [2], "seqlens": [32]}
+    mini["owl"] = {"methods": ["magnitude"], "sparsities": [0.5]}  # one extra variant: owl-0.5 (calibrated)
     mini["nsa_datasets"] = ["movie_reviews"]
     params["nsa"].update(max_examples=6, min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=4,
                          random_draws=2)
@@ -192,7 +194,15 @@ def test_sweeps_and_calibration_tables_follow_the_grid(finished_run):
     assert all(r["similarity"] for r in calibration)
     with open(finished_run / "reports/tables/prune_cost.csv") as f:
         cost = list(csv.DictReader(f))
-    assert len(cost) == len(METHODS) * len(PATTERNS) + 3 and all(float(r["seconds"]) > 0 for r in cost)
+    assert len(cost) == len(METHODS) * len(PATTERNS) + 4 and all(float(r["seconds"]) > 0 for r in cost)
+    with open(finished_run / "reports/tables/owl.csv") as f:
+        owl = list(csv.DictReader(f))
+    assert {(r["method"], r["sparsity"]) for r in owl} == {("magnitude", "0.5000")} and len(owl) == 4  # categories
+    assert all(r["uniform"] and r["owl"] for r in owl)
+    manifest = read_manifest(finished_run / "results/pruned/smollm2-135m/magnitude/owl-0.5/gensim_wiki-raw-n4-l64-s0")
+    blocks = manifest["layer_sparsity"]["blocks"]
+    assert manifest["layer_sparsity"]["kind"] == "owl" and len(blocks) == 30 and len(set(blocks)) > 1
+    assert abs(sum(blocks) / len(blocks) - 0.5) < 1e-12  # equal blocks: the plain mean is the weighted one
     for figure in ("calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"):
         assert (finished_run / f"reports/figures/{figure}.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -10,6 +10,7 @@ from prunescope.reporting.sweeps import (
     calibration_extremes,
     calibration_headline,
     calibration_table,
+    owl_table,
     plot_calibration_heatmap,
     plot_sweep,
     similarity_correlation,
@@ -43,7 +44,18 @@ def changes(tmp_path):
         paths += [result(tmp_path, "movies", "sentiment", "wanda", 0.8 - drop, calib=calib),
                   result(tmp_path, "boolq", "qa", "wanda", 0.6, calib=calib)]
     paths.append(result(tmp_path, "movies", "sentiment", "magnitude", 0.4))
+    paths += [result(tmp_path, "movies", "sentiment", "wanda", 0.8 - 0.2, "owl-0.7", CALIB),  # OWL: 0.1 better
+              result(tmp_path, "boolq", "qa", "wanda", 0.6 - 0.15, "owl-0.7", CALIB),
+              result(tmp_path, "movies", "sentiment", "wanda", 0.1, "owl-0.7", "wiki-raw-n32-l256-s1")]  # not base
     return accuracy_changes(load_results(paths, PARAMS))
+
+
+def test_owl_table_sets_owl_beside_uniform_at_the_base_calibration(changes):
+    table = owl_table(changes, BASE, ["wanda"], [0.7]).set_index("category")
+    assert table.loc["sentiment", ["uniform", "owl", "owl_minus_uniform"]].tolist() == pytest.approx([-0.3, -0.2, 0.1])
+    assert table.loc["qa", ["uniform", "owl", "owl_minus_uniform"]].tolist() == pytest.approx([-0.15, -0.15, 0.0])
+    assert set(table["method"]) == {"wanda"} and set(table["sparsity"]) == {0.7}
+    assert set(sparsity_table(changes, BASE, ["wanda"])["sparsity"]) == {0.3, 0.5, 0.7}  # OWL rows not in the sweep
 
 
 def test_sparsity_sweep_holds_the_base_calibration(changes):
@@ -101,8 +113,8 @@ def test_prune_cost_reads_manifest_and_run(tmp_path):
     layers = [{"name": f"model.layers.{i}.{kind}", "reconstruction_error": error, "sparsity": 0.5}
               for i, (kind, error) in enumerate([("q_proj", 0.1), ("q_proj", 0.3), ("down_proj", 0.2)])]
     io.write_result(folder / "manifest.json", {
-        "model": "m", "method": "wanda", "structure": "unstructured", "sparsity": 0.5, "calibration": CALIB,
-        "achieved_sparsity": 0.5, "layers": layers})
+        "model": "m", "method": "wanda", "pattern": "unstructured-0.5", "structure": "unstructured", "sparsity": 0.5,
+        "calibration": CALIB, "achieved_sparsity": 0.5, "layers": layers})
     io.write_result(tmp_path / "run.json", {"seconds": 12.345, "peak_memory_bytes": 2**30})
     row = prune_cost_table([str(folder)], [str(tmp_path / "run.json")]).iloc[0]
     assert (row["seconds"], row["peak_memory_gb"], row["achieved_sparsity"]) == (12.3, 1.0, 0.5)

@@ -27,7 +27,8 @@ QA_FORMATS = ("zero", "single", "icl", "cot")  # question-answer sources (hub_qa
 _CALIB_KEY = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<format>[a-z]+)-n(?P<nsamples>\d+)"
                         r"-l(?P<seqlen>\d+)-s(?P<seed>\d+)$")
 CALIBRATION_KEY_PARTS = ("source", "format", "nsamples", "seqlen", "seed")  # what a calibration key names
-_PATTERN_KEY = re.compile(r"^(?P<structure>unstructured|\d+of\d+)-(?P<sparsity>[0-9.]+)$")
+_PATTERN_KEY = re.compile(r"^(?P<structure>unstructured|owl|\d+of\d+)-(?P<sparsity>[0-9.]+)$")
+OWL = "owl"  # the pattern of unstructured pruning whose block sparsities OWL sets (mean s); it needs calibration
 
 
 class ParamsError(ValueError):
@@ -210,7 +211,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def pattern_key(structure: str, sparsity: float) -> str:
-    """'unstructured-0.5' or '2of4-0.5' (':' is kept out of paths)."""
+    """'unstructured-0.5', 'owl-0.7' (unstructured, OWL's block sparsities) or '2of4-0.5' (':' kept out of paths)."""
     return f"{structure.replace(':', 'of')}-{sparsity:g}"
 
 
@@ -276,8 +277,9 @@ def calibration_pairs(calibration: dict, sources: dict, prefix: str = "calibrati
 
 
 def grid_variants(grid: dict, sources: dict) -> list[Variant]:
-    """Every pruned variant of a grid in a stable order: the main product, then the sweeps' extra variants."""
-    return list(dict.fromkeys(main_variants(grid, sources) + sweep_variants(grid, sources)))
+    """Every pruned variant of a grid in a stable order: the main product, then the sweeps' and OWL's extras."""
+    return list(dict.fromkeys(main_variants(grid, sources) + sweep_variants(grid, sources)
+                              + owl_variants(grid, sources)))
 
 
 def main_variants(grid: dict, sources: dict) -> list[Variant]:
@@ -330,6 +332,17 @@ def sweep_variants(grid: dict, sources: dict) -> list[Variant]:
             variants += [Variant(base["model"], method, base["pattern"], key(base["nsamples"], length))
                          for length in sweeps["seqlens"]]
     return variants
+
+
+def owl_variants(grid: dict, sources: dict) -> list[Variant]:
+    """OWL beside uniform layer sparsity: per OWL method and sparsity, the uniform variant and the OWL one at the
+    sweeps' base model and calibration sample (OWL's outlier ratios need calibration, magnitude's too)."""
+    base = sweep_base(grid, sources)
+    calib = calibration_key(base["source"], base["format"], base["nsamples"], base["seqlen"], base["seed"])
+    return [Variant(base["model"], method, pattern_key(layout, sparsity),
+                    calib if layout == OWL or method in CALIBRATED else NO_CALIBRATION)
+            for method in grid["owl"]["methods"] for sparsity in grid["owl"]["sparsities"]
+            for layout in ("unstructured", OWL)]
 
 
 def guided_variants(grid: dict, sources: dict) -> list[tuple[str, Variant]]:

@@ -29,7 +29,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     source=r"[A-Za-z0-9][A-Za-z0-9_.]*",
     method=r"magnitude|wanda|sparsegpt|ria",
-    pattern=r"(unstructured|\d+of\d+)-[0-9.]+",
+    pattern=r"(unstructured|owl|\d+of\d+)-[0-9.]+",
     calib=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     protect=r"sentiment|nli|similarity|qa",
     file=r"[A-Za-z0-9][A-Za-z0-9_.-]*",

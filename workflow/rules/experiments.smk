@@ -1,7 +1,8 @@
 # The experiments beside the main grid: the calibration analysis, the sparsity and calibration-size sweeps,
-# and what each pruning run cost. Sweep variants are part of VARIANTS (config.sweep_variants).
+# OWL vs uniform layer sparsity, and what each pruning run cost. Their variants are part of VARIANTS
+# (config.sweep_variants, config.owl_variants).
 
-EXPERIMENT_TABLES = ["calibration", "sparsity", "calib_size", "prune_cost"]
+EXPERIMENT_TABLES = ["calibration", "sparsity", "calib_size", "owl", "prune_cost"]
 EXPERIMENT_FIGURES = ["calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"]
 EXPERIMENT_OUTPUTS = (
     [f"reports/tables/{name}.{ext}" for name in EXPERIMENT_TABLES for ext in ("csv", "md")]
@@ -11,7 +12,7 @@ EXPERIMENT_OUTPUTS = (
 
 rule experiment_report:
     """Calibration source/format x category (with the calibration-to-task similarity), the sparsity and
-    calibration-size sweep tables and curves, the calibration x dataset heatmap."""
+    calibration-size sweep tables and curves, OWL vs uniform layer sparsity, the calibration x dataset heatmap."""
     input:
         results=EVAL_FILES,
         similarity=SIMILARITY_FILES,
@@ -25,6 +26,9 @@ rule experiment_report:
         calib_size=report("reports/tables/calib_size.csv", caption="../report/calib_size_table.rst",
                           category="Calibration", subcategory="Calibration size"),
         calib_size_md="reports/tables/calib_size.md",
+        owl=report("reports/tables/owl.csv", caption="../report/owl_table.rst", category="Accuracy",
+                   subcategory="OWL layer sparsity"),
+        owl_md="reports/tables/owl.md",
         heatmap_png=report("reports/figures/calibration_heatmap.png", caption="../report/calibration_heatmap.rst",
                            category="Calibration", subcategory="Source and format"),
         heatmap_svg="reports/figures/calibration_heatmap.svg",
@@ -42,6 +46,7 @@ rule experiment_report:
         limit=GRID["eval_limit"],
         base=SWEEP_BASE,
         sweep_methods=GRID["sweeps"]["methods"],
+        owl=GRID["owl"],
     log:
         "logs/report/experiment_report.log",
     benchmark:

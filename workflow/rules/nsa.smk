@@ -113,6 +113,7 @@ use rule prune as prune_guided with:
     params:
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],
+        owl=config["pruning"]["owl"],
         batch_size=config["pruning"]["calibration_batch_size"],
         neurons_per_word=config["nsa"]["neurons_per_word"],
     log:

@@ -13,6 +13,7 @@ rule prune:
     params:
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],
+        owl=config["pruning"]["owl"],
         batch_size=config["pruning"]["calibration_batch_size"],
     log:
         "logs/prune/{model}/{method}/{pattern}/{calib}.log",

@@ -10,7 +10,7 @@ import pandas as pd
 from prunescope.io import read_result
 from prunescope.pruning.artifact import read_manifest
 
-KEYS = ["model", "method", "structure", "sparsity", "calibration"]
+KEYS = ["model", "method", "pattern", "sparsity", "calibration"]
 
 
 def prune_cost_table(artifact_dirs: Iterable[str], measurement_paths: Iterable[str]) -> pd.DataFrame:

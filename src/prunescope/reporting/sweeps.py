@@ -1,5 +1,6 @@
-"""The sweep tables and curves (sparsity, calibration size) and the calibration analysis (source/format x
-category with the calibration-to-task similarity), all from the per-dataset accuracy changes vs dense."""
+"""The sweep tables and curves (sparsity, calibration size), OWL vs uniform layer sparsity and the calibration
+analysis (source/format x category with the calibration-to-task similarity), all from the per-dataset accuracy
+changes vs dense."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterable
 import pandas as pd
 import seaborn as sns
 
-from prunescope.config import CALIBRATION_KEY_PARTS, NO_CALIBRATION, parse_calibration_key, parse_pattern_key
+from prunescope.config import CALIBRATION_KEY_PARTS, NO_CALIBRATION, OWL, parse_calibration_key, parse_pattern_key
 from prunescope.io import read_result
 from prunescope.reporting.figures import plt, save_figure, set_style
 from prunescope.reporting.tables import CATEGORIES
@@ -53,6 +54,19 @@ def sparsity_table(changes: pd.DataFrame, base: dict, methods: list[str]) -> pd.
     rows = changes[_is_base(changes, base) & changes["method"].isin(methods)
                    & (changes["structure"] == "unstructured")]
     return _by_category(rows, ["model", "method", "sparsity"])
+
+
+def owl_table(changes: pd.DataFrame, base: dict, methods: list[str], sparsities: list[float]) -> pd.DataFrame:
+    """Per OWL method, sparsity and category: the mean accuracy change with uniform and with OWL layer sparsity
+    (the same model and calibration sample), and OWL minus uniform."""
+    rows = changes[_is_base(changes, base) & changes["method"].isin(methods) & changes["sparsity"].isin(sparsities)
+                   & changes["structure"].isin(["unstructured", OWL])]
+    rows = rows.assign(layer_sparsity=rows["structure"].map({"unstructured": "uniform", OWL: "owl"}))
+    table = _by_category(rows, ["model", "method", "sparsity", "layer_sparsity"])
+    wide = table.pivot_table(index=["model", "method", "sparsity", "category", "datasets"], columns="layer_sparsity",
+                             values="acc_change", observed=True).reset_index().rename_axis(columns=None)
+    wide = wide.reindex(columns=["model", "method", "sparsity", "category", "datasets", "uniform", "owl"])
+    return wide.assign(owl_minus_uniform=wide["owl"] - wide["uniform"])
 
 
 def calib_size_table(changes: pd.DataFrame, base: dict, methods: list[str]) -> pd.DataFrame:

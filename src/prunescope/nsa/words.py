@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from prunescope.data.records import PLACEHOLDER
+from prunescope.models.offload import input_device
 from prunescope.nsa.answers import gold_margin, variant_margins
 
 ATTRIBUTIONS = ("occlusion", "integrated_gradients", "gradient_x_input")
@@ -78,7 +79,7 @@ def occurrence_attributions(model, example: Example, method: str, baseline_id: i
     """
     from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients
 
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     ids = torch.tensor([example.prompt.input_ids], device=device)
     words = torch.tensor([example.prompt.token_words], device=device)
     if not (words >= 0).any():

@@ -5,8 +5,11 @@ and pruned. On the CPU the offloaded weights run on the CPU, so equal means equa
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import json
+import weakref
 
 import pytest
 import torch
@@ -18,11 +21,18 @@ from prunescope.evaluation import evaluate_variant
 from prunescope.evaluation.scoring import SharedContextLM
 from prunescope.evaluation.tasks import build_task
 from prunescope.models.families import get_family
-from prunescope.models.offload import GIB, input_device, loaded_model, offload_device_map
+from prunescope.models.offload import (
+    GIB,
+    input_device,
+    loaded_model,
+    offload_device_map,
+    offloaded_weights_reread_in_backward,
+)
 from prunescope.models.prepare import load_model
 from prunescope.nsa.answers import score_examples
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
+from prunescope.nsa.words import ATTRIBUTIONS, occurrence_attributions
 from prunescope.pruning import prune_model, save_artifact
 from test_config import PARAMS
 from test_evaluation import TEMPLATE, make_records, write_dataset
@@ -71,6 +81,25 @@ def test_blocks_beyond_the_budget_go_to_disk_and_the_folder_is_removed_after(mod
     assert list((tmp_path / "offload").iterdir()) == []
 
 
+def test_a_gpu_job_keeps_what_fits_on_the_gpu_and_offloads_the_rest_to_host_memory(model_dir):
+    """Planned from the config alone, so a GPU job's map is checked here without a GPU."""
+    settings = {"max_gpu_memory": BUDGET, "max_cpu_memory": 1.0, "folder": None}
+    assert offload_device_map(model_dir, "float32", torch.device("cuda", 0), settings) == {
+        "model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "model.norm": "cpu",
+        "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    settings["max_gpu_memory"] = 1.0
+    assert offload_device_map(model_dir, "float32", torch.device("cuda", 0), settings) is None
+
+
+@pytest.mark.parametrize(("device", "setting"), [("cuda", "max_gpu_memory"), ("cpu", "max_cpu_memory")])
+def test_a_budget_too_small_for_the_first_module_is_one_clear_error(model_dir, device, setting):
+    settings = {"max_gpu_memory": 1.0, "max_cpu_memory": 1.0, "folder": None, setting: 50_000 / GIB}
+    with pytest.raises(ValueError, match=rf"^not even the model's first module fits in the 4\.66e-05 GiB offload "
+                                         rf"allows on {device}\S* \(offload\.{setting} in params\.yaml; when null, "
+                                         r"what the device has free\): raise it or free the device$"):
+        offload_device_map(model_dir, "float32", torch.device(device, 0) if device == "cuda" else CPU, settings)
+
+
 def test_inputs_go_where_the_offloaded_embeddings_run(tiny_tokenizer, tmp_path):
     """With the embeddings themselves offloaded (as host-memory offload leaves them on a GPU job: on the meta
     device), inputs go to their hook's execution device, and the packed scorer runs."""
@@ -117,7 +146,8 @@ def test_packed_scorer_and_hflm_give_the_whole_models_log_likelihoods(model_dir,
 
 def test_nsa_recording_ablation_and_resumed_causal_curve_are_unchanged(model_dir, tmp_path):
     """Activation statistics with activation x gradient (backward through the disk block), a mean ablation in the
-    disk block, and the causal curve, whose settings in layer 1 resume from block 0's recorded output."""
+    disk block, the causal curve, whose settings in layer 1 resume from block 0's recorded output, and every word
+    attribution (the gradient ones backward through the disk block)."""
     family = get_family("llama")
     scores = {0: torch.zeros(2, 128), 1: torch.zeros(2, 128)}
     scores[1][0, [10, 20]] = torch.tensor([2.0, 1.0])
@@ -134,7 +164,9 @@ def test_nsa_recording_ablation_and_resumed_causal_curve_are_unchanged(model_dir
             ablation = score_examples(model, examples, batch_size=3)
         curve = causal_curve(model, family, examples, scores, matched, means, 128, limit=3, draws=2, seed=0,
                              batch_size=4)
-        return {layer: vars(s) for layer, s in stats.items()}, ablation, curve
+        words = [occurrence_attributions(model, examples[0], method, tokenizer.pad_token_id, 4, 4)
+                 for method in ATTRIBUTIONS]
+        return {layer: vars(s) for layer, s in stats.items()}, ablation, curve, words
 
     with loaded_model(model_dir, "float32", CPU, None) as (model, tokenizer):
         expected = measured(model, tokenizer)
@@ -146,6 +178,43 @@ def test_nsa_recording_ablation_and_resumed_causal_curve_are_unchanged(model_dir
             assert (value == got[0][layer][name]) if isinstance(value, int) else torch.equal(value, got[0][layer][name])
     assert got[1:] == expected[1:]
     assert any(point["matched_margin_change"] != 0 for point in expected[2]["curve"])
+
+
+@pytest.mark.parametrize("reread", [False, True])
+def test_backward_rereads_offloaded_weights_instead_of_holding_them(tiny_tokenizer, tmp_path, reread):
+    """Without the block, autograd holds the disk block's loaded weight from the forward to the backward pass (so a
+    gradient pass would hold the whole model on the device); with it the weight is freed after its forward and read
+    again from the store, and the gradients are the same."""
+    from accelerate import dispatch_model
+
+    def gradients(model, dispatched: bool) -> tuple[torch.Tensor, bool]:
+        loaded = []
+        if dispatched:
+            hook = model.model.layers[1].mlp.down_proj._hf_hook
+            load = hook.pre_forward
+
+            def recording(module, *args, **kwargs):
+                placed = load(module, *args, **kwargs)
+                loaded.append(weakref.ref(module.weight))
+                return placed
+            hook.pre_forward = recording
+        ids = torch.tensor([tiny_tokenizer("the film was wonderful and great")["input_ids"]])
+        with offloaded_weights_reread_in_backward(model) if reread else contextlib.nullcontext():
+            total = model(ids).logits.log_softmax(-1)[0, :, 7].sum()
+            gc.collect()
+            held = bool(loaded) and loaded[0]() is not None
+            total.backward()
+        return model.get_input_embeddings().weight.grad, held
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    expected, _ = gradients(copy.deepcopy(model), dispatched=False)
+    dispatched = dispatch_model(model, {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                                       "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"},
+                                main_device="cpu", offload_dir=tmp_path)
+    got, held = gradients(dispatched, dispatched=True)
+    assert held != reread
+    assert torch.equal(got, expected)
+    assert all(parameter.requires_grad for parameter in dispatched.parameters())  # restored after the block
 
 
 def test_evaluate_variant_writes_the_same_bytes_offloaded(model_dir, artifact_dir, tmp_path):

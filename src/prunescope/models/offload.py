@@ -33,28 +33,36 @@ def offload_device_map(model_dir: str | os.PathLike, dtype: str, device: torch.d
     if offload is None or (offload["max_gpu_memory"] is None and offload["max_cpu_memory"] is None):
         return None
     from accelerate import infer_auto_device_map, init_empty_weights
-    from accelerate.utils import get_max_memory
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with init_empty_weights():  # on the meta device: no weight is read or allocated
         empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=DTYPES[dtype])
-    free = get_max_memory()
     main = execution_device_key(device)
-    budgets = {"cpu": _bytes(offload["max_cpu_memory"], free["cpu"])}
-    if main != "cpu":  # by default 10% of the GPU's free memory is left for activations
-        budgets = {main: _bytes(offload["max_gpu_memory"], int(0.9 * free[main])), **budgets}
+    budgets = {"cpu": _budget(offload["max_cpu_memory"], "cpu")}
+    if main != "cpu":
+        budgets[main] = _budget(offload["max_gpu_memory"], main)
     device_map = infer_auto_device_map(empty, max_memory=budgets, dtype=DTYPES[dtype],
                                        no_split_module_classes=list(empty._no_split_modules or ()))
+    if main not in device_map.values():
+        raise ValueError(f"not even the model's first module fits in the {budgets[main] / GIB:.3g} GiB offload "
+                         f"allows on {device} (offload.max_{'cpu' if main == 'cpu' else 'gpu'}_memory in params.yaml; "
+                         "when null, what the device has free): raise it or free the device")
     return None if set(device_map.values()) == {main} else device_map
+
+
+def _budget(gib: float | None, key: int | str) -> int:
+    """GiB as bytes; null: what the device has free (90% of a GPU's: the rest is left for activations)."""
+    if gib is not None:
+        return int(gib * GIB)
+    from accelerate.utils import get_max_memory
+
+    free = get_max_memory()[key]
+    return free if key == "cpu" else int(0.9 * free)
 
 
 def execution_device_key(device: torch.device) -> int | str:
     """How accelerate's device maps name `device`: a GPU by its index, else "cpu"."""
     return (device.index or 0) if device.type == "cuda" else "cpu"
-
-
-def _bytes(gib: float | None, free: int) -> int:
-    return free if gib is None else int(gib * GIB)
 
 
 @contextlib.contextmanager
@@ -107,3 +115,54 @@ def input_device(model: torch.nn.Module) -> torch.device:
     if hook_device is None:
         return embeddings.weight.device
     return torch.device("cuda", hook_device) if isinstance(hook_device, int) else torch.device(hook_device)
+
+
+@contextlib.contextmanager
+def offloaded_weights_reread_in_backward(model: torch.nn.Module) -> Iterator[None]:
+    """Autograd keeps each weight a forward multiplied by (and each weight that wants a gradient) until the backward
+    pass, so a forward with gradients (NSA's importance, the gradient attributions) would hold every offloaded weight
+    on the device at once: the whole model. Inside the block, offloaded weights want no gradient (NSA reads the
+    activations' gradients only), and each is saved as a reference to its offload store, read from there again when
+    the backward pass needs it. Nothing changes for a model that is not offloaded."""
+    offloaded = [module for module in model.modules() if getattr(getattr(module, "_hf_hook", None), "offload", False)
+                 and next(module.parameters(recurse=False), None) is not None]
+    if not offloaded:
+        yield
+        return
+    running: list[torch.nn.Module] = []  # the offloaded modules whose forward is under way, innermost last
+
+    def pack(tensor: torch.Tensor):  # the weight itself, or a view of it (a Linear saves its transpose)
+        for name, parameter in running[-1].named_parameters(recurse=False) if running else ():
+            if (tensor.untyped_storage().data_ptr() == parameter.untyped_storage().data_ptr()
+                    and tensor.dtype == parameter.dtype and parameter.is_contiguous()):
+                offset = tensor.storage_offset() - parameter.storage_offset()
+                return running[-1], name, tensor.dtype, tensor.shape, tensor.stride(), offset
+        return tensor
+
+    def unpack(packed):
+        if isinstance(packed, torch.Tensor):
+            return packed
+        module, name, dtype, shape, stride, offset = packed
+        stored = module._hf_hook.weights_map[name].to(module._hf_hook.execution_device, dtype).contiguous()
+        return stored.as_strided(shape, stride, stored.storage_offset() + offset)
+
+    def enter(module: torch.nn.Module, _args) -> None:
+        running.append(module)
+
+    def leave(_module, _args, _output) -> None:  # a hook that returns something replaces the output
+        running.pop()
+
+    handles = [handle for module in offloaded
+               for handle in (module.register_forward_pre_hook(enter), module.register_forward_hook(leave))]
+    wanting = [(module, name) for module in offloaded for name, parameter in module.named_parameters(recurse=False)
+               if parameter.requires_grad]
+    for module, name in wanting:
+        getattr(module, name).requires_grad_(False)  # a loaded weight takes its meta placeholder's flag
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, name in wanting:
+            getattr(module, name).requires_grad_(True)

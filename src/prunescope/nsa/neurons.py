@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from prunescope.models.families import Family
-from prunescope.models.offload import input_device
+from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import gold_margin
 from prunescope.nsa.words import Example
 
@@ -103,7 +103,8 @@ def activation_stats(model, family: Family, examples: Sequence[Example], word_id
             length = ids.shape[1]
             if importance:
                 model.zero_grad(set_to_none=True)
-                gold_margin(model, example, ids).sum().backward()
+                with offloaded_weights_reread_in_backward(model):
+                    gold_margin(model, example, ids).sum().backward()
             else:
                 with torch.no_grad():
                     model.base_model(input_ids=ids)  # no output head: ~20% of the cost

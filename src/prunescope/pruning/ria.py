@@ -11,6 +11,8 @@ from prunescope.pruning.masks import LayerPruning, select_mask
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
+GRAM = False  # column norms suffice: no C_in^2 statistic
+UPDATES_WEIGHTS = False  # kept weights stay as they are: the mask is the whole artifact
 
 
 def ria_scores(weight: torch.Tensor, col_norms: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -21,6 +21,8 @@ from prunescope.pruning.masks import (
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
+GRAM = True  # SparseGPT's Hessian is the Gram sum X X^T
+UPDATES_WEIGHTS = True  # kept weights change (OBS updates): the artifact stores them
 DAMPING_RETRIES = 3
 
 

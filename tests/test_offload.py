@@ -33,7 +33,7 @@ from prunescope.nsa.answers import score_examples
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.words import ATTRIBUTIONS, occurrence_attributions
-from prunescope.pruning import prune_model, save_artifact
+from prunescope.pruning import model_weights, prune_model, save_artifact
 from test_config import PARAMS
 from test_evaluation import TEMPLATE, make_records, write_dataset
 from test_nsa import _tiny_examples
@@ -63,7 +63,7 @@ def artifact_dir(model_dir, tmp_path_factory):
     model, _ = load_model(model_dir, "float32", CPU)
     result = prune_model(model, "llama", "magnitude", 0.5, "unstructured", None, 1, CPU, {})
     folder = tmp_path_factory.mktemp("artifact") / "magnitude"
-    save_artifact(result, folder, {"base_model": "tiny-llama"})
+    save_artifact(result, model_weights(model), folder, {"base_model": "tiny-llama"})
     return folder
 
 

@@ -14,6 +14,7 @@ import weakref
 import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
+from transformers import AutoModelForCausalLM
 
 from conftest import make_tiny_model
 from prunescope.config import ParamsError, validate_params
@@ -43,28 +44,50 @@ CPU = torch.device("cpu")
 # 400 kB of weights in memory: the embeddings (77 kB) and block 0 (148 kB) fit, with room kept to load the
 # largest disk-offloaded module (block 1: 148 kB); block 1, the norm and the head go to disk
 BUDGET = 400_000 / GIB
+TIED_BUDGET = 300_000 / GIB  # 75 kB less (no separate head): the embeddings in memory, both blocks on disk
 
 
 def offload(tmp_path, max_cpu_memory: float | None = BUDGET) -> dict:
     return {"max_gpu_memory": None, "max_cpu_memory": max_cpu_memory, "folder": str(tmp_path / "offload")}
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    make_tiny_model("llama", len(tiny_tokenizer)).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
+def saved_model(folder, tokenizer, tied: bool):
+    """A tiny llama saved as the prepare rule saves models; tied: one weight for the input embeddings and the
+    output head (as SmolLM2, the embedded default, and the small Qwen2.5 models)."""
+    config = make_tiny_model("llama", len(tokenizer)).config
+    config.tie_word_embeddings = tied
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
-@pytest.fixture(scope="module")
-def artifact_dir(model_dir, tmp_path_factory):
+def magnitude_artifact(model_dir, folder):
     """Magnitude pruning at 50% of the saved model: a real artifact, as the prune rule writes it."""
     model, _ = load_model(model_dir, "float32", CPU)
     result = prune_model(model, "llama", "magnitude", 0.5, "unstructured", None, 1, CPU, {})
-    folder = tmp_path_factory.mktemp("artifact") / "magnitude"
     save_artifact(result, model_weights(model), folder, {"base_model": "tiny-llama"})
     return folder
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory, tiny_tokenizer) -> dict:
+    """Per tied (False, True): a saved tiny llama and its magnitude artifact."""
+    made = {}
+    for tied in (False, True):
+        folder = saved_model(tmp_path_factory.mktemp("tiny-llama"), tiny_tokenizer, tied)
+        made[tied] = folder, magnitude_artifact(folder, tmp_path_factory.mktemp("artifact") / "magnitude")
+    return made
+
+
+@pytest.fixture(scope="module")
+def model_dir(saved_models):
+    return saved_models[False][0]
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(saved_models):
+    return saved_models[False][1]
 
 
 def test_blocks_beyond_the_budget_go_to_disk_and_the_folder_is_removed_after(model_dir, tmp_path):
@@ -127,16 +150,21 @@ def test_no_budget_or_a_model_that_fits_loads_it_whole(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("pruned", [False, True])
-def test_packed_scorer_and_hflm_give_the_whole_models_log_likelihoods(model_dir, artifact_dir, tmp_path, pruned):
+@pytest.mark.parametrize("tied", [False, True])
+def test_packed_scorer_and_hflm_give_the_whole_models_log_likelihoods(saved_models, tmp_path, pruned, tied):
     """Dense (dispatched as it loads, disk weights read from its safetensors) and pruned (pruned on the CPU, then
-    dispatched, the pruned weights written to the offload folder): every request's (log-prob, is-greedy) equal."""
+    dispatched, the pruned weights written to the offload folder), with and without tied embeddings: every
+    request's (log-prob, is-greedy) equal."""
+    model_dir, artifact_dir = saved_models[tied]
     pruned_dir = artifact_dir if pruned else None
     with loaded_model(model_dir, "float32", CPU, None, pruned_dir) as (whole, tokenizer):
         requests = multiple_choice_requests(whole, len(tokenizer))
         expected = {lm: lm(pretrained=whole, tokenizer=tokenizer, batch_size=4)._loglikelihood_tokens(
             requests, disable_tqdm=True) for lm in (SharedContextLM, HFLM)}
-    with loaded_model(model_dir, "float32", CPU, offload(tmp_path), pruned_dir) as (dispatched, tokenizer):
+    settings = offload(tmp_path, TIED_BUDGET if tied else BUDGET)
+    with loaded_model(model_dir, "float32", CPU, settings, pruned_dir) as (dispatched, tokenizer):
         assert set(dispatched.hf_device_map.values()) == {"cpu", "disk"}
+        assert dispatched.hf_device_map["model.layers.1" if not tied else "model.layers"] == "disk"
         for lm, answers in expected.items():
             assert lm(pretrained=dispatched, tokenizer=tokenizer, batch_size=4)._loglikelihood_tokens(
                 requests, disable_tqdm=True) == answers, lm.__name__

@@ -37,6 +37,7 @@ def offload_device_map(model_dir: str | os.PathLike, dtype: str, device: torch.d
 
     with init_empty_weights():  # on the meta device: no weight is read or allocated
         empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=DTYPES[dtype])
+    empty.tie_weights()  # tied embeddings and output head are one weight, placed once
     main = execution_device_key(device)
     budgets = {"cpu": _budget(offload["max_cpu_memory"], "cpu")}
     if main != "cpu":

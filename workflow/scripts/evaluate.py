@@ -9,4 +9,4 @@ with job_log(snakemake.log[0]):
         batch_size=p.evaluation["batch_size"], bootstrap_iters=p.evaluation["bootstrap_iters"],
         device=job_device(snakemake.threads),
         labels={"method": "dense", "pattern": "none", "calib": "none", **dict(snakemake.wildcards)},
-        params={"evaluation": dict(p.evaluation), "limit": p.limit})
+        params={"evaluation": dict(p.evaluation), "limit": p.limit}, offload=snakemake.config["offload"])

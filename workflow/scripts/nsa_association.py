@@ -6,4 +6,4 @@ with job_log(snakemake.log[0]):
     learn_association(snakemake.input.model, p.model_spec["dtype"], p.model_spec["family"], snakemake.input.records,
                       p.template, nsa["max_examples"], p.sample_seed, snakemake.input.words, nsa["layers"],
                       nsa["std_floor"], nsa["epochs"], nsa["lr"], nsa["lambda"], nsa["neurons_per_word"], nsa["seed"],
-                      job_device(snakemake.threads), snakemake.output.association)
+                      job_device(snakemake.threads), snakemake.output.association, offload=snakemake.config["offload"])

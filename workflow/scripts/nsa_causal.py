@@ -6,4 +6,4 @@ with job_log(snakemake.log[0]):
     causal_check(snakemake.input.model, p.model_spec["dtype"], p.model_spec["family"], snakemake.wildcards.dataset,
                  snakemake.input.records, p.template, nsa["max_examples"], p.sample_seed, snakemake.input.association,
                  nsa["neurons_per_word"], nsa["ablate_neurons"], nsa["random_draws"], nsa["seed"],
-                 job_device(snakemake.threads), snakemake.output[0])
+                 job_device(snakemake.threads), snakemake.output[0], offload=snakemake.config["offload"])

@@ -7,4 +7,4 @@ with job_log(snakemake.log[0]):
                     snakemake.input.records, p.template, nsa["max_examples"], p.sample_seed,
                     snakemake.input.association, nsa["drop_threshold"], nsa["std_floor"], nsa["epochs"], nsa["lr"],
                     nsa["lambda"], nsa["seed"], job_device(snakemake.threads), snakemake.output[0],
-                    labels=dict(snakemake.wildcards))
+                    labels=dict(snakemake.wildcards), offload=snakemake.config["offload"])

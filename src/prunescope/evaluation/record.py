@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -10,25 +10,24 @@ import torch
 from prunescope.evaluation.run import environment_info, evaluate_tasks
 from prunescope.evaluation.tasks import DATA_FILE, task_name
 from prunescope.io import sha256_file, write_result
-from prunescope.models.prepare import load_model
-from prunescope.pruning import apply_artifact
+from prunescope.models.offload import loaded_model
 
 
 def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, datasets: Sequence[str],
                      categories: Sequence[str], task_dirs: Sequence[str], out_paths: Sequence[str], batch_size: int,
-                     bootstrap_iters: int, device: torch.device, labels: dict, params: dict) -> None:
+                     bootstrap_iters: int, device: torch.device, labels: dict, params: dict,
+                     offload: Mapping | None = None) -> None:
     """Score the dense model, or the dense model with a pruning artifact applied, on every given dataset.
 
     Each result embeds the labels and params that made it, so aggregation can refuse stale results, and
-    metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples.
+    metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples. offload:
+    params.yaml offload, for a model larger than the device (models.offload).
     """
-    model, tokenizer = load_model(model_dir, dtype, device)
-    if pruned_dir:
-        apply_artifact(model, pruned_dir)
     environment = environment_info(str(device))
     names = [task_name(dataset) for dataset in datasets]
-    scores = evaluate_tasks(model, tokenizer, dict(zip(names, task_dirs, strict=True)), batch_size, bootstrap_iters,
-                            str(device))
+    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
+        scores = evaluate_tasks(model, tokenizer, dict(zip(names, task_dirs, strict=True)), batch_size,
+                                bootstrap_iters, str(device))
     for dataset, name, category, task_dir, out_path in zip(datasets, names, categories, task_dirs, out_paths,
                                                            strict=True):
         write_result(out_path, {

@@ -71,11 +71,13 @@ def evaluate_tasks(model, tokenizer, task_dirs: dict[str, str | os.PathLike], ba
     from lm_eval.tasks import TaskManager
 
     from prunescope.evaluation.scoring import SharedContextLM
+    from prunescope.models.offload import is_dispatched
 
     configs = [load_task_config(task_dir, name) for name, task_dir in task_dirs.items()]
     seed_everything(SEED)
     with quiet_lm_eval():
-        lm = (lm_class or SharedContextLM)(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size)
+        placed = model if is_dispatched(model) else model.to(device)  # accelerate's hooks place a dispatched one
+        lm = (lm_class or SharedContextLM)(pretrained=placed, tokenizer=tokenizer, batch_size=batch_size)
         tasks = TaskManager(include_defaults=False).load(configs)
         results = evaluator.evaluate(lm=lm, task_dict=tasks, bootstrap_iters=bootstrap_iters, log_samples=True)
     by_task = {}

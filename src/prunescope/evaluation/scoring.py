@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from prunescope.models.offload import input_device
+
 logger = logging.getLogger(__name__)
 Request = tuple[tuple[str, str], list[int], list[int]]
 PACKED_ATTENTION = ("sdpa", "eager")  # attention implementations that take the packed 4-D additive mask
@@ -109,7 +111,7 @@ def packed_logprobs(model, rows: list[Packed], pad_id: int, vocab_size: int | No
     """[reads, vocab] log-softmax at every read position of the rows, row by row, continuation by continuation,
     token by token (the order of Packed.reads): one forward over the left-padded batch, the output head only at
     the read positions."""
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     ids, positions, segments = left_pad(rows, pad_id, device)
     hidden = model.base_model(input_ids=ids, position_ids=positions,
                               attention_mask=packed_mask(segments, model.dtype)).last_hidden_state

@@ -71,10 +71,17 @@ def _save(model, tokenizer, out_dir: str | Path) -> None:
 
 def load_model(model_dir: str | Path, dtype: str, device: torch.device):
     """Load a prepared folder (model in eval mode on `device`, tokenizer with a pad token)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype]).to(device).eval()
+    return model, load_tokenizer(model_dir)
+
+
+def load_tokenizer(model_dir: str | Path):
+    """A prepared folder's tokenizer, padding with the end-of-sequence token where it has no pad token."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from prunescope.evaluation.scoring import Packed, packed_logprobs
+from prunescope.models.offload import input_device
 
 if TYPE_CHECKING:
     from prunescope.nsa.words import Example
@@ -34,7 +35,7 @@ def choice_logprobs(model, prompts: Sequence[Sequence[int]], choices: Sequence[S
     choice continues from their key/value cache. Only positions that predict a choice token reach the output head.
     prompt_embeds (prompts, length, hidden), for the gradient attributions, replaces the embedded prompts.
     """
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     head = model.get_output_embeddings()
     if single_token(choices):
         width = max(map(len, prompts))
@@ -87,7 +88,7 @@ def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Te
     before the position where its branch leaves them, so every token is computed as in its own full sequence
     (tested equal to gold_margin row by row), at about half the tokens of a forward per row.
     """
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     prompt, rows = list(example.prompt.input_ids), variants.tolist()
     length = len(prompt)
     tokens, positions, segments = list(prompt), list(range(length)), [0] * length

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from prunescope.models.families import Family
+from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import gold_margin
 from prunescope.nsa.words import Example
 
@@ -95,14 +96,15 @@ def activation_stats(model, family: Family, examples: Sequence[Example], word_id
         return hook
 
     handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(capture(layer)) for layer in layers]
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     try:
         for example, words in tqdm(list(zip(examples, word_ids, strict=True)), desc=desc, mininterval=10):
             ids = torch.tensor([example.prompt.input_ids], device=device)
             length = ids.shape[1]
             if importance:
                 model.zero_grad(set_to_none=True)
-                gold_margin(model, example, ids).sum().backward()
+                with offloaded_weights_reread_in_backward(model):
+                    gold_margin(model, example, ids).sum().backward()
             else:
                 with torch.no_grad():
                     model.base_model(input_ids=ids)  # no output head: ~20% of the cost
@@ -127,7 +129,7 @@ def token_activations(model, family: Family, input_ids: Sequence[int], layer: in
     captured = []
     handle = family.mlp_out(family.blocks(model)[layer]).register_forward_pre_hook(
         lambda _module, args: captured.append(args[0].reshape(len(input_ids), -1)[:, neuron].float().cpu()))
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     try:
         with torch.no_grad():
             model.base_model(input_ids=torch.tensor([list(input_ids)], device=device))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from prunescope.data.prepare import read_dataset
 from prunescope.data.records import subsample_records
 from prunescope.io import atomic_path, read_result, sha256_file, verify_sha256, write_result
 from prunescope.models.families import get_family
-from prunescope.models.prepare import load_model
+from prunescope.models.offload import loaded_model
 from prunescope.nsa.causal import causal_curve, check_supply, ranked_neurons
 from prunescope.nsa.compare import (
     drop_row,
@@ -28,7 +28,6 @@ from prunescope.nsa.compare import (
 from prunescope.nsa.matching import fit_association, top_words, zsums_from_stats
 from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
 from prunescope.nsa.words import Example, influential_words, render_with_spans, tokenize_words
-from prunescope.pruning import apply_artifact
 
 logger = logging.getLogger(__name__)
 TOP_WORDS_SHOWN = 5
@@ -52,12 +51,12 @@ def nsa_examples(tokenizer, dataset_path: str | os.PathLike, template: str, limi
 
 def select_words(model_dir: str, dtype: str, dataset_path: str, template: str, limit: int | None, seed: int,
                  top_k: int, min_count: int, attribution: str, batch_size: int, steps: int, device: torch.device,
-                 out_path: str | os.PathLike) -> dict:
+                 out_path: str | os.PathLike, offload: Mapping | None = None) -> dict:
     """Step 1 on the dense model: the influential vocabulary with each word's group."""
-    model, tokenizer = load_model(model_dir, dtype, device)
-    examples = nsa_examples(tokenizer, dataset_path, template, limit, seed)
-    vocabulary = influential_words(model, examples, top_k, min_count, attribution, tokenizer.pad_token_id,
-                                   batch_size, steps)
+    with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
+        examples = nsa_examples(tokenizer, dataset_path, template, limit, seed)
+        vocabulary = influential_words(model, examples, top_k, min_count, attribution, tokenizer.pad_token_id,
+                                       batch_size, steps)
     if not vocabulary:
         raise ValueError(f"no word of {dataset_path} raises the gold answer's margin among the top {top_k} of at least "
                          f"{min_count} examples ({attribution}): lower nsa.min_count or raise nsa.max_examples")
@@ -96,8 +95,8 @@ def _associations(stats: dict[int, LayerStats], floor: float, epochs: int, lr: f
 
 def learn_association(model_dir: str, dtype: str, family: str, dataset_path: str, template: str, limit: int | None,
                       sample_seed: int, words_path: str, layers: Sequence[int] | None, floor: float, epochs: int,
-                      lr: float, lam: float, k: int, seed: int, device: torch.device, out_path: str | os.PathLike
-                      ) -> None:
+                      lr: float, lam: float, k: int, seed: int, device: torch.device, out_path: str | os.PathLike,
+                      offload: Mapping | None = None) -> None:
     """Step 2 on the dense model, in one streaming pass: per layer A, each pair's causal importance (mean
     activation x gradient of the gold margin over the word's tokens) and the neurons' mean activation
     (safetensors: association<L>, importance<L>, mean<L>), plus <out>.json with the vocabulary, groups, sha256, the
@@ -105,31 +104,31 @@ def learn_association(model_dir: str, dtype: str, family: str, dataset_path: str
     heatmap's example."""
     words = read_result(words_path, "nsa_words")["words"]
     vocabulary = sorted(words)
-    model, tokenizer = load_model(model_dir, dtype, device)
-    examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
-    stats = _stats(model, family, examples, vocabulary, layers, importance=True, desc="dense activations")
-    associations = _associations(stats, floor, epochs, lr, lam, seed)
-    importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
-    matches = []
-    for layer, association in associations.items():
-        scores = match_scores(association, importance[layer])
-        means = stats[layer].word_means()
-        matches += [{"layer": layer, "word": vocabulary[w], "group": words[vocabulary[w]]["group"], "neuron": n,
-                     "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
-                     "importance": round(float(importance[layer][w, n]), 6), "dense": round(float(means[w, n]), 6)}
-                    for w, n in matched_pairs(scores, k)]
-    with atomic_path(out_path) as tmp:
-        save_file({f"{name}{layer}": tensor.float().contiguous() for layer in associations
-                   for name, tensor in (("association", associations[layer]), ("importance", importance[layer]),
-                                        ("mean", stats[layer].mean))}, tmp)
-        digest = sha256_file(tmp)
-    write_result(Path(out_path).with_suffix(".json"), {
-        "vocabulary": vocabulary, "groups": [words[w]["group"] for w in vocabulary], "sha256": digest,
-        "examples": len(examples), "neurons_per_word": k, "std_floor": floor, "matches": matches,
-        "example": heatmap_example(model, get_family(family), tokenizer, examples, vocabulary, matches),
-        "top_words": {f"{layer}:{neuron}": ranked for layer, a in associations.items()
-                      for neuron, ranked in top_words(a, vocabulary, TOP_WORDS_SHOWN).items()},
-    })
+    with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
+        examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
+        stats = _stats(model, family, examples, vocabulary, layers, importance=True, desc="dense activations")
+        associations = _associations(stats, floor, epochs, lr, lam, seed)
+        importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
+        matches = []
+        for layer, association in associations.items():
+            scores = match_scores(association, importance[layer])
+            means = stats[layer].word_means()
+            matches += [{"layer": layer, "word": vocabulary[w], "group": words[vocabulary[w]]["group"], "neuron": n,
+                         "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
+                         "importance": round(float(importance[layer][w, n]), 6), "dense": round(float(means[w, n]), 6)}
+                        for w, n in matched_pairs(scores, k)]
+        with atomic_path(out_path) as tmp:
+            save_file({f"{name}{layer}": tensor.float().contiguous() for layer in associations
+                       for name, tensor in (("association", associations[layer]), ("importance", importance[layer]),
+                                            ("mean", stats[layer].mean))}, tmp)
+            digest = sha256_file(tmp)
+        write_result(Path(out_path).with_suffix(".json"), {
+            "vocabulary": vocabulary, "groups": [words[w]["group"] for w in vocabulary], "sha256": digest,
+            "examples": len(examples), "neurons_per_word": k, "std_floor": floor, "matches": matches,
+            "example": heatmap_example(model, get_family(family), tokenizer, examples, vocabulary, matches),
+            "top_words": {f"{layer}:{neuron}": ranked for layer, a in associations.items()
+                          for neuron, ranked in top_words(a, vocabulary, TOP_WORDS_SHOWN).items()},
+        })
     logger.info("%d matched (word, neuron) pairs over %d layers", len(matches), len(associations))
 
 
@@ -165,31 +164,30 @@ def heatmap_example(model, family, tokenizer, examples: Sequence[Example], vocab
 def compare_variant(model_dir: str, dtype: str, family: str, pruned_dir: str, dataset_path: str, template: str,
                     limit: int | None, sample_seed: int, association_path: str, threshold: float, floor: float,
                     epochs: int, lr: float, lam: float, seed: int, device: torch.device, out_path: str | os.PathLike,
-                    labels: dict) -> dict:
+                    labels: dict, offload: Mapping | None = None) -> dict:
     """Step 3: matched pairs' activation drops on the pruned model, per group (plain and importance-weighted),
     and semantic retention of the association refitted on the pruned model."""
     tensors, info = load_association(association_path)
     vocabulary, groups = info["vocabulary"], info["groups"]
-    model, tokenizer = load_model(model_dir, dtype, device)
-    examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
-    apply_artifact(model, pruned_dir)
-    layers = sorted(tensors["association"])
-    pruned = _stats(model, family, examples, vocabulary, layers, importance=False, desc="pruned activations")
-    refitted = _associations(pruned, floor, epochs, lr, lam, seed)
-    index = {word: i for i, word in enumerate(vocabulary)}
-    means = {layer: stats.word_means() for layer, stats in pruned.items()}
-    drops = []
-    for match in info["matches"]:
-        after = float(means[match["layer"]][index[match["word"]], match["neuron"]])
-        drops.append({**drop_row(match["word"], match["neuron"], match["dense"], after, match["importance"]),
-                      "layer": match["layer"]})
-    retention = [value for layer in layers
-                 for value in semantic_retention(tensors["association"][layer], refitted[layer]).values()]
-    example = info["example"]
-    if example is not None:
-        example = {**example, "pruned": [round(v, 4) for v in token_activations(
-            model, get_family(family), examples[example["example"]].prompt.input_ids, example["layer"],
-            example["neuron"])]}
+    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
+        examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
+        layers = sorted(tensors["association"])
+        pruned = _stats(model, family, examples, vocabulary, layers, importance=False, desc="pruned activations")
+        refitted = _associations(pruned, floor, epochs, lr, lam, seed)
+        index = {word: i for i, word in enumerate(vocabulary)}
+        means = {layer: stats.word_means() for layer, stats in pruned.items()}
+        drops = []
+        for match in info["matches"]:
+            after = float(means[match["layer"]][index[match["word"]], match["neuron"]])
+            drops.append({**drop_row(match["word"], match["neuron"], match["dense"], after, match["importance"]),
+                          "layer": match["layer"]})
+        retention = [value for layer in layers
+                     for value in semantic_retention(tensors["association"][layer], refitted[layer]).values()]
+        example = info["example"]
+        if example is not None:
+            example = {**example, "pruned": [round(v, 4) for v in token_activations(
+                model, get_family(family), examples[example["example"]].prompt.input_ids, example["layer"],
+                example["neuron"])]}
     result = {**labels, "pairs": len(drops), "threshold": threshold, "example": example,
               "groups": group_drop_fractions(drops, dict(zip(vocabulary, groups, strict=True)), threshold),
               "mean_relative_drop": sum(r["relative_drop"] for r in drops) / max(len(drops), 1),
@@ -220,16 +218,17 @@ def protected_neurons(association_paths: Sequence[str], k: int) -> dict[int, lis
 
 def causal_check(model_dir: str, dtype: str, family: str, dataset: str, dataset_path: str, template: str,
                  limit: int | None, sample_seed: int, association_path: str, k: int, ablate: int, draws: int,
-                 seed: int, device: torch.device, out_path: str | os.PathLike) -> dict:
+                 seed: int, device: torch.device, out_path: str | os.PathLike, offload: Mapping | None = None
+                 ) -> dict:
     """Step 4 on the dense model: the causal curve of matched vs random ablation (see nsa.causal)."""
     tensors, _ = load_association(association_path)
     scores, matched = _matched(tensors, k)
     width = next(iter(scores.values())).shape[1]
     check_supply(ranked_neurons(scores, matched), matched, width, ablate)  # before loading anything
-    model, tokenizer = load_model(model_dir, dtype, device)
-    examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
-    result = causal_curve(model, get_family(family), examples, scores, matched, tensors["mean"], width, ablate,
-                          draws, seed)
+    with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
+        examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
+        result = causal_curve(model, get_family(family), examples, scores, matched, tensors["mean"], width,
+                              ablate, draws, seed)
     result = {"dataset": dataset, "ablate_neurons": ablate, "seed": seed, "matched_neurons": sum(map(len,
               matched.values())), **result}
     write_result(out_path, result)

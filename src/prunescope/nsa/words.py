@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from prunescope.data.records import PLACEHOLDER
+from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import gold_margin, variant_margins
 
 ATTRIBUTIONS = ("occlusion", "integrated_gradients", "gradient_x_input")
@@ -78,7 +79,7 @@ def occurrence_attributions(model, example: Example, method: str, baseline_id: i
     """
     from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients
 
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     ids = torch.tensor([example.prompt.input_ids], device=device)
     words = torch.tensor([example.prompt.token_words], device=device)
     if not (words >= 0).any():
@@ -100,14 +101,15 @@ def occurrence_attributions(model, example: Example, method: str, baseline_id: i
     def forward_embeds(embeds: torch.Tensor) -> torch.Tensor:
         return gold_margin(model, example, ids.expand(embeds.shape[0], -1), embeds)
 
-    if method == "integrated_gradients":
-        baseline = torch.where(words >= 0, torch.full_like(ids, baseline_id), ids)  # the template stays
-        per_token = IntegratedGradients(forward_embeds).attribute(
-            embed(ids).detach(), baselines=embed(baseline).detach(), n_steps=steps, internal_batch_size=batch_size)
-    elif method == "gradient_x_input":
-        per_token = InputXGradient(forward_embeds).attribute(embed(ids).detach().requires_grad_())
-    else:
-        raise ValueError(f"nsa.attribution is {method!r}; choose one of {', '.join(ATTRIBUTIONS)}")
+    with offloaded_weights_reread_in_backward(model):
+        if method == "integrated_gradients":
+            baseline = torch.where(words >= 0, torch.full_like(ids, baseline_id), ids)  # the template stays
+            per_token = IntegratedGradients(forward_embeds).attribute(
+                embed(ids).detach(), baselines=embed(baseline).detach(), n_steps=steps, internal_batch_size=batch_size)
+        elif method == "gradient_x_input":
+            per_token = InputXGradient(forward_embeds).attribute(embed(ids).detach().requires_grad_())
+        else:
+            raise ValueError(f"nsa.attribution is {method!r}; choose one of {', '.join(ATTRIBUTIONS)}")
     token_scores = per_token.detach().float().sum(dim=(0, 2)).cpu()
     totals: dict[int, float] = defaultdict(float)
     for word, score in zip(example.prompt.token_words, token_scores.tolist(), strict=True):

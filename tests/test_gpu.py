@@ -80,7 +80,7 @@ def test_half_precision_pruning_is_exact_and_agrees_with_fp32_up_to_ties(method,
         assert differ <= MASK_AGREEMENT[method], f"{name}: {differ:.4f} of the mask differs from the fp32 run"
 
 
-RERUN = """import json, sys, torch
+RERUN = """import json, os, sys, torch
 from conftest import input_devices, make_tiny_model
 from prunescope.pruning import prune_model, save_artifact
 from prunescope.runlog import job_device
@@ -96,15 +96,20 @@ for method, options in json.loads(sys.argv[2]).items():
         assert seen == {device.type}, seen
         save_artifact(result, f"{out}/{method}-{structure.replace(':', 'of')}", {"base_model": "tiny"})
 print(json.dumps({"device": str(device), "deterministic": torch.are_deterministic_algorithms_enabled(),
-                  "cublas": __import__("os").environ.get("CUBLAS_WORKSPACE_CONFIG")}))
+                  "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}))
 """
 
 
+def job_env(**extra: str) -> dict[str, str]:
+    """The environment of a job process (each workflow job is one): this one's, with its import path (this
+    checkout's sources and tests)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry), **extra}
+
+
 def run_job(code: str, *args: str) -> dict:
-    """Run `code` as a fresh job process (each workflow job is one), with this checkout's sources and tests."""
-    path = os.pathsep.join(entry for entry in sys.path if entry)
+    """Run `code` as a job process; the JSON it printed last."""
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": path}, timeout=600)
+                          env=job_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -142,18 +147,22 @@ def test_concurrent_jobs_each_compute_on_the_gpu_job_device_gave_them(tmp_path):
     there are several (a lock file each, under TMPDIR), and a later job gets the one a finished job freed. With one
     GPU every job uses it and takes no lock (Snakemake's gpu resource is then what limits the jobs)."""
     count = torch.cuda.device_count()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry), "TMPDIR": str(tmp_path)}
-    jobs = [subprocess.Popen([sys.executable, "-c", HOLD, "120"], stdout=subprocess.PIPE, text=True, env=env)
-            for _ in range(count + 1)]
+    env = job_env(TMPDIR=str(tmp_path))
+
+    def job() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", HOLD, "120"], stdout=subprocess.PIPE, text=True, env=env)
+
+    jobs = [job() for _ in range(count)]
     try:
-        claims = [json.loads(job.stdout.readline()) for job in jobs[:count]]
+        claims = [json.loads(holder.stdout.readline()) for holder in jobs]
         assert all(claim["device"] == claim["tensor"] for claim in claims), claims
         assert sorted(claim["device"] for claim in claims) == [f"cuda:{index}" for index in range(count)]
         assert len(list(tmp_path.rglob("gpu*.lock"))) == (0 if count == 1 else count)
+        jobs.append(job())  # every GPU is in use: with several, it waits for the one a killed job frees
         if count > 1:
             jobs[0].kill()
-        assert json.loads(jobs[count].stdout.readline()) == claims[0]
+        assert json.loads(jobs[-1].stdout.readline()) == claims[0]
     finally:
-        for job in jobs:
-            job.kill()
-            job.wait()
+        for holder in jobs:
+            holder.kill()
+            holder.wait()

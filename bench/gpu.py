@@ -136,7 +136,7 @@ def prune_stages(stages: Stages, model: nn.Module, method: str, calibration: tor
         result = prune_model(pruned, "llama", method, 0.5, "unstructured", calibration, batch_size, stages.device, {})
         record["note"] = f"driver's own seconds {result.seconds:.2f}"
     with stages.stage(f"{method}_save"):
-        save_artifact(result, scratch / method, {"base_model": "random"})
+        save_artifact(result, pruned, scratch / method, {"base_model": "random"})
     del result
     applied = copy.deepcopy(model)
     with stages.stage(f"{method}_apply"):

@@ -88,19 +88,19 @@ def reset_peak_memory() -> None:
 
 def timed_run(model: nn.Module, method: str, structure: str, calibration: torch.Tensor, batch_size: int,
               device: torch.device):
-    """Prune a fresh copy (calibration only for calibrated methods): the driver's PruneResult."""
+    """Prune a fresh copy (calibration only for calibrated methods): the driver's PruneResult and the pruned copy."""
     fresh = copy.deepcopy(model)
     gc.collect()
     if device.type == "cpu":
         reset_peak_memory()
     return prune_model(fresh, model.config.model_type, method, SPARSITY, structure,
-                       calibration if REGISTRY[method].CALIBRATED else None, batch_size, device, {})
+                       calibration if REGISTRY[method].CALIBRATED else None, batch_size, device, {}), fresh
 
 
-def saved_bytes(result) -> int:
+def saved_bytes(result, pruned: nn.Module) -> int:
     """Bytes of the artifact the workflow would save for this result."""
     with tempfile.TemporaryDirectory() as scratch:
-        save_artifact(result, Path(scratch) / "artifact", {})
+        save_artifact(result, pruned, Path(scratch) / "artifact", {})
         return artifact_bytes(Path(scratch) / "artifact")["total_bytes"]
 
 
@@ -113,8 +113,8 @@ def measure(model: nn.Module, name: str, calibration: torch.Tensor, batch_size: 
     rows, batched_masks = [], {}
     for method in METHODS:
         for structure in STRUCTURES:
-            result = timed_run(model, method, structure, calibration, batch_size, device)
-            size = saved_bytes(result)
+            result, pruned = timed_run(model, method, structure, calibration, batch_size, device)
+            size = saved_bytes(result, pruned)
             rows.append({**common, "method": method, "structure": structure, "batch_size": batch_size,
                          "seconds": round(result.seconds, 3), "seconds_per_block": round(result.seconds / blocks, 4),
                          "peak_memory_bytes": result.peak_memory_bytes, "artifact_bytes": size,
@@ -125,7 +125,7 @@ def measure(model: nn.Module, name: str, calibration: torch.Tensor, batch_size: 
     for method in METHODS:
         if not REGISTRY[method].CALIBRATED:
             continue
-        result = timed_run(model, method, "unstructured", calibration, 1, device)
+        result, _ = timed_run(model, method, "unstructured", calibration, 1, device)
         masks, fast = batched_masks.pop(method)
         identical = masks.keys() == result.masks.keys() and all(
             torch.equal(mask, result.masks[layer]) for layer, mask in masks.items())

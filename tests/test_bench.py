@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -55,11 +56,11 @@ def test_storage_bench_counts_parameters_and_artifact_bytes(tiny_llama, tmp_path
 
     tiny_llama.save_pretrained(tmp_path / "models" / "tiny")
     result = prune_model(tiny_llama, "llama", "magnitude", 0.5, "unstructured", None, 1, "cpu", {})
-    save_artifact(result, tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none", {})
+    save_artifact(result, tiny_llama, tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none", {})
     storage = bench_module("storage")
     assert storage.parameter_count(tmp_path / "models" / "tiny") == sum(p.numel() for p in tiny_llama.parameters())
     (row,) = storage.storage_rows(tmp_path / "pruned", tmp_path / "models")
-    pruned_weights = sum(mask.numel() for mask in result.masks.values())
+    pruned_weights = sum(math.prod(layer["shape"]) for layer in result.layers)
     assert row["masks_bytes"] >= pruned_weights / 8 and row["variant"] == "tiny/magnitude/unstructured-0.5/none"
     assert row["total_bytes"] == row["masks_bytes"] + row["manifest_bytes"] and row["weights_bytes"] == 0
     manifest = tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none" / "manifest.json"

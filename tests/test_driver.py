@@ -3,6 +3,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,7 +45,7 @@ def test_every_block_linear_pruned_exactly_and_nothing_else(family):
     for name in names:
         weight = modules[name].weight
         assert ((weight == 0).sum(dim=1) >= math.floor(weight.shape[1] * 0.5)).all()
-        assert ((~result.masks[name]).sum(dim=1) == math.floor(weight.shape[1] * 0.5)).all()
+        assert ((~result.mask(name)).sum(dim=1) == math.floor(weight.shape[1] * 0.5)).all()
     pruned_weights = {f"{name}.weight" for name in names}
     for (key, before), after in zip(dense.state_dict().items(), model.state_dict().values(), strict=True):
         if key not in pruned_weights:
@@ -77,7 +78,7 @@ def test_flattened_opt_inputs_count_sequences_whatever_the_batch_size():
     model, grams = make_tiny_model("opt", VOCAB), []
     block = model.model.decoder.layers[0]
     for batch_size in (1, 4):
-        with torch.no_grad(), collect_inputs(block_linears(block)) as stats:
+        with torch.no_grad(), collect_inputs(block_linears(block), gram=True) as stats:
             for batch in calibration().split(batch_size):
                 model(input_ids=batch)
         assert {name: s.n_sequences for name, s in stats.items()} == {name: 6 for name in stats}
@@ -90,19 +91,28 @@ def test_flattened_opt_inputs_count_sequences_whatever_the_batch_size():
 def test_nm_through_the_driver(method):
     model = make_tiny_model("llama", VOCAB)
     result = prune_model(model, "llama", method, 0.5, "2:4", calibration(), 3, CPU, {})
-    for name, mask in result.masks.items():
+    for name in result.masks:
+        mask = result.mask(name)
         assert ((~mask).reshape(mask.shape[0], -1, 4).sum(dim=-1) == 2).all(), name
         assert (model.get_submodule(name).weight[~mask] == 0).all()
 
 
-def test_sparsegpt_updates_kept_weights_and_records_them():
+@pytest.mark.parametrize("method,updates", [("sparsegpt", True), ("wanda", False)])
+def test_the_run_holds_one_bit_per_weight_and_sparsegpt_updates_in_place(method, updates):
+    """Masks leave the driver bit-packed (numpy.packbits' layout) and kept values are not copied out: the model
+    holds them (save_artifact reads them from it)."""
     model = make_tiny_model("opt", VOCAB)
     dense = copy.deepcopy(model)
-    result = prune_model(model, "opt", "sparsegpt", 0.5, "unstructured", calibration(), 2, CPU, {"blocksize": 16})
-    name = next(iter(result.masks))
-    weight, mask = model.get_submodule(name).weight, result.masks[name]
-    assert torch.equal(result.updated_weights[name], weight[mask])
-    assert not torch.equal(weight[mask], dense.get_submodule(name).weight[mask])
+    result = prune_model(model, "opt", method, 0.5, "unstructured", calibration(), 2, CPU, {})
+    assert result.updates_weights == updates and not hasattr(result, "updated_weights")
+    for layer in result.layers:
+        packed, weight = result.masks[layer["name"]], model.get_submodule(layer["name"]).weight
+        mask = result.mask(layer["name"])
+        assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(weight.numel() / 8)
+        assert np.array_equal(packed.numpy(), np.packbits(mask.numpy().reshape(-1)))
+        assert (weight[~mask] == 0).all()
+        dense_kept = dense.get_submodule(layer["name"]).weight[mask]
+        assert torch.equal(weight[mask], dense_kept) != updates, layer["name"]
 
 
 def test_magnitude_without_calibration():
@@ -172,8 +182,18 @@ def test_protected_neurons_kept_at_equal_layer_sparsity(family, method, options)
     assert len(expected) == 2 * len(protected_weights(adapter, adapter.blocks(model)[0], [0]))
     for layer, plain_layer in zip(result.layers, plain.layers, strict=True):
         name = layer["name"]
-        mask, protected = result.masks[name], expected.get(name, torch.zeros_like(result.masks[name]))
-        assert (~mask).sum() == (~plain.masks[name]).sum() and layer["sparsity"] == plain_layer["sparsity"], name
+        mask = result.mask(name)
+        protected = expected.get(name, torch.zeros_like(mask))
+        assert (~mask).sum() == (~plain.mask(name)).sum() and layer["sparsity"] == plain_layer["sparsity"], name
         assert mask[protected].all() and (model.get_submodule(name).weight[~mask] == 0).all(), name
         assert layer["protected"] == protected.sum() and plain_layer.keys() == layer.keys() - {"protected"}
     assert all(not torch.equal(result.masks[name], plain.masks[name]) for name in expected)
+
+
+def test_a_model_dispatched_by_accelerate_is_refused_with_the_fix():
+    """The driver moves blocks itself; accelerate's hooks would move them back (or reload offloaded weights)."""
+    from accelerate import dispatch_model
+
+    model = dispatch_model(make_tiny_model("llama", VOCAB), device_map={"": "cpu"}, force_hooks=True)
+    with pytest.raises(ValueError, match=r"not dispatched by accelerate.*load_model\(\.\.\., device='cpu'\)"):
+        prune_model(model, "llama", "wanda", 0.5, "unstructured", calibration(), 2, CPU, {})

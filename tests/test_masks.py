@@ -2,17 +2,24 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prunescope.pruning.masks import (
+    kth_lowest_k_mask,
     lowest_k_mask,
     matrix_mask,
     nm_mask,
+    pack_mask,
     parse_structure,
     row_mask,
     select_mask,
+    sorted_lowest_k_mask,
     spread_counts,
+    unpack_mask,
 )
 
 
@@ -22,12 +29,23 @@ def stable_sort_reference(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def test_lowest_k_equals_stable_sort_on_heavily_tied_scores():
+@pytest.mark.parametrize("select", [lowest_k_mask, kth_lowest_k_mask, sorted_lowest_k_mask])
+def test_lowest_k_equals_stable_sort_on_heavily_tied_scores(select):
+    """The CPU (kthvalue) and CUDA (sort) selections are the same masks: lowest_k_mask picks one by device."""
     generator = torch.Generator().manual_seed(0)
     for shape in [(7, 12), (3, 4), (50,), (5, 6, 4)]:
         scores = torch.randint(0, 4, shape, generator=generator).float()
-        for k in range(shape[-1] + 1):
-            assert torch.equal(lowest_k_mask(scores, k), stable_sort_reference(scores, k))
+        for k in range(1, shape[-1] + 1):
+            assert torch.equal(select(scores, k), stable_sort_reference(scores, k))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 9), cols=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_packed_masks_are_numpy_packbits_and_unpack_back(rows, cols, seed):
+    mask = torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed)) > 0.5
+    packed = pack_mask(mask)
+    assert packed.dtype == torch.uint8 and np.array_equal(packed.numpy(), np.packbits(mask.numpy().reshape(-1)))
+    assert torch.equal(unpack_mask(packed, (rows, cols)), mask)
 
 
 def test_ties_prune_the_lower_index_first():

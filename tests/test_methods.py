@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from prunescope.pruning import magnitude, ria, sparsegpt, wanda
-from prunescope.pruning.driver import reconstruction_error
-from prunescope.pruning.stats import InputStats
+from prunescope.pruning.stats import ERROR_SAMPLE_PER_SEQUENCE, InputStats
 
 
 def stats_with_norms(norms: list[float]) -> InputStats:
@@ -16,10 +15,11 @@ def stats_with_norms(norms: list[float]) -> InputStats:
 def test_gram_bits_do_not_depend_on_the_batch_size():
     """The batched driver and a per-sample loop must choose identical masks, so the fp32 sums must match."""
     x = correlated_inputs(8 * 64, 48, seed=13).reshape(8, 64, 48)
-    one_at_a_time = InputStats(48, "cpu")
+    one_at_a_time = InputStats(48, "cpu", gram=True)
     for sequence in x.split(1):
         one_at_a_time.add(sequence)
     batched = InputStats.from_inputs(x)
+    assert torch.equal(batched.squares, one_at_a_time.squares)
     assert torch.equal(batched.gram, one_at_a_time.gram) and batched.n_sequences == one_at_a_time.n_sequences == 8
 
 
@@ -114,7 +114,7 @@ def test_reconstruction_error_sparsegpt_below_wanda_below_magnitude():
     for module in (magnitude, wanda, sparsegpt):
         pruned = module.prune_layer(weight, stats, 0.5, None)
         new = pruned.weight if pruned.weight is not None else weight * pruned.mask
-        errors[module] = reconstruction_error(weight, new, stats.gram)
+        errors[module] = stats.reconstruction_error(weight, new)
     assert errors[sparsegpt] < errors[wanda] < errors[magnitude]
 
 
@@ -123,8 +123,28 @@ def test_reconstruction_error_matches_direct_computation():
     weight = torch.randn(3, 8)
     pruned = weight * (torch.rand(3, 8) > 0.5)
     direct = torch.linalg.norm(x @ weight.T - x @ pruned.T) / torch.linalg.norm(x @ weight.T)
-    from_gram = reconstruction_error(weight, pruned, InputStats.from_inputs(x).gram)
-    assert from_gram == pytest.approx(float(direct), rel=1e-4)
+    assert InputStats.from_inputs(x).reconstruction_error(weight, pruned) == pytest.approx(float(direct), rel=1e-4)
+    every_token = InputStats.from_inputs(x.reshape(10, 10, 8), gram=False)  # sequences no longer than the sample
+    assert every_token.gram is None and sum(len(rows) for rows in every_token.error_sample) == 100
+    assert every_token.reconstruction_error(weight, pruned) == pytest.approx(float(direct), rel=1e-4)
+
+
+def test_gram_free_statistics_give_the_same_norms_and_estimate_the_error():
+    """Wanda's and RIA's statistics: no C_in^2 Gram, the same column norms up to fp32 rounding, and an error
+    estimated from ERROR_SAMPLE_PER_SEQUENCE of each sequence's tokens, close to the exact one."""
+    x = correlated_inputs(64 * 128, 16, seed=11).reshape(64, 128, 16)
+    weight = torch.randn(6, 16, generator=torch.Generator().manual_seed(12))
+    pruned = weight * wanda.wanda_mask(weight, InputStats.from_inputs(x).col_norms, 0.5, None)
+    exact, sampled = InputStats.from_inputs(x), InputStats.from_inputs(x, gram=False)
+    torch.testing.assert_close(sampled.col_norms, exact.gram.diagonal().sqrt())
+    assert [len(rows) for rows in sampled.error_sample] == [ERROR_SAMPLE_PER_SEQUENCE] * 64
+    assert sampled.reconstruction_error(weight, pruned) == pytest.approx(exact.reconstruction_error(weight, pruned),
+                                                                         rel=0.1)
+    assert "estimated" in sampled.error_method and "exact" in exact.error_method
+    by_halves = InputStats(16, "cpu", gram=False)
+    for half in x.split(32):
+        by_halves.add(half)
+    assert all(torch.equal(a, b) for a, b in zip(by_halves.error_sample, sampled.error_sample, strict=True))
 
 
 def test_sparsegpt_one_block_equals_least_squares_optimum():

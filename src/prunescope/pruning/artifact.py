@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,30 @@ from safetensors.torch import load_file, save_file
 
 from prunescope.io import atomic_path, read_result, sha256_file, write_result
 from prunescope.pruning.driver import PruneResult, pruned_layer_names
+from prunescope.pruning.masks import unpack_mask
 
 MASKS = "masks.safetensors"
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
 MEMORY_NOTE = "peak_memory_bytes:"  # the driver's note on how peak memory was measured belongs with the measurement
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+def save_artifact(result: PruneResult, model: torch.nn.Module, out_dir: str | os.PathLike,
+                  manifest: dict[str, Any]) -> None:
     """Atomically write out_dir: masks, kept weights (weight-updating methods only) and manifest.json.
 
-    `manifest` (base model, calibration key, hashes...) is merged with the run's own deterministic record; a key
-    given with a different value than the run's is an error rather than silently overwritten.
+    The kept values are read from the pruned `model` one layer at a time and streamed to the file, so saving needs
+    one layer's values beside the model, not a copy of half of it. `manifest` (base model, calibration key,
+    hashes...) is merged with the run's own deterministic record; a key given with a different value than the
+    run's is an error rather than silently overwritten.
     """
     with atomic_path(out_dir, directory=True) as folder:
-        shapes = {name: list(mask.shape) for name, mask in result.masks.items()}
-        packed = {name: torch.from_numpy(np.packbits(mask.numpy().reshape(-1))) for name, mask in result.masks.items()}
-        save_file(packed, folder / MASKS, metadata={"shapes": json.dumps(shapes, sort_keys=True)})
-        if result.updated_weights:
-            save_file({name: values.contiguous() for name, values in result.updated_weights.items()}, folder / WEIGHTS)
+        shapes = {layer["name"]: layer["shape"] for layer in result.layers}
+        save_file(result.masks, folder / MASKS, metadata={"shapes": json.dumps(shapes, sort_keys=True)})
+        if result.updates_weights:
+            kept = {name: int(np.bitwise_count(packed.numpy()).sum()) for name, packed in result.masks.items()}
+            save_streamed(folder / WEIGHTS, kept, _layer_dtype(result), lambda name: _kept_values(model, result, name))
         files = sorted(path.name for path in folder.iterdir())
         pruned = sum(layer["sparsity"] * math.prod(layer["shape"]) for layer in result.layers)
         record = {
@@ -51,6 +57,7 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
             "structure": result.structure,
             "achieved_sparsity": pruned / sum(math.prod(layer["shape"]) for layer in result.layers),
             "layers": result.layers,
+            "reconstruction_error_method": result.error_method,
             "notes": [note for note in result.notes if not note.startswith(MEMORY_NOTE)],
             "files": {name: sha256_file(folder / name) for name in files},
         }
@@ -58,6 +65,41 @@ def save_artifact(result: PruneResult, out_dir: str | os.PathLike, manifest: dic
         if clashes:
             raise ValueError(f"manifest keys {clashes} disagree with the pruning result")
         write_result(folder / MANIFEST, {**manifest, **record}, written_as=Path(out_dir) / MANIFEST)
+
+
+def save_streamed(path: Path, lengths: dict[str, int], dtype: torch.dtype,
+                  values: Callable[[str], torch.Tensor]) -> None:
+    """A safetensors file of 1-D tensors of one dtype, byte for byte what safetensors' save_file writes, but
+    written one tensor at a time: values(name) is called in file order and only its result is in memory."""
+    size = torch.empty((), dtype=dtype).element_size()
+    header, offset = {}, 0
+    for name in sorted(lengths):  # safetensors orders the tensors of one dtype by name
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": [lengths[name]],
+                        "data_offsets": [offset, offset + lengths[name] * size]}
+        offset += lengths[name] * size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little") + encoded)
+        for name in header:
+            tensor = values(name).detach().cpu().contiguous()
+            if tensor.dtype != dtype or tensor.numel() != lengths[name]:
+                raise ValueError(f"{name}: {tensor.numel()} {tensor.dtype} values, expected {lengths[name]} {dtype}")
+            handle.write(tensor.view(torch.uint8).numpy().tobytes())
+
+
+def _layer_dtype(result: PruneResult) -> torch.dtype:
+    """The one dtype of the pruned layers (a model mixing dtypes across them is an error)."""
+    dtypes = {layer["dtype"] for layer in result.layers}
+    if len(dtypes) != 1:
+        raise ValueError(f"pruned layers mix dtypes {sorted(dtypes)}; load the model in one dtype")
+    return getattr(torch, dtypes.pop())
+
+
+def _kept_values(model: torch.nn.Module, result: PruneResult, name: str) -> torch.Tensor:
+    """Layer `name`'s kept weights in row-major order, read from the pruned model."""
+    weight = model.get_submodule(name).weight
+    return weight[result.mask(name).to(weight.device)]
 
 
 def write_measurements(result: PruneResult, path: str | os.PathLike) -> None:
@@ -70,11 +112,6 @@ def write_measurements(result: PruneResult, path: str | os.PathLike) -> None:
 def read_manifest(artifact_dir: str | os.PathLike) -> dict[str, Any]:
     """An artifact's manifest.json, checked against its own checksum."""
     return read_result(Path(artifact_dir) / MANIFEST, "prune")
-
-
-def _unpacked(packed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """A keep-mask of weight's shape from its bit-packed bytes."""
-    return torch.from_numpy(np.unpackbits(packed.numpy(), count=weight.numel()).astype(bool)).reshape(weight.shape)
 
 
 def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:
@@ -133,7 +170,7 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
             for layer in layers:
                 name = layer["name"]
                 weight = model.get_submodule(name).weight
-                mask = _unpacked(packed[name], weight).to(weight.device)
+                mask = unpack_mask(packed[name], shapes[name]).to(weight.device)
                 if name in kept_values:
                     weight.zero_()
                     weight[mask] = values.get_tensor(name).to(weight.device)

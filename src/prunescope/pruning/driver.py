@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family, get_family
 from prunescope.pruning import magnitude, ria, sparsegpt, wanda
-from prunescope.pruning.masks import LayerPruning, check_protection, parse_structure
+from prunescope.pruning.masks import LayerPruning, check_protection, pack_mask, parse_structure, unpack_mask
 from prunescope.pruning.stats import InputStats, collect_inputs
 
 logger = logging.getLogger(__name__)
@@ -35,19 +35,31 @@ METHODS: dict[str, ModuleType] = {"magnitude": magnitude, "wanda": wanda, "spars
 
 @dataclass
 class PruneResult:
-    """What one pruning run produced: keep-masks, SparseGPT's kept values, per-layer records and run figures."""
+    """What one pruning run produced: bit-packed keep-masks (pack_mask; 1 bit per weight is all a run holds in host
+    memory beside the model), per-layer records and run figures.
+
+    SparseGPT's kept values are not copied out: they are the pruned model's own weights, which save_artifact reads
+    layer by layer (updates_weights says whether they must be saved). error_method says how the layers'
+    reconstruction errors were obtained (InputStats.error_method; None for a data-free run).
+    """
 
     method: str
     family: str
     sparsity: float
     structure: str
     method_options: dict[str, Any]
-    masks: dict[str, torch.Tensor]
-    updated_weights: dict[str, torch.Tensor]
-    layers: list[dict[str, Any]]
+    updates_weights: bool = False
+    error_method: str | None = None
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     peak_memory_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def mask(self, name: str) -> torch.Tensor:
+        """Layer `name`'s keep-mask, unpacked."""
+        shape = next(layer["shape"] for layer in self.layers if layer["name"] == name)
+        return unpack_mask(self.masks[name], shape)
 
 
 class _StopForward(Exception):
@@ -74,7 +86,10 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
                          f"{n_blocks} blocks")
     if calibration is None and METHODS[method].CALIBRATED:
         raise ValueError(f"method {method!r} needs calibration data")
-    result = PruneResult(method, family, sparsity, structure, dict(method_options), {}, {}, [])
+    if any(hasattr(module, "_hf_hook") for module in model.modules()):
+        raise ValueError("prune_model needs the model in host memory, not dispatched by accelerate (device_map): "
+                         "load it with load_model(..., device='cpu'); the driver moves one block at a time")
+    result = PruneResult(method, family, sparsity, structure, dict(method_options))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -95,7 +110,7 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
                 with _on_device(block, device):
                     prune_block(index, block, None)
         else:
-            _sequential(model, adapter, calibration, batch_size, device, method, prune_block)
+            _sequential(model, adapter, calibration, batch_size, device, method, METHODS[method].GRAM, prune_block)
     result.seconds = time.perf_counter() - start
     result.peak_memory_bytes, memory_note = _peak_memory(device)
     result.notes.append(memory_note)
@@ -137,14 +152,6 @@ def pruned_layer_names(model: nn.Module, family: str) -> list[str]:
             for index, block in enumerate(adapter.blocks(model)) for name in block_linears(block)]
 
 
-def reconstruction_error(dense: torch.Tensor, pruned: torch.Tensor, gram: torch.Tensor) -> float | None:
-    """||WX - W'X||_F / ||WX||_F from the Gram sum X X^T (None when WX = 0)."""
-    diff = dense - pruned
-    num = ((diff @ gram) * diff).sum().clamp_min(0.0)
-    den = ((dense @ gram) * dense).sum()
-    return float((num / den).sqrt()) if den > 0 else None
-
-
 def _method(method: str, options: Mapping[str, Any]) -> Callable[..., LayerPruning]:
     """The method's prune_layer with its options bound; unknown names are a clear error."""
     if method not in METHODS:
@@ -160,7 +167,7 @@ def _method(method: str, options: Mapping[str, Any]) -> Callable[..., LayerPruni
 
 def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: InputStats | None,
                   result: PruneResult, protected: int | None) -> None:
-    """Write the pruned weight in place (pruned entries +0.0) and record mask, kept values and error (and the
+    """Write the pruned weight in place (pruned entries +0.0) and record the packed mask and the error (and the
     protected count, only for a run with protection, so other records stay as they were)."""
     dense = layer.weight.detach().float().clone() if stats is not None else None
     mask = pruned.mask.to(layer.weight.device)
@@ -168,9 +175,12 @@ def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: Inpu
         layer.weight.masked_fill_(~mask, 0.0)
     else:
         layer.weight.copy_(pruned.weight)
-        result.updated_weights[name] = layer.weight[mask].cpu()
-    result.masks[name] = mask.cpu()
-    error = None if stats is None else reconstruction_error(dense, layer.weight.float(), stats.gram)
+        result.updates_weights = True
+    result.masks[name] = pack_mask(mask).cpu()
+    error = None
+    if stats is not None:
+        result.error_method = stats.error_method
+        error = stats.reconstruction_error(dense, layer.weight.float())
     result.layers.append({
         "name": name,
         "shape": list(mask.shape),
@@ -185,8 +195,9 @@ def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: Inpu
 
 
 def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
-                device: torch.device, method: str, prune_block: Callable) -> None:
-    """Per block: dense pass with hooks, prune, pruned pass whose outputs feed the next block."""
+                device: torch.device, method: str, gram: bool, prune_block: Callable) -> None:
+    """Per block: dense pass with hooks (collecting the Gram sums only if `gram`), prune, pruned pass whose outputs
+    feed the next block."""
     layer_types = set(getattr(model.config, "layer_types", None) or ())
     if len(layer_types) > 1:
         raise ValueError(f"this model mixes attention types {sorted(layer_types)}; the driver reuses block 0's "
@@ -194,7 +205,7 @@ def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, ba
     inputs = _capture_block_inputs(model, adapter, calibration, batch_size, device)
     for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} blocks")):
         with _on_device(block, device):
-            with collect_inputs(block_linears(block)) as stats:
+            with collect_inputs(block_linears(block), gram) as stats:
                 for hidden, args, kwargs in inputs:
                     block(hidden, *args, **kwargs)
             prune_block(index, block, stats)

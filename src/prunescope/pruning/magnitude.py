@@ -8,6 +8,7 @@ from prunescope.pruning.masks import LayerPruning, select_mask
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = False
+GRAM = False  # uses no statistic (calibration, if given, only feeds the error estimate)
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,

@@ -10,6 +10,7 @@ land slightly above s and depend on tie order; we prune exactly k, deterministic
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -47,11 +48,23 @@ def prune_count(group_size: int, sparsity: float) -> int:
 def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Keep-mask over the last dimension pruning exactly the k lowest scores per row, lower index first on ties.
 
-    Same result as pruning the first k of a stable ascending sort, but via the k-th value (several times faster
-    on CPU): everything below it goes, and of the entries equal to it, the lowest-index ones fill up to k.
+    The same mask on every device, by the faster selection there: kthvalue on CPU (several times faster than a
+    sort), a stable sort on CUDA, where kthvalue over one huge slice is slow (pytorch issue 75599).
     """
     if k == 0:
         return torch.ones_like(scores, dtype=torch.bool)
+    return (sorted_lowest_k_mask if scores.is_cuda else kth_lowest_k_mask)(scores, k)
+
+
+def sorted_lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """lowest_k_mask by definition: the first k of a stable ascending sort go."""
+    order = torch.sort(scores, dim=-1, stable=True).indices[..., :k]
+    return torch.ones_like(scores, dtype=torch.bool).scatter_(-1, order, False)
+
+
+def kth_lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """lowest_k_mask via the k-th value: everything below it goes, and of the entries equal to it, the
+    lowest-index ones fill up to k."""
     threshold = torch.kthvalue(scores, k, dim=-1, keepdim=True).values
     keep = scores > threshold
     ties = scores == threshold
@@ -113,6 +126,22 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if cols % m:
         raise ValueError(f"N:M needs the input width to be a multiple of M; {cols} is not a multiple of {m}")
     return lowest_k_mask(scores.reshape(rows, cols // m, m), n).reshape(rows, cols)
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A keep-mask as bytes, 8 weights each, first weight in the high bit (numpy.packbits' layout), packed on the
+    mask's own device so only 1 bit per weight ever leaves it."""
+    bits = mask.reshape(-1).to(torch.uint8)
+    bits = torch.nn.functional.pad(bits, (0, -len(bits) % 8)).reshape(-1, 8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=mask.device)
+    return (bits * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The keep-mask of `shape` that pack_mask packed (on packed's device)."""
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    bits = (packed.reshape(-1, 1) >> shifts) & 1
+    return bits.reshape(-1)[:math.prod(shape)].reshape(*shape).bool()
 
 
 def check_protection(nm: tuple[int, int] | None, protection: object) -> None:

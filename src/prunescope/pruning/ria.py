@@ -11,6 +11,7 @@ from prunescope.pruning.masks import LayerPruning, select_mask
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
+GRAM = False  # column norms suffice: no C_in^2 statistic
 
 
 def ria_scores(weight: torch.Tensor, col_norms: torch.Tensor, alpha: float) -> torch.Tensor:

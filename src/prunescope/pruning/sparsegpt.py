@@ -21,6 +21,7 @@ from prunescope.pruning.masks import (
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
+GRAM = True  # SparseGPT's Hessian is the Gram sum X X^T
 DAMPING_RETRIES = 3
 
 

@@ -16,6 +16,7 @@ from prunescope.pruning.masks import LayerPruning, matrix_mask, select_mask
 from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
+GRAM = False  # column norms suffice: no C_in^2 statistic
 
 
 def wanda_scores(weight: torch.Tensor, col_norms: torch.Tensor) -> torch.Tensor:

@@ -121,8 +121,9 @@ def test_nsa_bench_compares_packed_and_resumed_scoring_with_their_baselines(tiny
 
 def test_gpu_bench_runs_every_stage_on_the_cpu_and_checks_its_answers(tmp_path):
     """bench/gpu.py end to end at tiny sizes (its 7B-width figures come from bench/gpu_check.sh on a GPU)."""
-    bench_module("gpu").main(["--device", "cpu", "--config", "llama-tiny", "--blocks", "1", "--nsamples", "2",
-                              "--seqlen", "16", "--requests", "8", "--out", str(tmp_path)])
+    gpu = bench_module("gpu")
+    gpu.main(["--device", "cpu", "--config", "llama-tiny", "--blocks", "1", "--nsamples", "2", "--seqlen", "16",
+              "--requests", "8", "--out", str(tmp_path)])
     rows = {row["stage"]: row for row in read_csv(tmp_path / "gpu.csv")}
     assert list(rows) == ["build_model", "dense_forward_x2", "wanda_prune", "wanda_save", "wanda_apply",
                           "sparsegpt_prune", "sparsegpt_save", "sparsegpt_apply", "score_packed", "score_lm_eval"]
@@ -136,3 +137,7 @@ def test_gpu_bench_runs_every_stage_on_the_cpu_and_checks_its_answers(tmp_path):
     report = json.loads((tmp_path / "gpu.json").read_text())
     assert report["aims"]["wanda_vs_dense_x2"]["target"] == 3.0 and report["environment"]["cuda"] == "none"
     assert "Full-model seconds are EXTRAPOLATED: measured x 2/1" in (tmp_path / "gpu.md").read_text()
+    stages = gpu.Stages(torch.device("cpu"), 1, 2)  # a run cut short after its first stages: aims not measured
+    with stages.stage("dense_forward_x2"):
+        pass
+    assert [aim["measured"] for aim in gpu.aims(stages, 2)] == [None, None, None]

@@ -4,9 +4,10 @@
 # (default reports/bench): gpu_tests.log, gpu.md, gpu.csv, gpu.json.
 #
 #   bash bench/gpu_check.sh [--out DIR] [--blocks N]      # with the project's environment (make setup) on the GPU machine
-#   bash bench/gpu_check.sh --fetch-wheels DIR            # on a machine with internet: the pure-Python wheels the check
-#                                                         # needs beyond a CUDA image with torch (transformers, lm_eval
-#                                                         # at this environment's versions)
+#   bash bench/gpu_check.sh --fetch-wheels DIR [--python-version 3.12]
+#       on a machine with internet: the wheels the check needs beyond a CUDA image with torch, at this environment's
+#       versions, for the GPU machine's Python (default: this one's) on x86-64 Linux: transformers and lm_eval, and
+#       regex, whose version transformers checks at import
 #   bash bench/gpu_check.sh --wheels DIR [--out DIR]      # on a GPU machine without internet: install those first
 #
 # The interpreter is $PYTHON, else .venv/bin/python, else python3. Without a CUDA GPU it says so and exits 1.
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-OUT=reports/bench BLOCKS=4 WHEELS=""
+OUT=reports/bench BLOCKS=4 WHEELS="" FETCH="" PYTHON_VERSION=""
 TEST_FILES=(tests/test_gpu.py tests/test_scoring.py)  # every file holding tests marked gpu
 fail() { echo "gpu_check: $*" >&2; exit 1; }
 
@@ -23,13 +24,22 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --blocks) BLOCKS=$2; shift 2 ;;
         --wheels) WHEELS=$2; shift 2 ;;
-        --fetch-wheels)
-            versions=$("$PYTHON" -c 'import importlib.metadata as m; print(*(f"{n}=={m.version(n)}" for n in ("transformers", "lm_eval")))')
-            # shellcheck disable=SC2086  # two requirement words
-            exec "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --dest "$2" $versions ;;
-        *) fail "unknown argument '$1'; usage: bench/gpu_check.sh [--out DIR] [--blocks N] [--wheels DIR] | --fetch-wheels DIR" ;;
+        --fetch-wheels) FETCH=$2; shift 2 ;;
+        --python-version) PYTHON_VERSION=$2; shift 2 ;;
+        *) fail "unknown argument '$1'; usage: bench/gpu_check.sh [--out DIR] [--blocks N] [--wheels DIR]" \
+                "| --fetch-wheels DIR [--python-version X.Y]" ;;
     esac
 done
+
+if [ -n "$FETCH" ]; then
+    requirements=$("$PYTHON" -c 'import importlib.metadata as m
+print(*(f"{name}=={m.version(name)}" for name in ("transformers", "lm_eval", "regex")))')
+    version=${PYTHON_VERSION:-$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
+    platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+    # shellcheck disable=SC2086  # one word per requirement
+    exec "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+        --python-version "$version" "${platforms[@]}" --dest "$FETCH" $requirements
+fi
 
 "$PYTHON" -c 'import torch' 2>/dev/null || fail "$PYTHON has no torch: run 'make setup' on this machine or set PYTHON"
 "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' ||

@@ -31,7 +31,7 @@ from storage import artifact_bytes  # noqa: E402
 
 from prunescope.calibration.sample import load_calibration  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
-from prunescope.pruning import prune_model, save_artifact  # noqa: E402
+from prunescope.pruning import model_weights, prune_model, save_artifact  # noqa: E402
 from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
 
 METHODS = tuple(REGISTRY)
@@ -100,7 +100,7 @@ def timed_run(model: nn.Module, method: str, structure: str, calibration: torch.
 def saved_bytes(result, pruned: nn.Module) -> int:
     """Bytes of the artifact the workflow would save for this result."""
     with tempfile.TemporaryDirectory() as scratch:
-        save_artifact(result, pruned, Path(scratch) / "artifact", {})
+        save_artifact(result, model_weights(pruned), Path(scratch) / "artifact", {})
         return artifact_bytes(Path(scratch) / "artifact")["total_bytes"]
 
 

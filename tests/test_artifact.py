@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_tiny_model
 from prunescope.io import ChecksumError, read_json, read_result, sha256_file, write_json, write_result
-from prunescope.pruning import apply_artifact, prune_model, save_artifact, write_measurements
+from prunescope.pruning import apply_artifact, model_weights, prune_model, save_artifact, write_measurements
 from prunescope.pruning.artifact import read_manifest, save_streamed
 
 VOCAB = 300
@@ -31,7 +31,7 @@ def pruned(method: str, family: str = "llama", dtype: torch.dtype = torch.float3
 ])
 def test_round_trip_is_bit_exact(tmp_path, method, dtype, options):
     dense, model, result = pruned(method, dtype=dtype, **options)
-    save_artifact(result, model, tmp_path / "artifact", {"base_model": "tiny-llama"})
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {"base_model": "tiny-llama"})
     manifest = apply_artifact(dense, tmp_path / "artifact")
     for (name, expected), actual in zip(model.state_dict().items(), dense.state_dict().values(), strict=True):
         assert torch.equal(expected, actual), name
@@ -46,9 +46,9 @@ def test_round_trip_is_bit_exact(tmp_path, method, dtype, options):
 def test_identical_inputs_give_byte_identical_files(tmp_path):
     _, model, first = pruned("sparsegpt", blocksize=16)
     names = ["manifest.json", "masks.safetensors", "weights.safetensors"]
-    save_artifact(first, model, tmp_path / "a", {"base_model": "tiny"})
+    save_artifact(first, model_weights(model), tmp_path / "a", {"base_model": "tiny"})
     written = {name: (tmp_path / "a" / name).read_bytes() for name in names}
-    save_artifact(first, model, tmp_path / "a", {"base_model": "tiny"})
+    save_artifact(first, model_weights(model), tmp_path / "a", {"base_model": "tiny"})
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == names
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == written[name], name
@@ -62,7 +62,7 @@ def test_rerun_gives_the_same_artifact_and_keeps_measurements_apart(tmp_path, me
     written = {}
     for run_number in (1, 2):
         _, model, result = pruned(method, **options)
-        save_artifact(result, model, tmp_path / "a", {"base_model": "tiny"})
+        save_artifact(result, model_weights(model), tmp_path / "a", {"base_model": "tiny"})
         write_measurements(result, tmp_path / f"run{run_number}.json")
         written[run_number] = {name: (tmp_path / "a" / name).read_bytes() for name in names}
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == sorted(names)
@@ -75,7 +75,7 @@ def test_rerun_gives_the_same_artifact_and_keeps_measurements_apart(tmp_path, me
 
 def test_truncated_masks_file_is_a_clear_error(tmp_path):
     dense, model, result = pruned("wanda")
-    save_artifact(result, model, tmp_path / "artifact", {})
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {})
     masks = tmp_path / "artifact" / "masks.safetensors"
     masks.write_bytes(masks.read_bytes()[:-100])
     before = copy.deepcopy(dense.state_dict())
@@ -86,7 +86,7 @@ def test_truncated_masks_file_is_a_clear_error(tmp_path):
 
 def test_mismatched_model_is_a_clear_error(tmp_path):
     _, model, result = pruned("wanda")
-    save_artifact(result, model, tmp_path / "artifact", {})
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {})
     with pytest.raises(ValueError, match="does not fit this model.*rerun the prune rule"):
         apply_artifact(make_tiny_model("opt", VOCAB), tmp_path / "artifact")
     resized = make_tiny_model("llama", VOCAB)
@@ -102,7 +102,7 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
 
 def test_mask_only_artifact_is_about_a_sixteenth_of_fp16_weights(tmp_path):
     _, model, result = pruned("wanda")
-    save_artifact(result, model, tmp_path / "artifact", {})
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {})
     fp16_bytes = 2 * sum(math.prod(layer["shape"]) for layer in result.layers)
     ratio = (tmp_path / "artifact" / "masks.safetensors").stat().st_size / fp16_bytes
     assert 1 / 16 <= ratio < 1 / 16 * 1.25  # the rest is the safetensors header of this tiny model
@@ -110,13 +110,13 @@ def test_mask_only_artifact_is_about_a_sixteenth_of_fp16_weights(tmp_path):
 
 def test_manifest_records_layers_and_hashes_and_rejects_conflicts(tmp_path):
     _, model, result = pruned("wanda")
-    save_artifact(result, model, tmp_path / "artifact", {"calibration": "c4-32x256"})
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {"calibration": "c4-32x256"})
     manifest = read_manifest(tmp_path / "artifact")
     assert set(manifest["files"]) == {"masks.safetensors"}
     assert [layer["name"] for layer in manifest["layers"]] == list(result.masks)
     assert manifest["calibration"] == "c4-32x256" and manifest["structure"] == "unstructured"
     with pytest.raises(ValueError, match=r"\['method'\] disagree"):
-        save_artifact(result, model, tmp_path / "other", {"method": "sparsegpt"})
+        save_artifact(result, model_weights(model), tmp_path / "other", {"method": "sparsegpt"})
     assert not (tmp_path / "other").exists()
 
 
@@ -124,8 +124,8 @@ def test_edited_or_swapped_manifest_is_a_clear_error(tmp_path):
     """The manifest checks itself: an edited field (a sparsity, a layer's error) or a manifest copied from another
     grid point is refused before the artifact is applied."""
     dense, model, result = pruned("wanda")
-    save_artifact(result, model, tmp_path / "a", {})
-    save_artifact(result, model, tmp_path / "b", {})
+    save_artifact(result, model_weights(model), tmp_path / "a", {})
+    save_artifact(result, model_weights(model), tmp_path / "b", {})
     manifest = read_json(tmp_path / "a" / "manifest.json")
     write_json(tmp_path / "a" / "manifest.json", {**manifest, "sparsity": 0.3})
     with pytest.raises(ChecksumError, match=r"a/manifest\.json does not match its own checksum.*prune rule"):
@@ -137,7 +137,7 @@ def test_edited_or_swapped_manifest_is_a_clear_error(tmp_path):
 
 def test_kept_values_that_do_not_fill_the_mask_are_a_clear_error_and_touch_nothing(tmp_path):
     dense, model, result = pruned("sparsegpt", blocksize=16)
-    save_artifact(result, model, tmp_path / "artifact", {})
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {})
     weights, manifest_path = tmp_path / "artifact" / "weights.safetensors", tmp_path / "artifact" / "manifest.json"
     values = load_file(weights)
     name = sorted(values)[0]

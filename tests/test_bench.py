@@ -52,11 +52,12 @@ def test_prune_bench_covers_every_method_and_pattern(tmp_path):
 
 
 def test_storage_bench_counts_parameters_and_artifact_bytes(tiny_llama, tmp_path):
-    from prunescope.pruning import prune_model, save_artifact
+    from prunescope.pruning import model_weights, prune_model, save_artifact
 
     tiny_llama.save_pretrained(tmp_path / "models" / "tiny")
     result = prune_model(tiny_llama, "llama", "magnitude", 0.5, "unstructured", None, 1, "cpu", {})
-    save_artifact(result, tiny_llama, tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none", {})
+    variant = tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none"
+    save_artifact(result, model_weights(tiny_llama), variant, {})
     storage = bench_module("storage")
     assert storage.parameter_count(tmp_path / "models" / "tiny") == sum(p.numel() for p in tiny_llama.parameters())
     (row,) = storage.storage_rows(tmp_path / "pruned", tmp_path / "models")

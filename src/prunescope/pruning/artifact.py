@@ -32,12 +32,13 @@ MEMORY_NOTE = "peak_memory_bytes:"  # the driver's note on how peak memory was m
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def save_artifact(result: PruneResult, model: torch.nn.Module, out_dir: str | os.PathLike,
+def save_artifact(result: PruneResult, pruned_weight: Callable[[str], torch.Tensor], out_dir: str | os.PathLike,
                   manifest: dict[str, Any]) -> None:
     """Atomically write out_dir: masks, kept weights (weight-updating methods only) and manifest.json.
 
-    The kept values are read from the pruned `model` one layer at a time and streamed to the file, so saving needs
-    one layer's values beside the model, not a copy of half of it. `manifest` (base model, calibration key,
+    The kept values are read one layer at a time through pruned_weight(layer name) (model_weights(model) for an
+    in-memory model) and streamed to the file, so saving needs one layer's values beside the model, not a copy of
+    half of it. `manifest` (base model, calibration key,
     hashes...) is merged with the run's own deterministic record; a key given with a different value than the
     run's is an error rather than silently overwritten.
     """
@@ -46,7 +47,8 @@ def save_artifact(result: PruneResult, model: torch.nn.Module, out_dir: str | os
         save_file(result.masks, folder / MASKS, metadata={"shapes": json.dumps(shapes, sort_keys=True)})
         if result.updates_weights:
             kept = {name: int(np.bitwise_count(packed.numpy()).sum()) for name, packed in result.masks.items()}
-            save_streamed(folder / WEIGHTS, kept, _layer_dtype(result), lambda name: _kept_values(model, result, name))
+            save_streamed(folder / WEIGHTS, kept, _layer_dtype(result),
+                          lambda name: _kept_values(pruned_weight, result, name))
         files = sorted(path.name for path in folder.iterdir())
         pruned = sum(layer["sparsity"] * math.prod(layer["shape"]) for layer in result.layers)
         record = {
@@ -96,9 +98,14 @@ def _layer_dtype(result: PruneResult) -> torch.dtype:
     return getattr(torch, dtypes.pop())
 
 
-def _kept_values(model: torch.nn.Module, result: PruneResult, name: str) -> torch.Tensor:
-    """Layer `name`'s kept weights in row-major order, read from the pruned model."""
-    weight = model.get_submodule(name).weight
+def model_weights(model: torch.nn.Module) -> Callable[[str], torch.Tensor]:
+    """save_artifact's pruned_weight for a model held in memory."""
+    return lambda name: model.get_submodule(name).weight
+
+
+def _kept_values(pruned_weight: Callable[[str], torch.Tensor], result: PruneResult, name: str) -> torch.Tensor:
+    """Layer `name`'s kept weights in row-major order."""
+    weight = pruned_weight(name)
     return weight[result.mask(name).to(weight.device)]
 
 

@@ -48,7 +48,7 @@ class PruneResult:
     sparsity: float
     structure: str
     method_options: dict[str, Any]
-    updates_weights: bool = False
+    updates_weights: bool
     error_method: str | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)
@@ -62,6 +62,9 @@ class PruneResult:
         return unpack_mask(self.masks[name], shape)
 
 
+Residence = Callable[[int, nn.Module, torch.device], contextlib.AbstractContextManager]
+
+
 class _StopForward(Exception):
     """Raised by the capture hook once block 0's arguments are recorded."""
 
@@ -69,11 +72,14 @@ class _StopForward(Exception):
 def prune_model(model: nn.Module, family: str, method: str, sparsity: float, structure: str,
                 calibration: torch.Tensor | None, batch_size: int, device: torch.device | str,
                 method_options: Mapping[str, Any],
-                protected_neurons: Mapping[int, Sequence[int]] | None = None) -> PruneResult:
+                protected_neurons: Mapping[int, Sequence[int]] | None = None,
+                residence: Residence | None = None) -> PruneResult:
     """Prune every Linear of the decoder blocks in place; embeddings and lm_head are never touched.
 
     protected_neurons ({block index: MLP intermediate neurons}, NSA-guided pruning) exempts those neurons' weights
     (protected_weights) from pruning; each Linear still loses as many weights as without protection.
+    residence(index, block, device) brings one block onto the device for its turn: by default it moves the block
+    of an in-memory model there and back; models.streamed.CheckpointBlocks.resident reads it from the checkpoint.
     """
     prune_layer = _method(method, method_options)
     nm = parse_structure(structure, sparsity)
@@ -89,7 +95,8 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
     if any(hasattr(module, "_hf_hook") for module in model.modules()):
         raise ValueError("prune_model needs the model in host memory, not dispatched by accelerate (device_map): "
                          "load it with load_model(..., device='cpu'); the driver moves one block at a time")
-    result = PruneResult(method, family, sparsity, structure, dict(method_options))
+    result = PruneResult(method, family, sparsity, structure, dict(method_options), METHODS[method].UPDATES_WEIGHTS)
+    residence = residence or (lambda index, block, device: _on_device(block, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -107,10 +114,11 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
     with torch.no_grad(), _fp32_matmul():
         if calibration is None:
             for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} (data-free)")):
-                with _on_device(block, device):
+                with residence(index, block, device):
                     prune_block(index, block, None)
         else:
-            _sequential(model, adapter, calibration, batch_size, device, method, METHODS[method].GRAM, prune_block)
+            _sequential(model, adapter, calibration, batch_size, device, method, METHODS[method].GRAM, residence,
+                        prune_block)
     result.seconds = time.perf_counter() - start
     result.peak_memory_bytes, memory_note = _peak_memory(device)
     result.notes.append(memory_note)
@@ -175,7 +183,6 @@ def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: Inpu
         layer.weight.masked_fill_(~mask, 0.0)
     else:
         layer.weight.copy_(pruned.weight)
-        result.updates_weights = True
     result.masks[name] = pack_mask(mask).cpu()
     error = None
     if stats is not None:
@@ -195,7 +202,7 @@ def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: Inpu
 
 
 def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
-                device: torch.device, method: str, gram: bool, prune_block: Callable) -> None:
+                device: torch.device, method: str, gram: bool, residence: Residence, prune_block: Callable) -> None:
     """Per block: dense pass with hooks (collecting the Gram sums only if `gram`), prune, pruned pass whose outputs
     feed the next block."""
     layer_types = set(getattr(model.config, "layer_types", None) or ())
@@ -204,7 +211,7 @@ def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, ba
                          "arguments for every block, so only uniform attention is supported")
     inputs = _capture_block_inputs(model, adapter, calibration, batch_size, device)
     for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} blocks")):
-        with _on_device(block, device):
+        with residence(index, block, device):
             with collect_inputs(block_linears(block), gram) as stats:
                 for hidden, args, kwargs in inputs:
                     block(hidden, *args, **kwargs)

@@ -9,6 +9,7 @@ from prunescope.pruning.stats import InputStats
 
 CALIBRATED = False
 GRAM = False  # uses no statistic (calibration, if given, only feeds the error estimate)
+UPDATES_WEIGHTS = False  # kept weights stay as they are: the mask is the whole artifact
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,

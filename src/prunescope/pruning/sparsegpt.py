@@ -22,6 +22,7 @@ from prunescope.pruning.stats import InputStats
 
 CALIBRATED = True
 GRAM = True  # SparseGPT's Hessian is the Gram sum X X^T
+UPDATES_WEIGHTS = True  # kept weights change (OBS updates): the artifact stores them
 DAMPING_RETRIES = 3
 
 

@@ -45,7 +45,7 @@ from outputs import write_outputs  # noqa: E402
 from prune import RANDOM_CONFIGS, calibration_ids, device_name, random_model, reset_peak_memory  # noqa: E402
 
 from prunescope.io import write_json  # noqa: E402
-from prunescope.pruning import apply_artifact, prune_model, save_artifact  # noqa: E402
+from prunescope.pruning import apply_artifact, model_weights, prune_model, save_artifact  # noqa: E402
 
 COLUMNS = ["stage", "seconds", "full_model_seconds", "peak_gpu_bytes", "peak_rss_bytes", "note"]
 SCALED_STAGES = ("dense_forward_x2", "_prune", "_save", "_apply")  # stages whose work is per block
@@ -132,7 +132,7 @@ def prune_stages(stages: Stages, model: nn.Module, method: str, calibration: tor
         result = prune_model(pruned, "llama", method, 0.5, "unstructured", calibration, batch_size, stages.device, {})
         record["note"] = f"driver's own seconds {result.seconds:.2f}"
     with stages.stage(f"{method}_save"):
-        save_artifact(result, pruned, scratch / method, {"base_model": "random"})
+        save_artifact(result, model_weights(pruned), scratch / method, {"base_model": "random"})
     del result
     applied = copy.deepcopy(model)
     with stages.stage(f"{method}_apply"):

@@ -79,7 +79,7 @@ def test_half_precision_pruning_is_exact_and_agrees_with_fp32_up_to_ties(method,
 
 RERUN = """import json, os, sys, torch
 from conftest import input_devices, make_tiny_model
-from prunescope.pruning import prune_model, save_artifact
+from prunescope.pruning import model_weights, prune_model, save_artifact
 from prunescope.runlog import job_device
 
 device = job_device(1)
@@ -91,7 +91,8 @@ for method, options in json.loads(sys.argv[2]).items():
         with input_devices(model) as seen:
             result = prune_model(model, "llama", method, 0.5, structure, calibration, 4, device, options)
         assert seen == {device.type}, seen
-        save_artifact(result, model, f"{out}/{method}-{structure.replace(':', 'of')}", {"base_model": "tiny"})
+        folder = f"{out}/{method}-{structure.replace(':', 'of')}"
+        save_artifact(result, model_weights(model), folder, {"base_model": "tiny"})
 print(json.dumps({"device": str(device), "deterministic": torch.are_deterministic_algorithms_enabled(),
                   "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}))
 """

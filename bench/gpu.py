@@ -6,9 +6,11 @@ A random-init LLaMA of the named shapes (llama-7b: hidden 4096, MLP 11008, 32 he
 cut to --blocks of its blocks so that the run fits a few minutes. Stages, each timed alone:
   dense_forward_x2    two dense forward passes of those blocks over the calibration, the model on the device: the
                       baseline of the Wanda aim (Wanda runs each block twice, dense for statistics, then pruned)
-  <method>_prune      prune_model at 0.5 unstructured on a fresh copy (Wanda, SparseGPT), blocks moved one at a time
+  write_checkpoint    the model saved as a safetensors checkpoint (the prune rule reads one)
+  <method>_prune      prune_model at 0.5 unstructured (Wanda, SparseGPT) as the prune rule runs it: the embeddings and
+                      then one block at a time read from the checkpoint onto the device (models/streamed.py)
   <method>_save       save_artifact of that result
-  <method>_apply      apply_artifact onto another fresh copy (which must then equal the pruned model, checked)
+  <method>_apply      apply_artifact onto a fresh copy of the dense model (its weights then checked: the pruned ones)
   score_packed        the evaluate scorer (SharedContextLM) on --requests multiple-choice requests, model on device
   score_lm_eval       lm-eval's HFLM on the same requests (the answers are compared)
 Every block has the same shapes and sees the same calibration tokens, so the full model's seconds are the
@@ -45,7 +47,8 @@ from outputs import write_outputs  # noqa: E402
 from prune import RANDOM_CONFIGS, calibration_ids, device_name, random_model, reset_peak_memory  # noqa: E402
 
 from prunescope.io import write_json  # noqa: E402
-from prunescope.pruning import apply_artifact, model_weights, prune_model, save_artifact  # noqa: E402
+from prunescope.models.streamed import CheckpointBlocks  # noqa: E402
+from prunescope.pruning import METHODS, apply_artifact, prune_model, save_artifact  # noqa: E402
 
 COLUMNS = ["stage", "seconds", "full_model_seconds", "peak_gpu_bytes", "peak_rss_bytes", "note"]
 SCALED_STAGES = ("dense_forward_x2", "_prune", "_save", "_apply")  # stages whose work is per block
@@ -123,23 +126,29 @@ def word_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="t0", eos_token="t1")
 
 
-def prune_stages(stages: Stages, model: nn.Module, method: str, calibration: torch.Tensor, batch_size: int,
-                 scratch: Path) -> None:
-    """Prune a fresh copy, save its artifact, apply the artifact to another fresh copy; the two must be equal."""
+def prune_stages(stages: Stages, model: nn.Module, checkpoint_dir: Path, method: str, calibration: torch.Tensor,
+                 batch_size: int, scratch: Path) -> None:
+    """The prune rule's path (workflow/scripts/prune.py): blocks read from the checkpoint one at a time, the artifact
+    saved; then the artifact applied to a fresh copy of the dense model, whose weights must be the pruned ones."""
     gc.collect()  # the previous method's copies, before this one's memory is measured
-    pruned = copy.deepcopy(model)
+    keep_pruned = METHODS[method].UPDATES_WEIGHTS
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    (scratch / f"{method}-blocks").mkdir()
     with stages.stage(f"{method}_prune") as record:
-        result = prune_model(pruned, "llama", method, 0.5, "unstructured", calibration, batch_size, stages.device, {})
+        checkpoint = CheckpointBlocks(checkpoint_dir, dtype, "llama", scratch / f"{method}-blocks")
+        result = prune_model(checkpoint.model, "llama", method, 0.5, "unstructured", calibration, batch_size,
+                             stages.device, {}, residence=lambda index, block, on: checkpoint.resident(
+                                 index, block, on, keep_pruned))
         record["note"] = f"driver's own seconds {result.seconds:.2f}"
     with stages.stage(f"{method}_save"):
-        save_artifact(result, model_weights(pruned), scratch / method, {"base_model": "random"})
-    del result
+        save_artifact(result, checkpoint.pruned_weight, scratch / method, {"base_model": "random"})
     applied = copy.deepcopy(model)
     with stages.stage(f"{method}_apply"):
         apply_artifact(applied, scratch / method)
-    equal = all(torch.equal(a, b) for a, b in zip(applied.state_dict().values(), pruned.state_dict().values(),
-                                                  strict=True))
-    stages.rows[-1]["note"] = "applied model equals the pruned one" if equal else "APPLIED MODEL DIFFERS"
+    pruned = checkpoint.pruned_weight if keep_pruned else (
+        lambda name: model.get_submodule(name).weight.masked_fill(~result.mask(name), 0.0))
+    equal = all(torch.equal(applied.get_submodule(name).weight, pruned(name)) for name in result.masks)
+    stages.rows[-1]["note"] = "applied model has the pruned weights" if equal else "APPLIED WEIGHTS DIFFER"
 
 
 def score_stages(stages: Stages, model: nn.Module, requests: list, batch_size: int) -> None:
@@ -244,8 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     model.to("cpu")
     report()
     with tempfile.TemporaryDirectory() as scratch:
+        with stages.stage("write_checkpoint"):
+            model.save_pretrained(Path(scratch) / "checkpoint")
         for method in ("wanda", "sparsegpt"):
-            prune_stages(stages, model, method, calibration, args.batch_size, Path(scratch))
+            prune_stages(stages, model, Path(scratch) / "checkpoint", method, calibration, args.batch_size,
+                         Path(scratch))
             report()
     model.to(device)
     score_stages(stages, model, multiple_choice_requests(model.config.vocab_size, args.requests),

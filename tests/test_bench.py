@@ -126,10 +126,11 @@ def test_gpu_bench_runs_every_stage_on_the_cpu_and_checks_its_answers(tmp_path):
     gpu.main(["--device", "cpu", "--config", "llama-tiny", "--blocks", "1", "--nsamples", "2", "--seqlen", "16",
               "--requests", "8", "--out", str(tmp_path)])
     rows = {row["stage"]: row for row in read_csv(tmp_path / "gpu.csv")}
-    assert list(rows) == ["build_model", "dense_forward_x2", "wanda_prune", "wanda_save", "wanda_apply",
-                          "sparsegpt_prune", "sparsegpt_save", "sparsegpt_apply", "score_packed", "score_lm_eval"]
+    assert list(rows) == ["build_model", "dense_forward_x2", "write_checkpoint", "wanda_prune", "wanda_save",
+                          "wanda_apply", "sparsegpt_prune", "sparsegpt_save", "sparsegpt_apply", "score_packed",
+                          "score_lm_eval"]
     assert all(float(row["seconds"]) > 0 and int(row["peak_rss_bytes"]) > 0 for row in rows.values())
-    assert rows["sparsegpt_apply"]["note"] == rows["wanda_apply"]["note"] == "applied model equals the pruned one"
+    assert rows["sparsegpt_apply"]["note"] == rows["wanda_apply"]["note"] == "applied model has the pruned weights"
     assert float(rows["wanda_prune"]["full_model_seconds"]) == pytest.approx(2 * float(rows["wanda_prune"]["seconds"]),
                                                                              abs=0.01)  # llama-tiny has 2 blocks
     assert rows["score_packed"]["full_model_seconds"] == ""

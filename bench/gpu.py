@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nsamples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=8, help="calibration batch (driver and dense passes)")
+    parser.add_argument("--methods", nargs="+", choices=("wanda", "sparsegpt"), default=["wanda", "sparsegpt"])
     parser.add_argument("--requests", type=int, default=400, help="multiple-choice requests for the scorers")
     parser.add_argument("--score-batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         with stages.stage("write_checkpoint"):
             model.save_pretrained(Path(scratch) / "checkpoint")
-        for method in ("wanda", "sparsegpt"):
+        for method in args.methods:
             prune_stages(stages, model, Path(scratch) / "checkpoint", method, calibration, args.batch_size,
                          Path(scratch))
             report()

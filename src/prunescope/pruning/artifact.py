@@ -59,6 +59,7 @@ def save_artifact(result: PruneResult, pruned_weight: Callable[[str], torch.Tens
             "structure": result.structure,
             "achieved_sparsity": pruned / sum(math.prod(layer["shape"]) for layer in result.layers),
             "layers": result.layers,
+            "layer_sparsity": result.layer_sparsity,
             "reconstruction_error_method": result.error_method,
             "notes": [note for note in result.notes if not note.startswith(MEMORY_NOTE)],
             "files": {name: sha256_file(folder / name) for name in files},

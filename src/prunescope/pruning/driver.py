@@ -26,7 +26,9 @@ from tqdm import tqdm
 from prunescope.models.families import Family, get_family
 from prunescope.pruning import magnitude, ria, sparsegpt, wanda
 from prunescope.pruning.masks import LayerPruning, check_protection, pack_mask, parse_structure, unpack_mask
+from prunescope.pruning.owl import OwlOptions, block_sparsities, outlier_ratio
 from prunescope.pruning.stats import InputStats, collect_inputs
+from prunescope.pruning.wanda import wanda_scores
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ class PruneResult:
 
     SparseGPT's kept values are not copied out: they are the pruned model's own weights, which save_artifact reads
     layer by layer (updates_weights says whether they must be saved). error_method says how the layers'
-    reconstruction errors were obtained (InputStats.error_method; None for a data-free run).
+    reconstruction errors were obtained (InputStats.error_method; None for a data-free run); layer_sparsity how each
+    block's sparsity was set (uniform, or OWL's parameters and per-block sparsities).
     """
 
     method: str
@@ -50,6 +53,7 @@ class PruneResult:
     method_options: dict[str, Any]
     updates_weights: bool
     error_method: str | None = None
+    layer_sparsity: dict[str, Any] = field(default_factory=lambda: {"kind": "uniform"})
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -73,13 +77,14 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
                 calibration: torch.Tensor | None, batch_size: int, device: torch.device | str,
                 method_options: Mapping[str, Any],
                 protected_neurons: Mapping[int, Sequence[int]] | None = None,
-                residence: Residence | None = None) -> PruneResult:
+                residence: Residence | None = None, owl: OwlOptions | None = None) -> PruneResult:
     """Prune every Linear of the decoder blocks in place; embeddings and lm_head are never touched.
 
     protected_neurons ({block index: MLP intermediate neurons}, NSA-guided pruning) exempts those neurons' weights
     (protected_weights) from pruning; each Linear still loses as many weights as without protection.
     residence(index, block, device) brings one block onto the device for its turn: by default it moves the block
     of an in-memory model there and back; models.streamed.CheckpointBlocks.resident reads it from the checkpoint.
+    owl sets each block's sparsity from its outlier ratio (pruning/owl.py), a dense pass over the blocks first.
     """
     prune_layer = _method(method, method_options)
     nm = parse_structure(structure, sparsity)
@@ -92,6 +97,10 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
                          f"{n_blocks} blocks")
     if calibration is None and METHODS[method].CALIBRATED:
         raise ValueError(f"method {method!r} needs calibration data")
+    if owl is not None and (nm is not None or calibration is None):
+        raise ValueError("OWL layer sparsity needs unstructured sparsity (N:M fixes every group's count) and "
+                         f"calibration data (its outlier ratios are Wanda scores); got {structure}"
+                         f"{'' if calibration is not None else ' without calibration'}")
     if any(hasattr(module, "_hf_hook") for module in model.modules()):
         raise ValueError("prune_model needs the model in host memory, not dispatched by accelerate (device_map): "
                          "load it with load_model(..., device='cpu'); the driver moves one block at a time")
@@ -101,13 +110,15 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
 
+    sparsities = [sparsity] * n_blocks
+
     def prune_block(index: int, block: nn.Module, stats: dict[str, InputStats] | None) -> None:
         neurons = None if protected_neurons is None else protected_neurons.get(index, ())
         protected = {} if neurons is None else protected_weights(adapter, block, neurons)
         for name, layer in block_linears(block).items():
             stat = stats[name] if stats is not None else None
             mask = protected.get(name)
-            pruned = prune_layer(layer.weight.float(), stat, sparsity, nm, protected=mask)
+            pruned = prune_layer(layer.weight.float(), stat, sparsities[index], nm, protected=mask)
             _prune_linear(f"{adapter.blocks_path}.{index}.{name}", layer, pruned, stat, result,
                           None if neurons is None else 0 if mask is None else int(mask.sum()))
 
@@ -117,8 +128,11 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
                 with residence(index, block, device):
                     prune_block(index, block, None)
         else:
-            _sequential(model, adapter, calibration, batch_size, device, method, METHODS[method].GRAM, residence,
-                        prune_block)
+            if owl is not None:
+                sparsities = _owl_sparsities(model, adapter, calibration, batch_size, device, residence, sparsity, owl)
+                result.layer_sparsity = {"kind": "owl", "m": owl.m, "lambda": owl.lam, "blocks": sparsities}
+            _sequential(model, adapter, calibration, batch_size, device, f"{method} blocks", METHODS[method].GRAM,
+                        residence, prune_block)
     result.seconds = time.perf_counter() - start
     result.peak_memory_bytes, memory_note = _peak_memory(device)
     result.notes.append(memory_note)
@@ -201,24 +215,40 @@ def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: Inpu
         logger.warning("%s: %s", name, note)
 
 
+def _owl_sparsities(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
+                    device: torch.device, residence: Residence, sparsity: float, owl: OwlOptions) -> list[float]:
+    """Each block's OWL sparsity, from the Wanda scores of the dense model on the calibration data."""
+    ratios, sizes = [], []
+
+    def measure(index: int, block: nn.Module, stats: dict[str, InputStats]) -> None:
+        linears = block_linears(block)
+        scores = [wanda_scores(layer.weight, stats[name].col_norms) for name, layer in linears.items()]
+        ratios.append(outlier_ratio(scores, owl.m))
+        sizes.append(sum(layer.weight.numel() for layer in linears.values()))
+
+    _sequential(model, adapter, calibration, batch_size, device, "OWL outlier ratios", False, residence, measure)
+    logger.info("OWL outlier ratios %s", [round(ratio, 5) for ratio in ratios])
+    return block_sparsities(ratios, sizes, sparsity, owl.lam)
+
+
 def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
-                device: torch.device, method: str, gram: bool, residence: Residence, prune_block: Callable) -> None:
-    """Per block: dense pass with hooks (collecting the Gram sums only if `gram`), prune, pruned pass whose outputs
-    feed the next block."""
+                device: torch.device, description: str, gram: bool, residence: Residence, visit: Callable) -> None:
+    """Per block: dense pass with hooks (collecting the Gram sums only if `gram`), visit(index, block, stats) (which
+    prunes it, or only measures), then a pass whose outputs feed the next block."""
     layer_types = set(getattr(model.config, "layer_types", None) or ())
     if len(layer_types) > 1:
         raise ValueError(f"this model mixes attention types {sorted(layer_types)}; the driver reuses block 0's "
                          "arguments for every block, so only uniform attention is supported")
     inputs = _capture_block_inputs(model, adapter, calibration, batch_size, device)
-    for index, block in enumerate(tqdm(adapter.blocks(model), desc=f"{method} blocks")):
+    for index, block in enumerate(tqdm(adapter.blocks(model), desc=description)):
         with residence(index, block, device):
             with collect_inputs(block_linears(block), gram) as stats:
                 for hidden, args, kwargs in inputs:
                     block(hidden, *args, **kwargs)
-            prune_block(index, block, stats)
+            visit(index, block, stats)
             del stats
             inputs = [(_hidden_states(block(hidden, *args, **kwargs)), args, kwargs) for hidden, args, kwargs in inputs]
-        logger.debug("block %d pruned", index)
+        logger.debug("%s: block %d done", description, index)
 
 
 def _capture_block_inputs(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,

@@ -28,30 +28,23 @@ OPTIONS = {"sparsegpt": {"blocksize": 32}}  # several column blocks in the tiny 
 # and with them the fp32 statistics. Magnitude reads no statistics: identical. Wanda and RIA score |W| times a
 # column norm, so only an entry whose score is within that rounding of its group's cut-off can change side: a few
 # per thousand (at most 0.2% measured on the CPU). SparseGPT's choice in one column changes the updates of every later
-# column of the row, so one near-tie can move several entries: at most 3.3% measured (bf16, 2:4). Any real error
-# (wrong statistics, wrong group) moves about half of the entries.
+# column of the row, so one near-tie can move several entries: at most 3.3% measured (bf16, 2:4), 10% allowed as
+# CUDA's kernels round otherwise than the CPU's. Any real error (wrong statistics, wrong group) moves about half.
 MASK_AGREEMENT = {"magnitude": 0.0, "wanda": 0.01, "ria": 0.01, "sparsegpt": 0.1}
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
-def pruned_per_group(mask: torch.Tensor, method: str, structure: str) -> torch.Tensor:
-    """Pruned entries per comparison group: N:M groups of 4 columns, else Wanda's rows, SparseGPT's column blocks,
-    and the whole matrix for magnitude and RIA (their defaults)."""
-    pruned = (~mask).to(torch.int64)
+def pruned_per_group(mask: torch.Tensor, method: str, structure: str) -> tuple[torch.Tensor, int]:
+    """Pruned entries per comparison group, and the group size: N:M groups of 4 columns, else Wanda's rows,
+    SparseGPT's column blocks, and the whole matrix for magnitude and RIA (their defaults)."""
+    pruned, blocksize = (~mask).to(torch.int64), OPTIONS["sparsegpt"]["blocksize"]
     if structure == "2:4":
-        return pruned.reshape(mask.shape[0], -1, 4).sum(dim=-1).flatten()
+        return pruned.reshape(mask.shape[0], -1, 4).sum(dim=-1).flatten(), 4
     if method == "wanda":
-        return pruned.sum(dim=1)
+        return pruned.sum(dim=1), mask.shape[1]
     if method == "sparsegpt":
-        return torch.stack([block.sum() for block in pruned.split(OPTIONS["sparsegpt"]["blocksize"], dim=1)])
-    return pruned.sum().reshape(1)
-
-
-def group_size(mask: torch.Tensor, method: str, structure: str) -> int:
-    if structure == "2:4":
-        return 4
-    return {"wanda": mask.shape[1], "sparsegpt": mask.shape[0] * OPTIONS["sparsegpt"]["blocksize"]}.get(
-        method, mask.numel())
+        return torch.stack([block.sum() for block in pruned.split(blocksize, dim=1)]), mask.shape[0] * blocksize
+    return pruned.sum().reshape(1), mask.numel()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -70,8 +63,8 @@ def test_half_precision_pruning_is_exact_and_agrees_with_fp32_up_to_ties(method,
     for name in result.masks:
         mask, weight = result.mask(name), half.get_submodule(name).weight
         assert weight.dtype == dtype and weight.device.type == "cpu", name  # the block went back where it was
-        counts = pruned_per_group(mask, method, structure)
-        assert (counts == math.floor(group_size(mask, method, structure) * 0.5)).all(), name
+        counts, size = pruned_per_group(mask, method, structure)
+        assert (counts == math.floor(size * 0.5)).all(), name
         assert (weight[~mask] == 0).all(), name
         differ = (mask != reference.mask(name)).float().mean().item()
         assert differ <= MASK_AGREEMENT[method], f"{name}: {differ:.4f} of the mask differs from the fp32 run"

@@ -58,6 +58,7 @@ missing=$("$PYTHON" -c 'import prunescope.pruning, prunescope.evaluation.scoring
     2>&1 | tail -n 1) || fail "$missing; install the project (make setup) or pass --wheels DIR (see --fetch-wheels)"
 
 mkdir -p "$OUT"
+rm -f "$OUT"/gpu.md "$OUT"/gpu.csv "$OUT"/gpu.json  # this run's figures replace the last ones, even if cut short
 start=$SECONDS
 echo "gpu_check: $("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(), "torch", torch.__version__, "CUDA", torch.version.cuda)')"
 tests=0 bench=0
@@ -65,6 +66,6 @@ timeout 200 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu "${TEST_FILES[@]}"
 tail -n 15 "$OUT/gpu_tests.log"
 echo "gpu_check: tests marked gpu exited $tests after $((SECONDS - start)) s (log: $OUT/gpu_tests.log)"
 timeout 270 "$PYTHON" bench/gpu.py --device cuda --blocks "$BLOCKS" --out "$OUT" || bench=$?
-[ "$bench" -eq 0 ] && cat "$OUT/gpu.md"
+[ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md"  # written after every step: what a cut-short run measured
 echo "gpu_check: benchmark exited $bench; done in $((SECONDS - start)) s"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

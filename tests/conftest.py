@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -22,6 +24,26 @@ CORPUS = [
     "Both are fruit. Both are used to measure. Both tell time.",
     "positive negative entailment non-entailment yes no maybe",
 ] * 4
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `gpu` are collected everywhere and skipped, with the reason, where torch sees no CUDA device."""
+    if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: torch.cuda.is_available() is False")
+
+
+@contextlib.contextmanager
+def input_devices(model: torch.nn.Module) -> Iterator[set[str]]:
+    """The device types of every tensor fed to the model's Linear layers while inside: proof that a run used the
+    device it was asked for (the driver keeps the model on the CPU and moves one block at a time)."""
+    seen: set[str] = set()
+    handles = [module.register_forward_pre_hook(lambda _, args: seen.add(args[0].device.type))
+               for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -117,3 +118,28 @@ def test_nsa_bench_compares_packed_and_resumed_scoring_with_their_baselines(tiny
     assert [(row["measure"], row["settings"]) for row in rows] == [("occlusion", 1), ("scoring", 1),
                                                                    ("causal settings", 3)]
     assert all(row["max_margin_diff"] < 1e-4 and row["speedup"] > 0 for row in rows)
+
+
+def test_gpu_bench_runs_every_stage_on_the_cpu_and_checks_its_answers(tmp_path):
+    """bench/gpu.py end to end at tiny sizes (its 7B-width figures come from bench/gpu_check.sh on a GPU)."""
+    gpu = bench_module("gpu")
+    gpu.main(["--device", "cpu", "--config", "llama-tiny", "--blocks", "1", "--nsamples", "2", "--seqlen", "16",
+              "--requests", "8", "--out", str(tmp_path)])
+    rows = {row["stage"]: row for row in read_csv(tmp_path / "gpu.csv")}
+    assert list(rows) == ["build_model", "dense_forward_x2", "write_checkpoint", "wanda_prune", "wanda_save",
+                          "wanda_apply", "sparsegpt_prune", "sparsegpt_save", "sparsegpt_apply", "score_packed",
+                          "score_lm_eval"]
+    assert all(float(row["seconds"]) > 0 and int(row["peak_rss_bytes"]) > 0 for row in rows.values())
+    assert rows["sparsegpt_apply"]["note"] == rows["wanda_apply"]["note"] == "applied model has the pruned weights"
+    assert float(rows["wanda_prune"]["full_model_seconds"]) == pytest.approx(2 * float(rows["wanda_prune"]["seconds"]),
+                                                                             abs=0.01)  # llama-tiny has 2 blocks
+    assert rows["score_packed"]["full_model_seconds"] == ""
+    assert "8 requests, attention sdpa; vs packed: largest log-prob difference" in rows["score_lm_eval"]["note"]
+    assert ", 0 is-greedy flips" in rows["score_lm_eval"]["note"]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["aims"]["wanda_vs_dense_x2"]["target"] == 3.0 and report["environment"]["cuda"] == "none"
+    assert "Full-model seconds are EXTRAPOLATED: measured x 2/1" in (tmp_path / "gpu.md").read_text()
+    stages = gpu.Stages(torch.device("cpu"), 1, 2)  # a run cut short after its first stages: aims not measured
+    with stages.stage("dense_forward_x2"):
+        pass
+    assert [aim["measured"] for aim in gpu.aims(stages, 2)] == [None, None, None]

@@ -101,8 +101,9 @@ def test_accuracy_table_has_dense_beside_every_pruned_result(finished_run):
     with open(finished_run / "reports/tables/accuracy.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["dataset"], r["method"], r["pattern"]) for r in rows} == {
-        (d, m, p) for d in DATASETS for m in METHODS for p in PATTERNS} | {(d, "wanda", "unstructured-0.3")
-                                                                           for d in DATASETS}  # the sparsity sweep
+        (d, m, p) for d in DATASETS for m in METHODS for p in PATTERNS} | {
+        (d, m, p) for d in DATASETS for m, p in [("wanda", "unstructured-0.3"),  # the sparsity sweep
+                                                 ("magnitude", "owl-0.5")]}  # OWL beside uniform
     assert {r["category"] for r in rows} == {"sentiment", "qa", "nli", "similarity"}
     for row in rows:
         assert row["n_examples"] == "6"

@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prunescope.io import atomic_path, read_result, sha256_file, write_result
 from prunescope.pruning.driver import PruneResult, pruned_layer_names
-from prunescope.pruning.masks import unpack_mask
+from prunescope.pruning.masks import kept_count, unpack_mask
 
 MASKS = "masks.safetensors"
 WEIGHTS = "weights.safetensors"
@@ -38,15 +37,14 @@ def save_artifact(result: PruneResult, pruned_weight: Callable[[str], torch.Tens
 
     The kept values are read one layer at a time through pruned_weight(layer name) (model_weights(model) for an
     in-memory model) and streamed to the file, so saving needs one layer's values beside the model, not a copy of
-    half of it. `manifest` (base model, calibration key,
-    hashes...) is merged with the run's own deterministic record; a key given with a different value than the
-    run's is an error rather than silently overwritten.
+    half of it. `manifest` (base model, calibration key, hashes...) is merged with the run's own deterministic
+    record; a key given with a different value than the run's is an error rather than silently overwritten.
     """
     with atomic_path(out_dir, directory=True) as folder:
         shapes = {layer["name"]: layer["shape"] for layer in result.layers}
         save_file(result.masks, folder / MASKS, metadata={"shapes": json.dumps(shapes, sort_keys=True)})
         if result.updates_weights:
-            kept = {name: int(np.bitwise_count(packed.numpy()).sum()) for name, packed in result.masks.items()}
+            kept = {name: kept_count(packed) for name, packed in result.masks.items()}
             save_streamed(folder / WEIGHTS, kept, _layer_dtype(result),
                           lambda name: _kept_values(pruned_weight, result, name))
         files = sorted(path.name for path in folder.iterdir())
@@ -171,7 +169,7 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
                 raise fail(MASKS, f"{name} holds {packed[name].numel()} bytes, expected {(weight.numel() + 7) // 8}")
             if name in kept_values:
                 stored = math.prod(values.get_slice(name).get_shape())
-                kept = int(np.bitwise_count(packed[name].numpy()).sum())  # packbits pads with zero bits
+                kept = kept_count(packed[name])
                 if stored != kept:
                     raise fail(WEIGHTS, f"{name} holds {stored} values for {kept} kept weights")
         with torch.no_grad():  # then apply, layer by layer: memory of one unpacked mask and its kept values

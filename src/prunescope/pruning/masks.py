@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -135,6 +136,11 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     bits = torch.nn.functional.pad(bits, (0, -len(bits) % 8)).reshape(-1, 8)
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=mask.device)
     return (bits * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def kept_count(packed: torch.Tensor) -> int:
+    """How many weights a packed keep-mask keeps, counted on its bytes (the padding bits are zero)."""
+    return int(np.bitwise_count(packed.cpu().numpy()).sum())
 
 
 def unpack_mask(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

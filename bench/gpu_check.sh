@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, on a machine with one CUDA GPU, in under 8 minutes: the tests marked `gpu`, then bench/gpu.py (7B-width
-# prune and evaluate stages: wall time, peak GPU memory, peak host RSS, device, versions), into --out
-# (default reports/bench): gpu_tests.log, gpu.md, gpu.csv, gpu.json.
+# prune and evaluate stages: wall time, peak GPU memory, peak host RSS, device, versions) and bench/sparsegpt_layer.py
+# (SparseGPT's Gram and column loop on one 7B-shape layer, each beside its baseline), into --out (default
+# reports/bench): gpu_tests.log, gpu.md, gpu.csv, gpu.json, sparsegpt_layer.md, sparsegpt_layer.json.
 #
 #   bash bench/gpu_check.sh [--out DIR] [--blocks N]      # with the project's environment (make setup) on the GPU machine
 #   bash bench/gpu_check.sh --fetch-wheels DIR [--python-version 3.12]
@@ -58,7 +59,7 @@ missing=$("$PYTHON" -c 'import prunescope.pruning, prunescope.evaluation.scoring
     2>&1 | tail -n 1) || fail "$missing; install the project (make setup) or pass --wheels DIR (see --fetch-wheels)"
 
 mkdir -p "$OUT"
-rm -f "$OUT"/gpu.md "$OUT"/gpu.csv "$OUT"/gpu.json  # this run's figures replace the last ones, even if cut short
+rm -f "$OUT"/gpu.md "$OUT"/gpu.csv "$OUT"/gpu.json "$OUT"/sparsegpt_layer.*  # this run's figures replace the last ones, even if cut short
 start=$SECONDS
 echo "gpu_check: $("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(), "torch", torch.__version__, "CUDA", torch.version.cuda)')"
 tests=0 bench=0
@@ -67,5 +68,8 @@ tail -n 15 "$OUT/gpu_tests.log"
 echo "gpu_check: tests marked gpu exited $tests after $((SECONDS - start)) s (log: $OUT/gpu_tests.log)"
 timeout 270 "$PYTHON" bench/gpu.py --device cuda --blocks "$BLOCKS" --out "$OUT" || bench=$?
 [ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md"  # written after every step: what a cut-short run measured
-echo "gpu_check: benchmark exited $bench; done in $((SECONDS - start)) s"
-[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
+echo "gpu_check: benchmark exited $bench after $((SECONDS - start)) s"
+layer=0
+timeout 100 "$PYTHON" bench/sparsegpt_layer.py --device cuda --out "$OUT" || layer=$?
+echo "gpu_check: SparseGPT layer benchmark exited $layer; done in $((SECONDS - start)) s"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$layer" -eq 0 ]

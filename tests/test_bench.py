@@ -143,3 +143,14 @@ def test_gpu_bench_runs_every_stage_on_the_cpu_and_checks_its_answers(tmp_path):
     with stages.stage("dense_forward_x2"):
         pass
     assert [aim["measured"] for aim in gpu.aims(stages, 2)] == [None, None, None]
+
+
+def test_sparsegpt_layer_bench_compares_both_grams_and_both_loops(tmp_path):
+    """bench/sparsegpt_layer.py at tiny sizes on the CPU (its 7B-shape figures come from bench/gpu_check.sh)."""
+    bench_module("sparsegpt_layer").main(["--device", "cpu", "--shapes", "16x64", "--nsamples", "3", "--seqlen", "8",
+                                          "--dtype", "float32", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "sparsegpt_layer.json").read_text())["rows"]
+    assert [(row["shape"], row["structure"]) for row in rows] == [("16x64", "unstructured"), ("16x64", "2:4")]
+    assert all(row["masks_equal"] and row["weights_equal"] and row["gram_max_relative_difference"] == 0
+               for row in rows)
+    assert "| 16x64 | 2:4 |" in (tmp_path / "sparsegpt_layer.md").read_text()

@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_model
 from prunescope.models import FAMILIES, get_family
 from prunescope.pruning import prune_model, pruned_layer_names
-from prunescope.pruning.driver import _capture_block_inputs, _hidden_states, protected_weights
+from prunescope.pruning.driver import _capture_block_inputs, _hidden_states, _on_device, protected_weights
 
 VOCAB = 300
 CPU = torch.device("cpu")
@@ -197,3 +197,21 @@ def test_a_model_dispatched_by_accelerate_is_refused_with_the_fix():
     model = dispatch_model(make_tiny_model("llama", VOCAB), device_map={"": "cpu"}, force_hooks=True)
     with pytest.raises(ValueError, match=r"not dispatched by accelerate.*load_model\(\.\.\., device='cpu'\)"):
         prune_model(model, "llama", "wanda", 0.5, "unstructured", calibration(), 2, CPU, {})
+
+
+def test_a_block_goes_back_to_the_device_it_came_from(monkeypatch):
+    """module.to moves the parameter objects themselves, so home must be read before the move (on a GPU every block
+    used to stay there). Moves are recorded here with CPU and meta tensors standing in for two devices."""
+    moves = []
+
+    def move(module, device):
+        moves.append(torch.device(device))
+        for parameter in module.parameters():  # the same object, now on `device`, as module.to leaves it
+            torch.utils.swap_tensors(parameter, torch.nn.Parameter(torch.empty(parameter.shape, device=device)))
+        return module
+
+    layer = torch.nn.Linear(2, 2)
+    monkeypatch.setattr(torch.nn.Module, "to", move)
+    with _on_device(layer, torch.device("meta")):
+        assert layer.weight.device.type == "meta"
+    assert moves == [torch.device("meta"), torch.device("cpu")] and layer.weight.device.type == "cpu"

@@ -19,6 +19,7 @@ import torch
 
 from conftest import input_devices, make_tiny_model
 from prunescope.pruning import METHODS, prune_model
+from prunescope.pruning.stats import InputStats
 
 VOCAB = 300
 CALIBRATION = torch.randint(0, VOCAB, (8, 32), generator=torch.Generator().manual_seed(0))
@@ -157,3 +158,16 @@ def test_concurrent_jobs_each_compute_on_the_gpu_job_device_gave_them(tmp_path):
         for holder in jobs:
             holder.kill()
             holder.wait()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_gram_on_tensor_cores_is_the_fp32_gram(dtype):
+    """SparseGPT's Gram from fp16/bf16 inputs on CUDA (tensor cores, fp32 accumulation) equals the fp32 Gram of the
+    same values up to summation order."""
+    inputs = torch.randn(6, 256, 512, generator=torch.Generator().manual_seed(0)).to(dtype)
+    fast = InputStats.from_inputs(inputs.cuda())
+    exact = InputStats.from_inputs(inputs.double())
+    assert fast.gram.dtype == torch.float32 and fast.n_sequences == exact.n_sequences == 6
+    relative = (fast.gram.cpu().double() - exact.gram).abs().max() / exact.gram.abs().max()
+    assert relative < 1e-5, relative

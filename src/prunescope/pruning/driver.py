@@ -107,6 +107,7 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
     result = PruneResult(method, family, sparsity, structure, dict(method_options), METHODS[method].UPDATES_WEIGHTS)
     residence = residence or (lambda index, block, device: _on_device(block, device))
     if device.type == "cuda":
+        torch.cuda.init()  # the peak counters of a device exist only once CUDA is initialised
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
 
@@ -285,13 +286,14 @@ def _hidden_states(output: torch.Tensor | tuple) -> torch.Tensor:
 @contextlib.contextmanager
 def _on_device(module: nn.Module, device: torch.device) -> Iterator[None]:
     """Move one module to `device` for the duration, then back where it was (only it sits on the device)."""
-    home = next(itertools.chain(module.parameters(), module.buffers()), None)
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    home = None if first is None else first.device  # read now: module.to moves `first` itself
     module.to(device)
     try:
         yield
     finally:
         if home is not None:
-            module.to(home.device)
+            module.to(home)
 
 
 @contextlib.contextmanager

@@ -75,14 +75,14 @@ def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tu
             scores = block.square() / d.square()
             keep[:, start:end] = (matrix_mask(scores, sparsity) if protected is None else
                                   protected_lowest_k(scores, int(counts[start // blocksize]), protected[:, start:end]))
-        errors = torch.zeros_like(block)
+        errors = torch.empty_like(block)
         for i in range(end - start):
             if nm is not None and i % nm[1] == 0:
                 group = slice(i, i + nm[1])
                 keep[:, start + i:start + i + nm[1]] = nm_mask(block[:, group].square() / d[group].square(), *nm)
-            q = torch.where(keep[:, start + i], block[:, i], 0.0)
-            errors[:, i] = (block[:, i] - q) / d[i]
-            block[:, i:] -= errors[:, i:i + 1] * U1[i:i + 1, i:]
-            block[:, i] = q
+            # (w - q) / d with q = w kept, 0 pruned; the update leaves a kept w exactly as it was (its error is 0)
+            # and a pruned one at round-off from 0, zeroed at the end: 4 kernels per column, not 7
+            torch.div(torch.where(keep[:, start + i], 0.0, block[:, i]), d[i], out=errors[:, i])
+            block[:, i:].sub_(torch.outer(errors[:, i], U1[i, i:]))
         W[:, end:] -= errors @ U[start:end, end:]
     return LayerPruning(keep, W.masked_fill_(~keep, 0.0), notes)

@@ -6,9 +6,9 @@
 #
 #   bash bench/gpu_check.sh [--out DIR] [--blocks N]      # with the project's environment (make setup) on the GPU machine
 #   bash bench/gpu_check.sh --fetch-wheels DIR [--python-version 3.12]
-#       on a machine with internet: the wheels the check needs beyond a CUDA image with torch, at this environment's
-#       versions, for the GPU machine's Python (default: this one's) on x86-64 Linux: transformers and lm_eval, and
-#       regex, whose version transformers checks at import
+#       on a machine with internet: the wheels the check needs beyond a CUDA image with torch and pytest, at this
+#       environment's versions, for the GPU machine's Python (default: this one's) on x86-64 Linux (bench/gpu_wheels.py
+#       lists them: transformers, lm_eval and what they import)
 #   bash bench/gpu_check.sh --wheels DIR [--out DIR]      # on a GPU machine without internet: install those first
 #
 # The interpreter is $PYTHON, else .venv/bin/python, else python3. Without a CUDA GPU it says so and exits 1.
@@ -33,8 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -n "$FETCH" ]; then
-    requirements=$("$PYTHON" -c 'import importlib.metadata as m
-print(*(f"{name}=={m.version(name)}" for name in ("transformers", "lm_eval", "regex")))')
+    requirements=$(PYTHONPATH=$PWD/src "$PYTHON" bench/gpu_wheels.py)
     version=${PYTHON_VERSION:-$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
     platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
     # shellcheck disable=SC2086  # one word per requirement

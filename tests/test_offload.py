@@ -34,7 +34,7 @@ from prunescope.nsa.answers import score_examples
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.words import ATTRIBUTIONS, occurrence_attributions
-from prunescope.pruning import model_weights, prune_model, save_artifact
+from prunescope.pruning import apply_artifact, model_weights, prune_model, save_artifact, write_pruned_checkpoint
 from test_config import PARAMS
 from test_evaluation import TEMPLATE, make_records, write_dataset
 from test_nsa import _tiny_examples
@@ -275,3 +275,42 @@ def test_a_bad_offload_setting_is_one_clear_error(setting, value, message):
     with pytest.raises(ParamsError) as caught:
         validate_params(params)
     assert str(caught.value) == f"params.yaml: {message}"
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("method", ["magnitude", "sparsegpt"])
+def test_a_pruned_checkpoint_is_the_pruned_model_written_one_block_at_a_time(saved_models, tmp_path, monkeypatch,
+                                                                              method, tied):
+    """write_pruned_checkpoint (how a pruned model reaches disk offload): from_pretrained of it equals the base
+    model with the artifact applied in memory, bit for bit, and each shard it writes holds one block's tensors or
+    the non-block ones (embeddings, final norm, head): never more than one block in memory."""
+    from prunescope.pruning import artifact as artifact_module
+
+    model_dir, artifact = saved_models[tied]
+    if method == "sparsegpt":  # kept values too, not only masks
+        model, _ = load_model(model_dir, "float32", CPU)
+        calibration = torch.randint(0, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+        result = prune_model(model, "llama", "sparsegpt", 0.5, "unstructured", calibration, 2, CPU, {"blocksize": 16})
+        artifact = tmp_path / "sparsegpt"
+        save_artifact(result, model_weights(model), artifact, {"base_model": "tiny-llama"})
+    written = []
+    save_file = artifact_module.save_file
+    monkeypatch.setattr(artifact_module, "save_file",
+                        lambda tensors, path, **kwargs: written.append(sorted(tensors)) or save_file(tensors, path,
+                                                                                                     **kwargs))
+    write_pruned_checkpoint(model_dir, "float32", artifact, tmp_path / "checkpoint")
+    expected, _ = load_model(model_dir, "float32", CPU)
+    apply_artifact(expected, artifact)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint", dtype=torch.float32)
+    for (name, want), got in zip(expected.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(want.view(torch.uint8), got.view(torch.uint8)), name
+    blocks = [sorted({key.split(".")[2] for key in keys if key.startswith("model.layers.")}) for keys in written]
+    assert sorted(map(tuple, blocks)) == [(), ("0",), ("1",)]
+
+
+def test_a_damaged_artifact_writes_no_pruned_checkpoint(model_dir, tmp_path):
+    damaged = magnitude_artifact(model_dir, tmp_path / "artifact")
+    (damaged / "masks.safetensors").write_bytes((damaged / "masks.safetensors").read_bytes()[:-8])
+    with pytest.raises(ValueError, match="masks.safetensors: sha256 differs"):
+        write_pruned_checkpoint(model_dir, "float32", damaged, tmp_path / "checkpoint")
+    assert not (tmp_path / "checkpoint").exists()

@@ -74,11 +74,11 @@ def loaded_model(model_dir: str | os.PathLike, dtype: str, device: torch.device,
     under offload.folder (null: the system's temporary folder), removed when the block exits.
 
     An offloaded weight sits on the meta device while its values live in accelerate's offload store, so writing
-    into it would change nothing: a pruned model is loaded on the CPU, pruned there, and then dispatched, which
-    writes the pruned weights to the store (host memory peaks at the whole model while loading). A dense model is
-    dispatched as it loads, reading disk-offloaded weights in place from its safetensors files.
+    into it would change nothing: a pruned model is first written, block by block, as a pruned checkpoint into that
+    folder (write_pruned_checkpoint: host memory of one block), and then loaded from it exactly as a dense model is,
+    dispatched as it loads, its disk-offloaded weights read in place from the safetensors files.
     """
-    from prunescope.pruning import apply_artifact
+    from prunescope.pruning import apply_artifact, write_pruned_checkpoint
 
     device_map = offload_device_map(model_dir, dtype, device, offload)
     if device_map is None:
@@ -87,19 +87,17 @@ def loaded_model(model_dir: str | os.PathLike, dtype: str, device: torch.device,
             apply_artifact(model, pruned_dir)
         yield model, tokenizer
         return
-    from accelerate import dispatch_model
     from transformers import AutoModelForCausalLM
 
     if offload["folder"] is not None:
         Path(offload["folder"]).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="prunescope-offload-", dir=offload["folder"]) as folder:
+        weights = model_dir
         if pruned_dir:
-            model = load_model(model_dir, dtype, torch.device("cpu"))[0]
-            apply_artifact(model, pruned_dir)
-            model = dispatch_model(model, device_map, main_device=execution_device_key(device), offload_dir=folder)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype], device_map=device_map,
-                                                         offload_folder=folder)
+            weights = Path(folder) / "pruned-checkpoint"
+            write_pruned_checkpoint(model_dir, dtype, pruned_dir, weights)
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=DTYPES[dtype], device_map=device_map,
+                                                     offload_folder=folder)
         yield model.eval(), load_tokenizer(model_dir)
 
 

@@ -35,7 +35,7 @@ class CheckpointBlocks:
 
         self.folder, self.scratch = Path(model_dir), Path(scratch_dir)
         self.dtype, self.adapter = DTYPES[dtype], get_family(family)
-        self.files = _tensor_files(self.folder)
+        self.files = tensor_files(self.folder)
         with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed for real
             self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(self.folder), dtype=self.dtype)
         self.model.eval()
@@ -80,7 +80,7 @@ class CheckpointBlocks:
                                         dtype=self.dtype if tensor.is_floating_point() else None)
 
 
-def _tensor_files(folder: Path) -> dict[str, Path]:
+def tensor_files(folder: Path) -> dict[str, Path]:
     """Tensor name -> the safetensors file holding it (one file, or the shards of an index)."""
     if (folder / INDEX).is_file():
         index = json.loads((folder / INDEX).read_text())["weight_map"]

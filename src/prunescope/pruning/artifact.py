@@ -12,7 +12,8 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prunescope.io import atomic_path, read_result, sha256_file, write_result
+from prunescope.models.families import get_family
 from prunescope.pruning.driver import PruneResult, pruned_layer_names
 from prunescope.pruning.masks import kept_count, unpack_mask
 
@@ -127,6 +129,19 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
     model, memory holds the bit-packed masks (1 bit per weight) and one layer's unpacked mask and kept values at a
     time: masks are unpacked and SparseGPT's kept values read layer by layer, once to check and once to apply.
     """
+    with verified_artifact(model, artifact_dir) as (manifest, prune):
+        with torch.no_grad():
+            for layer in manifest["layers"]:
+                prune(layer["name"], model.get_submodule(layer["name"]).weight)
+    return manifest
+
+
+@contextlib.contextmanager
+def verified_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike
+                      ) -> Iterator[tuple[dict[str, Any], Callable[[str, torch.Tensor], None]]]:
+    """(manifest, prune) once the artifact is checked against its hashes and against `model`'s pruned Linears
+    (names, shapes, dtypes: a skeleton on the meta device will do); prune(layer name, weight) prunes that layer's
+    weight tensor in place, reading its mask and kept values only then."""
     folder = Path(artifact_dir)
 
     def fail(file: str, why: str) -> ValueError:
@@ -172,14 +187,57 @@ def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> d
                 kept = kept_count(packed[name])
                 if stored != kept:
                     raise fail(WEIGHTS, f"{name} holds {stored} values for {kept} kept weights")
-        with torch.no_grad():  # then apply, layer by layer: memory of one unpacked mask and its kept values
-            for layer in layers:
-                name = layer["name"]
-                weight = model.get_submodule(name).weight
-                mask = unpack_mask(packed[name], shapes[name]).to(weight.device)
-                if name in kept_values:
-                    weight.zero_()
-                    weight[mask] = values.get_tensor(name).to(weight.device)
-                else:
-                    weight.masked_fill_(~mask, 0.0)
-    return manifest
+
+        def prune(name: str, weight: torch.Tensor) -> None:
+            """One layer, in place: memory of its unpacked mask and kept values only."""
+            mask = unpack_mask(packed[name], shapes[name]).to(weight.device)
+            if name in kept_values:
+                weight.zero_()
+                weight[mask] = values.get_tensor(name).to(weight.device)
+            else:
+                weight.masked_fill_(~mask, 0.0)
+
+        yield manifest, prune
+
+
+def write_pruned_checkpoint(model_dir: str | os.PathLike, dtype: str, artifact_dir: str | os.PathLike,
+                            out_dir: str | os.PathLike) -> None:
+    """The prepared model at model_dir pruned by the artifact, written to out_dir as a sharded safetensors
+    checkpoint (one shard per decoder block, one for the rest) that from_pretrained loads, in the model's dtype.
+
+    It is read and written one block at a time, so host memory holds one block beside the packed masks: this is how
+    a pruned model reaches accelerate's disk offload (models.offload.loaded_model) without ever being whole in
+    memory. The same checks as apply_artifact run first, on a skeleton of the model on the meta device.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from prunescope.models.prepare import DTYPES
+    from prunescope.models.streamed import INDEX, tensor_files
+
+    source, out = Path(model_dir), Path(out_dir)
+    files, cast = tensor_files(source), DTYPES[dtype]
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=cast)
+    blocks_path = get_family(read_manifest(artifact_dir)["family"]).blocks_path
+    shards: dict[str, list[str]] = {}
+    for key in files:  # a decoder block's tensors to its own shard, the rest (embeddings, norm, head) to one
+        index = key.removeprefix(f"{blocks_path}.").split(".")[0] if key.startswith(f"{blocks_path}.") else ""
+        shards.setdefault(f"block-{int(index):05d}" if index else "other", []).append(key)
+    with verified_artifact(skeleton, artifact_dir) as (manifest, prune):
+        out.mkdir(parents=True, exist_ok=True)  # only once the artifact passed its checks
+        pruned = {f"{layer['name']}.weight": layer["name"] for layer in manifest["layers"]}
+        for shard, keys in shards.items():
+            tensors = {}
+            for key in keys:
+                with safe_open(files[key], framework="pt", device="cpu") as handle:
+                    tensor = handle.get_tensor(key)
+                tensors[key] = tensor.to(cast) if tensor.is_floating_point() else tensor
+                if key in pruned:
+                    prune(pruned[key], tensors[key])
+            save_file(tensors, out / f"{shard}.safetensors", metadata={"format": "pt"})
+    weight_map = {key: f"{shard}.safetensors" for shard, keys in shards.items() for key in keys}
+    (out / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    for name in ("config.json", "generation_config.json"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)

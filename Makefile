@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report repro pull bench test lint
+.PHONY: setup run dry-run report repro pull export bench test lint
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ repro: setup  ## DVC reproduction of every stage whose code, params or inputs ch
 pull: setup  ## After cloning: every DVC-tracked output from the DVC remote, marked up to date for Snakemake
 	$(BIN)/dvc pull
 	$(BIN)/snakemake --cores 1 --touch all
+
+# One variant's export, on demand: VARIANT is its path under results/pruned ({model}/{method}/{pattern}/{calib}),
+# FORMAT the checkpoint format (prunescope.pruning.export.EXPORT_FORMATS); Snakemake prunes the variant first if needed.
+FORMAT ?= safetensors
+export: setup  ## A pruned variant as a checkpoint other tools load: results/exports/$(VARIANT)/$(FORMAT)
+	@test -n "$(VARIANT)" || { echo "make export needs VARIANT={model}/{method}/{pattern}/{calib}, e.g." \
+	    "VARIANT=smollm2-135m/magnitude/unstructured-0.5/none"; exit 2; }
+	$(BIN)/snakemake --cores $(CORES) results/exports/$(VARIANT)/$(FORMAT)
 
 bench: setup  ## Cost of every stage, side by side with its baseline (reports/bench/*.csv, summary.md)
 	$(BIN)/python bench/workflow.py --run --cores $(CORES)

@@ -6,7 +6,8 @@ AutoTokenizer.from_pretrained), with export.json naming the variant, the format 
 
 compressed-tensors' sparse format (sparse-bitmask, sparse-24-bitmask) is not offered: compressed-tensors removed its
 sparse compressors after 0.14 (0.14.0.1, the last with them, requires transformers < 5, which this project does not
-run), transformers 5 no longer decompresses sparse checkpoints, and vLLM refuses Sparse24 models from v0.19.1 on.
+run), transformers' integration (5.25 with compressed-tensors 0.20.1) has no sparse decompression, and vLLM refuses
+Sparse24 models from v0.19.1 on.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import functools
 import itertools
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,12 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def pattern_key(structure: str, sparsity: float) -> str:
-    """'unstructured-0.5', 'owl-0.7' (unstructured, OWL's block sparsities) or '2of4-0.5' (':' kept out of paths)."""
-    return f"{structure.replace(':', 'of')}-{sparsity:g}"
+    """'unstructured-0.5', 'owl-0.7' (unstructured, OWL's block sparsities) or '2of4-0.5' (':' kept out of paths).
+
+    The sparsity is written in full, without exponent (1e-05 as 0.00001, 0.123456789 as is): the shortest digits
+    that read back as the same float, so parse_pattern_key returns exactly the configured value and two sparsities
+    never share a path."""
+    return f"{structure.replace(':', 'of')}-{format(Decimal(repr(float(sparsity))), 'f')}"
 
 
 def parse_pattern_key(key: str) -> tuple[str, float]:

@@ -227,6 +227,17 @@ def parse_pattern_key(key: str) -> tuple[str, float]:
     return match["structure"].replace("of", ":"), float(match["sparsity"])
 
 
+def variant_options(method: str, pattern: str, pruning: dict) -> dict | None:
+    """The options a variant must have been pruned with under params.yaml's `pruning` section now, in the form its
+    evaluation results embed (pruning.artifact.pruning_record); None for the dense model."""
+    if method == "dense":
+        return None
+    structure, _ = parse_pattern_key(pattern)
+    layer_sparsity = ({"kind": OWL, "m": pruning[OWL]["m"], "lambda": pruning[OWL]["lambda"]} if structure == OWL
+                      else {"kind": "uniform"})
+    return {"method_options": dict(pruning[method]), "layer_sparsity": layer_sparsity}
+
+
 def calibration_key(source: str, fmt: str, nsamples: int, seqlen: int, seed: int) -> str:
     return f"{source}-{fmt}-n{nsamples}-l{seqlen}-s{seed}"
 

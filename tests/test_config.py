@@ -122,6 +122,10 @@ def test_keys_round_trip():
     assert parse_pattern_key("2of4-0.5") == ("2:4", 0.5)
     assert parse_pattern_key("unstructured-0.25") == ("unstructured", 0.25)
     assert pattern_key("owl", 0.7) == "owl-0.7" and parse_pattern_key("owl-0.7") == ("owl", 0.7)
+    for sparsity in (1e-05, 0.123456789, 0.1 + 0.2, 0.99999999, 0.5):  # every allowed value reads back exactly
+        assert parse_pattern_key(pattern_key("unstructured", sparsity)) == ("unstructured", sparsity)
+    assert pattern_key("unstructured", 1e-05) == "unstructured-0.00001"
+    assert pattern_key("unstructured", 0.123456789) != pattern_key("unstructured", 0.1234567891)
     key = calibration_key("gensim_wiki", "raw", 32, 256, 7)
     assert key == "gensim_wiki-raw-n32-l256-s7"
     assert parse_calibration_key(key) == {"source": "gensim_wiki", "format": "raw", "nsamples": 32, "seqlen": 256,

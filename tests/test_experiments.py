@@ -3,6 +3,7 @@
 import pytest
 
 from prunescope import io
+from prunescope.config import variant_options
 from prunescope.reporting.cost import prune_cost_table
 from prunescope.reporting.sweeps import (
     accuracy_changes,
@@ -17,6 +18,7 @@ from prunescope.reporting.sweeps import (
     sparsity_table,
 )
 from prunescope.reporting.tables import load_results
+from test_reporting import PRUNING
 
 PARAMS = {"evaluation": {"batch_size": 8}, "limit": 10}
 BASE = {"model": "m", "pattern": "unstructured-0.5", "source": "wiki", "format": "raw", "nsamples": 32,
@@ -28,6 +30,7 @@ def result(tmp_path, dataset, category, method, acc, pattern="unstructured-0.5",
     path = tmp_path / f"{dataset}-{method}-{pattern}-{calib}.json"
     io.write_result(path, {"model": "m", "dataset": dataset, "category": category, "method": method,
                            "pattern": pattern, "calib": calib, "params": PARAMS,
+                           "pruning": variant_options(method, pattern, PRUNING),
                            "metrics": {"acc": acc, "acc_norm": acc, "n": 10}})
     return str(path)
 
@@ -47,7 +50,7 @@ def changes(tmp_path):
     paths += [result(tmp_path, "movies", "sentiment", "wanda", 0.8 - 0.2, "owl-0.7", CALIB),  # OWL: 0.1 better
               result(tmp_path, "boolq", "qa", "wanda", 0.6 - 0.15, "owl-0.7", CALIB),
               result(tmp_path, "movies", "sentiment", "wanda", 0.1, "owl-0.7", "wiki-raw-n32-l256-s1")]  # not base
-    return accuracy_changes(load_results(paths, PARAMS))
+    return accuracy_changes(load_results(paths, PARAMS, PRUNING))
 
 
 def test_owl_table_sets_owl_beside_uniform_at_the_base_calibration(changes):

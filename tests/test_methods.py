@@ -216,3 +216,12 @@ def test_sparsegpt_equals_a_literal_port_of_the_reference_loop_bit_for_bit(nm):
     keep, pruned = reference_sparsegpt()(weight, stats.gram * (2.0 / stats.n_sequences), 0.5, nm, blocksize=16)
     assert torch.equal(ours.mask, keep)
     assert torch.equal(ours.weight, pruned)
+
+
+def test_sparsegpt_runs_the_eager_loop_where_graph_capture_fails(monkeypatch, caplog):
+    def no_capture(*args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(sparsegpt, "_GraphedColumns", no_capture)
+    assert sparsegpt._graphed_columns(4, 8, None, torch.device("cpu")) is None
+    assert "CUDA graph capture failed (operation not permitted" in caplog.text

@@ -258,6 +258,9 @@ def test_evaluate_variant_writes_the_same_bytes_offloaded(model_dir, artifact_di
             written[pruned_dir, settings is None] = out.read_bytes()
         assert written[pruned_dir, True] == written[pruned_dir, False]
     assert json.loads(written[artifact_dir, True])["metrics"]["n"] == 12
+    assert json.loads(written[artifact_dir, True])["pruning"] == {"method_options": {},  # from the artifact
+                                                                  "layer_sparsity": {"kind": "uniform"}}
+    assert "pruning" not in json.loads(written[None, True])
 
 
 @pytest.mark.parametrize(("setting", "value", "message"), [

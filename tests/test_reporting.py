@@ -8,16 +8,20 @@ import pandas as pd
 import pytest
 
 from prunescope import io
+from prunescope.config import variant_options
 from prunescope.io import ChecksumError
 from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
 from prunescope.reporting.tables import StaleResultError, accuracy_table, headline_metrics, load_results, write_table
 
 PARAMS = {"evaluation": {"batch_size": 8}, "limit": 10}
+PRUNING = {"calibration_batch_size": 8, "owl": {"m": 5.0, "lambda": 0.08}, "magnitude": {},
+           "wanda": {"per_row_alpha": False}, "sparsegpt": {"percdamp": 0.01, "blocksize": 128},
+           "ria": {"alpha": 0.5, "per_row": False}}
 
 
 def write_result(tmp_path, dataset, category, method, acc, calib="none", pattern="unstructured-0.5", params=PARAMS,
-                 scores=None, per_example=True):
+                 scores=None, per_example=True, pruning=PRUNING):
     """A result file; its per-example scores are `scores`, else the first round(10 acc) of 10 examples right."""
     if scores is None:
         scores = [1] * round(acc * 10) + [0] * (10 - round(acc * 10))
@@ -26,6 +30,8 @@ def write_result(tmp_path, dataset, category, method, acc, calib="none", pattern
         metrics["per_example"] = {"acc": scores, "acc_norm": scores}
     result = {"model": "m", "dataset": dataset, "category": category, "method": method, "pattern": pattern,
               "calib": calib, "metrics": metrics, "params": params}
+    if method != "dense":  # what the evaluate job records of the artifact (pruning_record)
+        result["pruning"] = variant_options(method, pattern, pruning)
     path = tmp_path / f"{dataset}-{method}-{pattern}-{calib}.json"
     io.write_result(path, result)
     return str(path)
@@ -46,7 +52,7 @@ def results(tmp_path):
         write_result(tmp_path, "boolq", "qa", "wanda", 0.6, "wiki-raw-n4-l64-s0"),
         write_result(tmp_path, "boolq", "qa", "wanda", 0.5, "wiki-raw-n4-l64-s1"),
     ]
-    return load_results(paths, PARAMS)
+    return load_results(paths, PARAMS, PRUNING)
 
 
 def test_seeds_are_averaged_beside_the_dense_baseline(results):
@@ -73,7 +79,7 @@ def test_truncated_result_is_refused_naming_the_file_and_the_rule(tmp_path):
     truncated = tmp_path / "movies.json"
     truncated.write_text('{"model": "m", "metrics": {"acc": 0.5')
     with pytest.raises(ChecksumError, match=r"movies\.json is not readable JSON .* evaluate rule rebuilds it"):
-        load_results([truncated], PARAMS)
+        load_results([truncated], PARAMS, PRUNING)
 
 
 def test_edited_result_is_refused_naming_the_file_and_the_rule(tmp_path):
@@ -84,7 +90,7 @@ def test_edited_result_is_refused_naming_the_file_and_the_rule(tmp_path):
     with open(path, "w") as handle:
         handle.write(text.replace('"acc": 0.5', '"acc": 0.9', 1))
     with pytest.raises(ChecksumError, match=r"wanda.*\.json does not match its own checksum .* evaluate rule"):
-        load_results([path], PARAMS)
+        load_results([path], PARAMS, PRUNING)
 
 
 def test_result_swapped_in_from_another_grid_point_is_refused(tmp_path):
@@ -92,13 +98,28 @@ def test_result_swapped_in_from_another_grid_point_is_refused(tmp_path):
     magnitude = write_result(tmp_path, "movies", "sentiment", "magnitude", 0.5)
     shutil.copyfile(wanda, magnitude)  # checksum intact, but it is wanda's result under magnitude's name
     with pytest.raises(ChecksumError, match=r"magnitude.*\.json was written as .*wanda.* swapped in"):
-        load_results([magnitude], PARAMS)
+        load_results([magnitude], PARAMS, PRUNING)
 
 
 def test_stale_result_is_refused_naming_the_file(tmp_path):
     stale = write_result(tmp_path, "movies", "sentiment", "dense", 0.8, params={"evaluation": {}, "limit": 5})
     with pytest.raises(StaleResultError, match="movies-dense-unstructured-0.5-none.json"):
-        load_results([stale], PARAMS)
+        load_results([stale], PARAMS, PRUNING)
+
+
+@pytest.mark.parametrize("method,pattern,changed", [
+    ("sparsegpt", "unstructured-0.5", {"sparsegpt": {"percdamp": 0.1, "blocksize": 128}}),
+    ("ria", "2of4-0.5", {"ria": {"alpha": 0.5, "per_row": True}}),
+    ("wanda", "owl-0.7", {"owl": {"m": 7.0, "lambda": 0.08}}),
+])
+def test_a_result_of_a_variant_pruned_with_other_options_is_refused(tmp_path, method, pattern, changed):
+    """percdamp, blocksize, RIA's alpha and per_row, Wanda's per_row_alpha and OWL's m and lambda are not in the
+    variant's path: the options recorded from its artifact must be params.yaml's."""
+    stale = write_result(tmp_path, "movies", "sentiment", method, 0.5, pattern=pattern, pruning={**PRUNING, **changed})
+    with pytest.raises(StaleResultError, match=rf"{method}-{pattern}-none\.json was evaluated on a variant pruned"):
+        load_results([stale], PARAMS, PRUNING)
+    assert len(load_results([write_result(tmp_path, "movies", "sentiment", method, 0.5, pattern=pattern)], PARAMS,
+                            PRUNING)) == 1
 
 
 def test_results_carry_their_per_example_scores(results):
@@ -111,7 +132,7 @@ def test_identical_dense_and_pruned_change_nothing(tmp_path):
     scores = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1]
     paths = [scored(tmp_path, "movies", "dense", scores)] + [
         scored(tmp_path, "movies", "wanda", scores, f"wiki-raw-n4-l64-s{seed}") for seed in (0, 1)]
-    (row,) = category_drop_table(load_results(paths, PARAMS), 1000, 0).itertuples()
+    (row,) = category_drop_table(load_results(paths, PARAMS, PRUNING), 1000, 0).itertuples()
     assert (row.calibration, row.datasets, row.seeds, row.n_examples) == ("wiki-raw-n4-l64", 1, 2, 10)
     assert (row.dense_acc, row.acc_mean) == (0.6, 0.6)
     assert (row.acc_change, row.ci_low, row.ci_high) == (0.0, 0.0, 0.0)  # exactly: counts are integers
@@ -122,7 +143,7 @@ def test_pruned_wrong_where_dense_was_right_loses_the_dense_accuracy(tmp_path):
     the bootstrap interval of -0.6 over 10 examples, about -0.6 -+ 1.96 sqrt(0.6 0.4 / 10) = [-0.9, -0.3]."""
     dense = [1, 1, 1, 0, 1, 0, 1, 0, 1, 0]
     paths = [scored(tmp_path, "movies", "dense", dense), scored(tmp_path, "movies", "magnitude", [0] * 10)]
-    (row,) = category_drop_table(load_results(paths, PARAMS), 2000, 0).itertuples()
+    (row,) = category_drop_table(load_results(paths, PARAMS, PRUNING), 2000, 0).itertuples()
     assert row.calibration == "none" and row.seeds == 1
     assert row.acc_change == pytest.approx(-0.6)
     assert row.ci_low < -0.6 < row.ci_high
@@ -158,7 +179,7 @@ def test_disagreeing_seeds_widen_the_interval(tmp_path):
     paths += [scored(tmp_path, "movies", "wanda", half, f"agree-raw-n4-l64-s{seed}") for seed in (0, 1)]
     paths += [scored(tmp_path, "movies", "wanda", [1] * 20, "split-raw-n4-l64-s0"),
               scored(tmp_path, "movies", "wanda", [0] * 20, "split-raw-n4-l64-s1")]
-    agree, split = category_drop_table(load_results(paths, PARAMS), 1000, 0).itertuples()
+    agree, split = category_drop_table(load_results(paths, PARAMS, PRUNING), 1000, 0).itertuples()
     assert (agree.calibration, split.calibration) == ("agree-raw-n4-l64", "split-raw-n4-l64")
     assert agree.acc_change == split.acc_change == -0.5
     assert (split.ci_low, split.ci_high) == (-1.0, 0.0)
@@ -172,7 +193,7 @@ def test_bootstrap_over_many_datasets_brackets_the_change(tmp_path):
         paths.append(scored(tmp_path, f"d{d}", "dense", [int((i * 7 + d) % 3 > 0) for i in range(64)], category="qa"))
         paths += [scored(tmp_path, f"d{d}", "wanda", [int((i * 5 + d + s) % 4 > 0) for i in range(64)],
                          f"wiki-raw-n4-l64-s{s}", category="qa") for s in (0, 1)]
-    results = load_results(paths, PARAMS)
+    results = load_results(paths, PARAMS, PRUNING)
     (row,) = category_drop_table(results, 1000, 0).itertuples()
     assert (row.datasets, row.n_examples) == (7, 448) and row.ci_low < row.acc_change < row.ci_high
 
@@ -189,7 +210,7 @@ def test_zero_iterations_give_no_interval(results, tmp_path):
 def test_result_without_per_example_scores_is_a_clear_error(tmp_path):
     paths = [scored(tmp_path, "movies", "dense", [1, 0]),
              write_result(tmp_path, "movies", "sentiment", "wanda", 0.5, per_example=False)]
-    results = load_results(paths, PARAMS)  # the accuracy table needs none
+    results = load_results(paths, PARAMS, PRUNING)  # the accuracy table needs none
     assert accuracy_table(results)["acc_change"].tolist() == [0.0]
     with pytest.raises(MissingPerExampleError, match=r"movies-wanda-unstructured-0\.5-none\.json has no per-example "
                                                      r".*snakemake --forcerun evaluate_dense evaluate_pruned"):
@@ -256,7 +277,7 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
                               "pruned": [0.1, 0.4 + i, 0.0], "layer": 3, "neuron": 9, "word": "great"}}
         io.write_result(tmp_path / f"{method}.json", result)
         compare.append(str(tmp_path / f"{method}.json"))
-    results = load_results(paths, PARAMS)
+    results = load_results(paths, PARAMS, PRUNING)
     drops = drop_table(compare, results)
     assert list(drops["method"]) == ["magnitude", "ria", "wanda"]
     assert list(drops["acc_drop"]) == pytest.approx([0.3, 0.05, 0.1])
@@ -267,7 +288,7 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     (tmp_path / "g").mkdir()
     guided_paths = [write_result(tmp_path / "g", "movies", "sentiment", "wanda", 0.8),
                     write_result(tmp_path / "g", "boolq", "qa", "wanda", 0.5)]
-    guided = load_results(guided_paths, PARAMS).assign(protect="sentiment")
+    guided = load_results(guided_paths, PARAMS, PRUNING).assign(protect="sentiment")
     table = guided_table(results, guided, 2000, seed=0)
     assert table[["category", "plain_acc", "guided_acc"]].values.tolist() == [["sentiment", 0.7, 0.8],
                                                                              ["qa", 0.55, 0.5]]

@@ -10,6 +10,7 @@ import functools
 import itertools
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,12 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def pattern_key(structure: str, sparsity: float) -> str:
-    """'unstructured-0.5', 'owl-0.7' (unstructured, OWL's block sparsities) or '2of4-0.5' (':' kept out of paths)."""
-    return f"{structure.replace(':', 'of')}-{sparsity:g}"
+    """'unstructured-0.5', 'owl-0.7' (unstructured, OWL's block sparsities) or '2of4-0.5' (':' kept out of paths).
+
+    The sparsity is written in full, without exponent (1e-05 as 0.00001, 0.123456789 as is): the shortest digits
+    that read back as the same float, so parse_pattern_key returns exactly the configured value and two sparsities
+    never share a path."""
+    return f"{structure.replace(':', 'of')}-{format(Decimal(repr(float(sparsity))), 'f')}"
 
 
 def parse_pattern_key(key: str) -> tuple[str, float]:
@@ -220,6 +225,17 @@ def parse_pattern_key(key: str) -> tuple[str, float]:
     if not match:
         raise ValueError(f"not a pattern key: {key!r} (expected e.g. unstructured-0.5 or 2of4-0.5)")
     return match["structure"].replace("of", ":"), float(match["sparsity"])
+
+
+def variant_options(method: str, pattern: str, pruning: dict) -> dict | None:
+    """The options a variant must have been pruned with under params.yaml's `pruning` section now, in the form its
+    evaluation results embed (pruning.artifact.pruning_record); None for the dense model."""
+    if method == "dense":
+        return None
+    structure, _ = parse_pattern_key(pattern)
+    layer_sparsity = ({"kind": OWL, "m": pruning[OWL]["m"], "lambda": pruning[OWL]["lambda"]} if structure == OWL
+                      else {"kind": "uniform"})
+    return {"method_options": dict(pruning[method]), "layer_sparsity": layer_sparsity}
 
 
 def calibration_key(source: str, fmt: str, nsamples: int, seqlen: int, seed: int) -> str:

@@ -44,6 +44,7 @@ rule experiment_report:
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
+        pruning=config["pruning"],
         base=SWEEP_BASE,
         sweep_methods=GRID["sweeps"]["methods"],
         owl=GRID["owl"],

@@ -166,6 +166,7 @@ rule nsa_report:
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
+        pruning=config["pruning"],
         heatmap_inputs=NSA_HEATMAP_INPUTS,
     log:
         "logs/report/nsa_report.log",

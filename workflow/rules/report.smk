@@ -33,6 +33,7 @@ rule aggregate:
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
+        pruning=config["pruning"],
         bootstrap_iters=config["evaluation"]["bootstrap_iters"],
         bootstrap_seed=0,
         base=SWEEP_BASE,

@@ -6,7 +6,7 @@ from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
     o, p = snakemake.output, snakemake.params
-    results = load_results(snakemake.input.results, {"evaluation": dict(p.evaluation), "limit": p.limit})
+    results = load_results(snakemake.input.results, {"evaluation": dict(p.evaluation), "limit": p.limit}, p.pruning)
     table, drops = accuracy_table(results), category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed)
     write_table(table, o.csv, o.markdown, o.latex)
     write_category_drop(drops, o.drop_csv, o.drop_markdown, o.drop_latex, p.bootstrap_iters)

@@ -12,7 +12,8 @@ from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
     i, o, p = snakemake.input, snakemake.output, snakemake.params
-    changes = accuracy_changes(load_results(i.results, {"evaluation": dict(p.evaluation), "limit": p.limit}))
+    changes = accuracy_changes(load_results(i.results, {"evaluation": dict(p.evaluation), "limit": p.limit},
+                                             p.pruning))
     calibration = calibration_table(changes, p.base, i.similarity)
     sparsity = sparsity_table(changes, p.base, p.sweep_methods)
     sizes = calib_size_table(changes, p.base, p.sweep_methods)

@@ -11,6 +11,7 @@ from prunescope.evaluation.run import environment_info, evaluate_tasks
 from prunescope.evaluation.tasks import DATA_FILE, task_name
 from prunescope.io import sha256_file, write_result
 from prunescope.models.offload import loaded_model
+from prunescope.pruning.artifact import pruning_record, read_manifest
 
 
 def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, datasets: Sequence[str],
@@ -19,11 +20,13 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
                      offload: Mapping | None = None) -> None:
     """Score the dense model, or the dense model with a pruning artifact applied, on every given dataset.
 
-    Each result embeds the labels and params that made it, so aggregation can refuse stale results, and
+    Each result embeds the labels and params that made it, and for a pruned variant the options it was pruned with
+    (pruning_record), so aggregation can refuse stale results; and
     metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples. offload:
     params.yaml offload, for a model larger than the device (models.offload).
     """
     environment = environment_info(str(device))
+    pruning = pruning_record(read_manifest(pruned_dir)) if pruned_dir else None
     names = [task_name(dataset) for dataset in datasets]
     with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
         scores = evaluate_tasks(model, tokenizer, dict(zip(names, task_dirs, strict=True)), batch_size,
@@ -32,5 +35,6 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
                                                            strict=True):
         write_result(out_path, {
             **labels, "dataset": dataset, "category": category, "metrics": scores[name], "params": params,
-            "environment": environment, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
+            **({"pruning": pruning} if pruned_dir else {}), "environment": environment,
+            "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
         }, inline_int_lists=True)

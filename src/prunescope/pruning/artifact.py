@@ -122,6 +122,14 @@ def read_manifest(artifact_dir: str | os.PathLike) -> dict[str, Any]:
     return read_result(Path(artifact_dir) / MANIFEST, "prune")
 
 
+def pruning_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What made a variant, for its evaluation results to embed and aggregation to check against params.yaml
+    (config.variant_options): the method's options and how block sparsities were set (OWL's m and lambda, not the
+    per-block values they produced)."""
+    return {"method_options": manifest["method_options"],
+            "layer_sparsity": {key: value for key, value in manifest["layer_sparsity"].items() if key != "blocks"}}
+
+
 def apply_artifact(model: torch.nn.Module, artifact_dir: str | os.PathLike) -> dict[str, Any]:
     """Verify the artifact against its hashes and `model`, then prune `model` in place; returns the manifest.
 

@@ -3,9 +3,13 @@
 H = (2 / n_sequences) * sum X X^T in fp32; the scale only matters where dead inputs (H_jj = 1) meet the damping.
 The mask is chosen once per block of `blocksize` columns by w^2 / U_jj^2 (U the upper Cholesky factor of H^-1),
 or, for N:M, group by group on the already-updated weights with groups counted from each block's start.
+On CUDA each layer's column loop is captured once as a CUDA graph and replayed per block (the same kernels, so the
+same bits as the eager loop, which bench/sparsegpt_layer.py and the tests compare with a literal reference port).
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -19,6 +23,8 @@ from prunescope.pruning.masks import (
     spread_counts,
 )
 from prunescope.pruning.stats import InputStats
+
+logger = logging.getLogger(__name__)
 
 CALIBRATED = True
 GRAM = True  # SparseGPT's Hessian is the Gram sum X X^T
@@ -67,7 +73,7 @@ def prune_layer(weight: torch.Tensor, stats: InputStats, sparsity: float, nm: tu
         wanted = torch.tensor([prune_count(rows * min(blocksize, cols - start), sparsity)
                                for start in range(0, cols, blocksize)])
         counts = spread_counts(wanted, torch.stack([(~p).sum() for p in protected.split(blocksize, dim=1)]).cpu())
-    graphed = _GraphedColumns(rows, blocksize, nm, W.device) if W.is_cuda and cols >= 2 * blocksize else None
+    graphed = _graphed_columns(rows, blocksize, nm, W.device) if W.is_cuda and cols >= 2 * blocksize else None
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
         block, U1 = W[:, start:end], U[start:end, start:end]
@@ -97,6 +103,16 @@ def _prune_columns(block: torch.Tensor, U1: torch.Tensor, keep: torch.Tensor, er
             keep[:, group] = nm_mask(block[:, group].square() / d[group].square(), *nm)
         torch.div(torch.where(keep[:, i], 0.0, block[:, i]), d[i], out=errors[:, i])
         block[:, i:].sub_(torch.outer(errors[:, i], U1[i, i:]))
+
+
+def _graphed_columns(rows: int, width: int, nm: tuple[int, int] | None,
+                     device: torch.device) -> _GraphedColumns | None:
+    """The captured loop, or None (the eager loop, same result) where this GPU or driver cannot capture it."""
+    try:
+        return _GraphedColumns(rows, width, nm, device)
+    except RuntimeError as error:  # torch raises RuntimeError for any CUDA graph capture failure
+        logger.warning("SparseGPT: CUDA graph capture failed (%s); the column loop runs eagerly", error)
+        return None
 
 
 class _GraphedColumns:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from prunescope.config import variant_options
 from prunescope.io import atomic_path, read_result
 
 CATEGORIES = ["sentiment", "nli", "similarity", "qa"]
@@ -17,8 +18,9 @@ class StaleResultError(ValueError):
     """A result file made with other evaluation params than params.yaml now holds."""
 
 
-def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
-    """One row per result file; refuses any file whose embedded params differ from `expected_params`.
+def load_results(paths: Iterable[str], expected_params: dict, pruning: dict) -> pd.DataFrame:
+    """One row per result file; refuses any file whose embedded params differ from `expected_params`, or whose
+    variant was pruned with other options than params.yaml's `pruning` section now gives (config.variant_options).
 
     Besides the scores, a row holds its file's path and the per-example 0/1 lists acc_per_example and
     acc_norm_per_example (None for a result made before they were recorded; see drops.category_drop_table).
@@ -30,6 +32,12 @@ def load_results(paths: Iterable[str], expected_params: dict) -> pd.DataFrame:
             raise StaleResultError(
                 f"{path} was made with params {result['params']}, but params.yaml now gives {expected_params}: "
                 "rerun snakemake to re-evaluate it (or delete the file)")
+        options = variant_options(result["method"], result["pattern"], pruning)
+        if result.get("pruning") != options:
+            raise StaleResultError(
+                f"{path} was evaluated on a variant pruned with {result.get('pruning', 'unrecorded options')}, but "
+                f"params.yaml now gives {options}: rerun its prune and evaluate jobs (snakemake --forcerun prune "
+                "evaluate, or delete the file and its artifact)")
         metrics = result["metrics"]
         rows.append({
             "model": result["model"], "category": result["category"], "dataset": result["dataset"],

@@ -120,6 +120,10 @@ def test_windows_are_consecutive_non_overlapping_and_exactly_seqlen(tiny_tokeniz
     assert torch.equal(every.flatten(), ids[: every.numel()])  # back to back: no overlap, no gap
     first = perplexity_windows(documents, "\n\n", tiny_tokenizer, seqlen=16, windows=2)
     assert torch.equal(first, every[:2])
+    spread = perplexity_windows(documents, "\n\n", tiny_tokenizer, seqlen=16, windows=3, pick="spread")
+    last = len(every) - 1
+    assert torch.equal(spread, every[[0, last // 2, last]])  # evenly spaced, the first and the last window kept
+    assert torch.equal(perplexity_windows(documents, "\n\n", tiny_tokenizer, 16, len(every), "spread"), every)
     with pytest.raises(CalibrationError, match=r"fewer than the 1000 asked for \(perplexity.windows"):
         perplexity_windows(documents, "\n\n", tiny_tokenizer, seqlen=16, windows=1000)
 
@@ -180,7 +184,8 @@ def test_wikitext2_test_split_is_joined_verbatim_as_the_reference(monkeypatch, t
     assert documents == rows  # blank rows kept: "\n\n".join of every row, as eval_ppl_wikitext
     separator = PARAMS["perplexity"]["sources"]["wikitext2"]["separator"]
     ids = tiny_tokenizer("\n\n".join(rows), return_tensors="pt")["input_ids"][0]
-    windows = perplexity_windows(documents, separator, tiny_tokenizer, 32, None)
+    windows = perplexity_windows(documents, separator, tiny_tokenizer, 32, None,
+                                 PARAMS["perplexity"]["sources"]["wikitext2"]["pick"])
     assert torch.equal(windows, ids[: ids.numel() // 32 * 32].reshape(-1, 32))
 
 
@@ -189,7 +194,7 @@ def test_c4_takes_the_first_1100_validation_documents_joined_by_a_space(monkeypa
     documents, calls = hub_text(monkeypatch, tmp_path, "c4", rows)
     assert calls == [("allenai/c4", None, "validation", {"validation": "en/c4-validation.00000-of-00008.json.gz"})]
     assert documents == rows[:1100]
-    windows = perplexity_windows(documents, " ", tiny_tokenizer, 64, 4)
+    windows = perplexity_windows(documents, " ", tiny_tokenizer, 64, 4, PARAMS["perplexity"]["sources"]["c4"]["pick"])
     ids = tiny_tokenizer(" ".join(rows[:1100]), return_tensors="pt")["input_ids"][0]
     assert torch.equal(windows.flatten(), ids[: 4 * 64])  # the first windows x seqlen tokens
     with pytest.raises(CalibrationTextError, match="fewer than the 1100 asked for"):

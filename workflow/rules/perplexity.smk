@@ -19,8 +19,8 @@ rule perplexity_text:
 
 
 rule perplexity_windows:
-    """The text joined and tokenised once, cut into non-overlapping seqlen windows, saved with a checksummed manifest;
-    every variant of the model is scored on this one tensor."""
+    """The text joined and tokenised once, cut into non-overlapping seqlen windows (the first ones, or ones spread
+    over the whole text), saved with a checksummed manifest; every variant of the model is scored on this tensor."""
     input:
         text="data/text/perplexity/{source}.jsonl",
         model="data/models/{model}",
@@ -29,6 +29,7 @@ rule perplexity_windows:
         manifest="data/perplexity/{model}/{source}.json",
     params:
         separator=lambda wc: config["perplexity"]["sources"][wc.source]["separator"],
+        pick=lambda wc: config["perplexity"]["sources"][wc.source]["pick"],
         seqlen=config["perplexity"]["seqlen"],
         windows=config["perplexity"]["windows"],
     log:

@@ -8,7 +8,7 @@ with job_log(snakemake.log[0]):
     p, source = snakemake.params, snakemake.wildcards.source
     documents = [row["text"] for row in read_jsonl(snakemake.input.text)]
     ids = perplexity_windows(documents, p.separator, AutoTokenizer.from_pretrained(snakemake.input.model), p.seqlen,
-                             p.windows, source=source)
-    save_calibration(ids, snakemake.output.ids, {"source": source, "windows_requested": p.windows,
+                             p.windows, p.pick, source=source)
+    save_calibration(ids, snakemake.output.ids, {"source": source, "windows_requested": p.windows, "pick": p.pick,
                                                  "tokenizer": snakemake.wildcards.model,
                                                  "text_sha256": sha256_file(snakemake.input.text)})

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 DRAWS_PER_SAMPLE = 100  # give up after this many document draws per requested sample (plus a fixed allowance)
 EXTRA_DRAWS = 1000
 TENSOR_KEY = "input_ids"
+WINDOW_PICKS = ("first", "spread")  # which of a perplexity text's windows are kept (perplexity_windows)
 FEWSHOT_SEPARATOR = "\n\n"
 PAIR_FORMATS = {  # the text of one pair in each format
     "zero": "{question}",
@@ -122,20 +123,30 @@ def pack_calibration(pairs: list[dict], fmt: str, tokenizer, nsamples: int, seql
     return torch.tensor(windows, dtype=torch.long)
 
 
-def perplexity_windows(documents: Sequence[str], separator: str, tokenizer, seqlen: int, windows: int | None, *,
-                       source: str = "perplexity text") -> torch.LongTensor:
+def perplexity_windows(documents: Sequence[str], separator: str, tokenizer, seqlen: int, windows: int | None,
+                       pick: str = "first", *, source: str = "perplexity text") -> torch.LongTensor:
     """(windows, seqlen) token ids: the documents joined by `separator` and tokenised once (the tokenizer's own
-    special tokens, as the references), cut into consecutive non-overlapping seqlen windows; the first `windows` of
-    them (None: every whole window). A short text is an error, never fewer windows."""
+    special tokens, as the references), cut into consecutive non-overlapping seqlen windows, of which `windows` are
+    kept (None: every whole window): the first ones (pick "first", the references' C4 rule), or ones evenly spaced
+    from the first window to the last (pick "spread": a few windows still cover every document, not only the first
+    one). A short text is an error, never fewer windows."""
+    if pick not in WINDOW_PICKS:
+        raise CalibrationError(f"perplexity source {source}: unknown window pick {pick!r}: one of "
+                               f"{', '.join(WINDOW_PICKS)}")
     ids = tokenizer(separator.join(documents), return_tensors="pt")["input_ids"][0]
     available = ids.numel() // seqlen
     if available == 0 or (windows is not None and available < windows):
         raise CalibrationError(f"perplexity source {source} holds {ids.numel()} tokens: {available} windows of "
                                f"{seqlen}, fewer than the {windows or 1} asked for (perplexity.windows, "
                                "perplexity.seqlen in params.yaml)")
+    every = ids[: available * seqlen].reshape(available, seqlen)
     count = available if windows is None else windows
-    logger.info("perplexity %s: %d x %d tokens of %d", source, count, seqlen, ids.numel())
-    return ids[: count * seqlen].reshape(count, seqlen).clone()
+    if pick == "first":
+        chosen = list(range(count))
+    else:  # steps of (available - 1) / (count - 1) >= 1 windows: distinct, increasing, first and last included
+        chosen = [k * (available - 1) // max(count - 1, 1) for k in range(count)]
+    logger.info("perplexity %s: %d x %d tokens (%s of %d windows)", source, count, seqlen, pick, available)
+    return every[chosen].clone()
 
 
 def _separator_ids(tokenizer, fmt: str, source: str) -> list[int]:

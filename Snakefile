@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/calibration.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/perplexity.smk"
 include: "workflow/rules/nsa.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/experiments.smk"
@@ -27,15 +28,17 @@ rule all:
         SIMILARITY_FILES,
         NSA_REPORT_OUTPUTS,
         EXPERIMENT_OUTPUTS,
+        PERPLEXITY_REPORT_OUTPUTS,
     default_target: True
 
 
 rule prepare_all:
-    """Models, datasets and calibration samples of the selected grid (DVC stage `prepare`)."""
+    """Models, datasets, calibration samples and perplexity windows of the selected grid (DVC stage `prepare`)."""
     input:
         MODEL_DIRS,
         DATASET_FILES,
         CALIBRATION_FILES,
+        PERPLEXITY_WINDOW_FILES,
 
 
 rule prune_all:
@@ -51,6 +54,14 @@ rule evaluate_all:
     input:
         EVAL_FILES,
         SIMILARITY_FILES,
+
+
+rule perplexity_all:
+    """Perplexity of the dense model and every pruned variant (NSA-guided ones too) on the grid's perplexity sources,
+    its tables and the perplexity-vs-accuracy figure (DVC stage `perplexity`)."""
+    input:
+        PERPLEXITY_FILES,
+        PERPLEXITY_REPORT_OUTPUTS,
 
 
 rule nsa_all:

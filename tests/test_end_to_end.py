@@ -71,10 +71,9 @@ def finished_run(tmp_path_factory):
     return workdir
 
 
-def build_finished_run(workdir: Path) -> None:
-    if workdir.exists():  # a build interrupted before it finished: start again
-        shutil.rmtree(workdir)
-    workdir.mkdir()
+def shrunk_params() -> dict:
+    """params.yaml shrunk for the shared run: 4 datasets, every method and both patterns, tiny calibration, NSA and
+    perplexity (2 windows of 64 tokens)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     mini = params["grids"]["mini"]
     mini["datasets"] = DATASETS
@@ -89,7 +88,15 @@ def build_finished_run(workdir: Path) -> None:
                          random_draws=2)
     params["pruning"]["calibration_batch_size"] = 2
     params["evaluation"]["batch_size"] = 8
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params["perplexity"].update(seqlen=64, windows=2, batch_size=2)
+    return params
+
+
+def build_finished_run(workdir: Path) -> None:
+    if workdir.exists():  # a build interrupted before it finished: start again
+        shutil.rmtree(workdir)
+    workdir.mkdir()
+    (workdir / "params.yaml").write_text(yaml.safe_dump(shrunk_params(), sort_keys=False))
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", "all"],
         capture_output=True, text=True, timeout=1500, env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
@@ -113,6 +120,22 @@ def test_accuracy_table_has_dense_beside_every_pruned_result(finished_run):
     header = next(line for line in markdown.splitlines() if line.startswith("|"))
     assert "dense" in header and "wanda unstructured-0.5" in header and "magnitude unstructured-0.5" in header
     assert all(f"| {d} " in markdown for d in DATASETS)
+
+
+def test_perplexity_table_lists_dense_and_every_variant(finished_run):
+    with open(finished_run / "reports/tables/perplexity.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["source"] for row in rows} == {"gensim_wiki_heldout"}
+    dense = [row for row in rows if row["method"] == "dense"]
+    assert len(dense) == 1 and float(dense[0]["ratio"]) == 1.0 and 1 < float(dense[0]["perplexity"]) < 1000
+    variants = {(r["method"], r["pattern"]) for r in rows if not r["protect"]}
+    assert variants >= {(m, p) for m in METHODS for p in PATTERNS}
+    assert all(row["windows"] == "2" and row["seqlen"] == "64" for row in rows)
+    with open(finished_run / "reports/tables/perplexity_vs_accuracy.csv") as f:
+        assert {row["category"] for row in csv.DictReader(f)} == {"sentiment", "qa", "nli", "similarity"}
+    metrics = json.loads((finished_run / "reports/metrics.json").read_text())
+    assert metrics["perplexity"]["smollm2-135m"]["gensim_wiki_heldout"]["dense"] == pytest.approx(
+        float(dense[0]["perplexity"]), rel=1e-3)
 
 
 def test_figure_and_metrics_are_written(finished_run):
@@ -417,8 +440,8 @@ class TestOnClones:
         assert "Nothing to be done" in plan.stdout + plan.stderr
 
     def test_changing_one_param_reruns_only_what_depends_on_it(self, finished_run, tmp_path):
-        """The sparsity sweep's 0.3 becomes 0.4: one new variant is pruned and evaluated, and the tables that list
-        it are rebuilt; nothing else (dry run, on a clone of the finished run)."""
+        """The sparsity sweep's 0.3 becomes 0.4: one new variant is pruned, evaluated and scored for perplexity, and
+        the tables that list it are rebuilt; nothing else (dry run, on a clone of the finished run)."""
         workdir = clone_run(finished_run, tmp_path / "run")
         params_file = workdir / "params.yaml"
         params = yaml.safe_load(params_file.read_text())
@@ -427,10 +450,10 @@ class TestOnClones:
         plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
         jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", plan, re.M)
         rerun = sorted({rule for rule, _ in jobs})
-        assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "plot_accuracy_change", "prune",
-                         "prune_cost"], plan
-        pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned")]
-        assert len(pruned) == 2 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
+        assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "perplexity_pruned", "perplexity_report",
+                         "plot_accuracy_change", "prune", "prune_cost"], plan
+        pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned", "perplexity_pruned")]
+        assert len(pruned) == 3 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
 
     def test_dvc_round_trip_through_a_local_remote(self, finished_run, tmp_path):
         """The cluster recipe: after the Snakemake run, `dvc commit` and `dvc push` to a local remote; then a fresh git

@@ -17,8 +17,10 @@ from lm_eval.models.huggingface import HFLM
 from transformers import AutoModelForCausalLM
 
 from conftest import make_tiny_model
+from prunescope.calibration.sample import save_calibration
 from prunescope.config import ParamsError, validate_params
 from prunescope.evaluation import evaluate_variant
+from prunescope.evaluation.perplexity import perplexity_variant
 from prunescope.evaluation.scoring import SharedContextLM
 from prunescope.evaluation.tasks import build_task
 from prunescope.models.families import get_family
@@ -261,6 +263,23 @@ def test_evaluate_variant_writes_the_same_bytes_offloaded(model_dir, artifact_di
     assert json.loads(written[artifact_dir, True])["pruning"] == {"method_options": {},  # from the artifact
                                                                   "layer_sparsity": {"kind": "uniform"}}
     assert "pruning" not in json.loads(written[None, True])
+
+
+def test_perplexity_variant_writes_the_same_bytes_offloaded(model_dir, artifact_dir, tiny_tokenizer, tmp_path):
+    """The perplexity job, dense and pruned: results byte-identical with and without offload (disk-offloaded
+    blocks read in place, a pruned model through its pruned checkpoint)."""
+    windows = torch.randint(0, len(tiny_tokenizer), (3, 16), generator=torch.Generator().manual_seed(0))
+    save_calibration(windows, tmp_path / "windows.safetensors", {"source": "demo"})
+    written = {}
+    for pruned_dir in (None, artifact_dir):
+        for settings in (None, offload(tmp_path)):
+            out = tmp_path / "demo.json"
+            perplexity_variant(str(model_dir), "float32", pruned_dir, ["demo"], [str(tmp_path / "windows.safetensors")],
+                               [str(out)], 2, CPU, {"model": "tiny"}, {}, settings)
+            written[pruned_dir, settings is None] = out.read_bytes()
+        assert written[pruned_dir, True] == written[pruned_dir, False]
+    dense, pruned = (json.loads(written[key, True])["metrics"]["perplexity"] for key in (None, artifact_dir))
+    assert dense != pruned and "pruning" in json.loads(written[artifact_dir, True])
 
 
 @pytest.mark.parametrize(("setting", "value", "message"), [

@@ -61,6 +61,28 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid, profile, models):
     assert int(counts["prune_guided"]) == int(counts["evaluate_guided"]) == len(guided) > 0
     assert counts["nsa_report"] == "1"
     assert int(counts["prune"]) == len(variants) and counts["experiment_report"] == counts["prune_cost"] == "1"
+    n_sources = len(spec["perplexity_sources"])
+    assert int(counts["perplexity_text"]) == n_sources and int(counts["perplexity_windows"]) == n_sources * n_models
+    assert int(counts["perplexity_dense"]) == n_models and int(counts["perplexity_pruned"]) == len(variants)
+    assert int(counts["perplexity_guided"]) == len(guided) and counts["perplexity_report"] == "1"
+
+
+def test_dry_run_plans_perplexity_for_the_end_to_end_config(tmp_path):
+    """The shrunk config of the end-to-end run plans perplexity for the dense model and every variant; the
+    calibration sample of the Wikipedia text waits for the held-out text it is checked against."""
+    from test_end_to_end import shrunk_params
+
+    params = shrunk_params()
+    run = snakemake(workdir_with(tmp_path, params), "--dry-run", "all")
+    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
+    variants = grid_variants(params["grids"]["mini"], params["calibration_sources"])
+    assert counts["perplexity_text"] == counts["perplexity_windows"] == counts["perplexity_dense"] == "1"
+    assert int(counts["perplexity_pruned"]) == len(variants) and counts["perplexity_report"] == "1"
+    assert "results/perplexity/smollm2-135m/dense/gensim_wiki_heldout.json" in run.stdout
+    assert "reports/tables/perplexity.csv" in run.stdout
+    sample = next(block for block in run.stdout.split("\n\n") if "rule sample_calibration:" in block)
+    assert "data/text/perplexity/gensim_wiki_heldout.jsonl" in sample
 
 
 def test_slurm_profile_sends_every_gpu_rule_to_the_gpu_partition():

@@ -113,6 +113,7 @@ def _check_references(params: dict) -> None:
                         "params.yaml: pruning.wanda.per_row_alpha = True is not allowed: the per-row variant is "
                         f"unstructured only, and {prefix} prunes wanda with {pattern['structure']}")
         _check_guided(prefix, grid, params, selected=grid_name == params["grid"])
+        _check_names(f"{prefix}.perplexity_sources", grid["perplexity_sources"], params["perplexity"]["sources"])
     for name, model in params["models"].items():
         if model["source"] == "bundled":
             _check_names(f"models.{name}.archive", [model["archive"]], params["archives"])

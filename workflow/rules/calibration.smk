@@ -6,6 +6,7 @@ rule sample_calibration:
     input:
         text=lambda wc: f"data/text/{parse_calibration_key(wc.calib)['source']}.jsonl",
         model="data/models/{model}",
+        heldout=heldout_texts,
     output:
         ids="data/calibration/{model}/{calib}.safetensors",
         manifest="data/calibration/{model}/{calib}.json",

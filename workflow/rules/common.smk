@@ -85,3 +85,26 @@ NSA_REPORT_OUTPUTS = (
        for name in ["drop_scatter", "guided"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]]
     if GRID["nsa_datasets"] else []
 )
+
+# Perplexity: windows per model and source, one result per model variant and source (NSA-guided variants too).
+PERPLEXITY_PARAMS = {key: config["perplexity"][key] for key in ("seqlen", "windows", "batch_size")}
+PERPLEXITY_WINDOW_FILES = expand("data/perplexity/{model}/{source}.safetensors", model=GRID["models"],
+                                 source=GRID["perplexity_sources"])
+PERPLEXITY_FILES = (
+    expand("results/perplexity/{model}/dense/{source}.json", model=GRID["models"], source=GRID["perplexity_sources"])
+    + [f"results/perplexity/{v.path}/{source}.json" for v in VARIANTS for source in GRID["perplexity_sources"]]
+    + [f"results/perplexity_guided/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}/{source}.json"
+       for protect, v in GUIDED for source in GRID["perplexity_sources"]]
+)
+PERPLEXITY_REPORT_OUTPUTS = (
+    [f"reports/tables/{name}.{ext}" for name in ("perplexity", "perplexity_vs_accuracy") for ext in ("csv", "md")]
+    + [f"reports/figures/perplexity_vs_accuracy.{ext}" for ext in ("png", "svg")]
+    if GRID["perplexity_sources"] else []
+)
+
+
+def heldout_texts(wc):
+    """The held-out perplexity text of a gensim calibration corpus: sampling checks that none of it is in the pool."""
+    source = config["calibration_sources"][parse_calibration_key(wc.calib)["source"]]
+    return [f"data/text/perplexity/{name}.jsonl" for name, spec in config["perplexity"]["sources"].items()
+            if source["kind"] == "gensim" and spec["kind"] == "gensim_heldout" and spec["corpus"] == source["corpus"]]

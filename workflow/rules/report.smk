@@ -16,10 +16,12 @@ REPORT_OUTPUTS = [
 rule aggregate:
     """Per-dataset accuracy table, dense baseline beside every pruned result; the per-category accuracy change
     with its bootstrap CI over examples and calibration seeds (category_drop); the headline metrics (per
-    category dense vs pruned and the sentiment drop's rank; the best and worst calibration source)."""
+    category dense vs pruned and the sentiment drop's rank; the best and worst calibration source; perplexity and
+    its correlation with the accuracy change)."""
     input:
         results=EVAL_FILES,
         similarity=SIMILARITY_FILES,
+        perplexity=PERPLEXITY_FILES,
     output:
         csv=report("reports/tables/accuracy.csv", caption="../report/accuracy_table.rst", category="Accuracy",
                    subcategory="Main grid"),
@@ -37,6 +39,7 @@ rule aggregate:
         bootstrap_iters=config["evaluation"]["bootstrap_iters"],
         bootstrap_seed=0,
         base=SWEEP_BASE,
+        perplexity=PERPLEXITY_PARAMS,
     log:
         "logs/report/aggregate.log",
     benchmark:

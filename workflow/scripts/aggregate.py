@@ -1,5 +1,6 @@
 from prunescope.io import write_json
 from prunescope.reporting.drops import category_drop_table, write_category_drop
+from prunescope.reporting.perplexity import perplexity_summary
 from prunescope.reporting.sweeps import accuracy_changes, calibration_headline
 from prunescope.reporting.tables import accuracy_table, headline_metrics, load_results, write_table
 from prunescope.runlog import job_log
@@ -10,5 +11,6 @@ with job_log(snakemake.log[0]):
     table, drops = accuracy_table(results), category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed)
     write_table(table, o.csv, o.markdown, o.latex)
     write_category_drop(drops, o.drop_csv, o.drop_markdown, o.drop_latex, p.bootstrap_iters)
-    write_json(o.metrics, {"accuracy": headline_metrics(table),
+    perplexity = perplexity_summary(snakemake.input.perplexity, {"perplexity": dict(p.perplexity)}, p.pruning, results)
+    write_json(o.metrics, {"accuracy": headline_metrics(table), **perplexity,
                            **calibration_headline(accuracy_changes(results), p.base, snakemake.input.similarity)})

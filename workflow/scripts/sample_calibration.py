@@ -10,7 +10,8 @@ with job_log(snakemake.log[0]):
     rows = read_jsonl(snakemake.input.text)
     shape = (tokenizer, key["nsamples"], key["seqlen"], key["seed"])
     if key["format"] == "raw":
-        ids = sample_calibration([row["text"] for row in rows], *shape, source=key["source"])
+        heldout = [row["text"] for path in snakemake.input.heldout for row in read_jsonl(path)]
+        ids = sample_calibration([row["text"] for row in rows], *shape, source=key["source"], heldout=heldout)
     else:
         ids = pack_calibration(rows, key["format"], *shape, source=key["source"])
     manifest = {**key, "tokenizer": snakemake.wildcards.model, "text_sha256": sha256_file(snakemake.input.text)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 DRAWS_PER_SAMPLE = 100  # give up after this many document draws per requested sample (plus a fixed allowance)
 EXTRA_DRAWS = 1000
 TENSOR_KEY = "input_ids"
+WINDOW_PICKS = ("first", "spread")  # which of a perplexity text's windows are kept (perplexity_windows)
 FEWSHOT_SEPARATOR = "\n\n"
 PAIR_FORMATS = {  # the text of one pair in each format
     "zero": "{question}",
@@ -35,14 +37,16 @@ class CalibrationError(ValueError):
 
 
 def sample_calibration(documents: list[str], tokenizer, nsamples: int, seqlen: int, seed: int, *,
-                       source: str = "calibration text") -> torch.LongTensor:
+                       source: str = "calibration text", heldout: Sequence[str] = ()) -> torch.LongTensor:
     """(nsamples, seqlen) token ids: draw a random document, keep it only if it has more than seqlen tokens,
     take a random seqlen window of it; repeat. A document may be drawn more than once (as in the reference).
 
+    heldout: perplexity documents that must not be in this pool (check_heldout_excluded).
     Raises CalibrationError rather than return fewer or shorter samples than asked for.
     """
     if not documents:
         raise CalibrationError(f"calibration source {source} has no documents")
+    check_heldout_excluded(documents, heldout, source)
     rng = random.Random(seed)
     tokenised: dict[int, list[int]] = {}  # a document drawn again is not tokenised again
     windows, draws = [], 0
@@ -62,6 +66,19 @@ def sample_calibration(documents: list[str], tokenizer, nsamples: int, seqlen: i
     logger.info("calibration %s: %d x %d tokens from %d draws over %d distinct documents (seed %d)",
                 source, nsamples, seqlen, draws, len(tokenised), seed)
     return torch.tensor(windows, dtype=torch.long)
+
+
+def check_heldout_excluded(documents: Sequence[str], heldout: Sequence[str], source: str) -> None:
+    """One CalibrationError if any held-out perplexity document is, or is inside, a calibration document: perplexity
+    on text the pruning was calibrated on would flatter every calibrated method."""
+    for index, held in enumerate(heldout):
+        held = held.strip()
+        leak = next((row for row, document in enumerate(documents, start=1) if held and held in document), None)
+        if leak is not None:
+            raise CalibrationError(
+                f"calibration source {source}: document {leak} (1-based) contains held-out perplexity document "
+                f"{index + 1} ({held[:60]!r}...): the perplexity text must never be calibrated on; rebuild the "
+                "calibration text (delete data/text/ and rerun), whose extraction leaves the held-out articles out")
 
 
 def pack_calibration(pairs: list[dict], fmt: str, tokenizer, nsamples: int, seqlen: int, seed: int, *,
@@ -106,6 +123,32 @@ def pack_calibration(pairs: list[dict], fmt: str, tokenizer, nsamples: int, seql
     return torch.tensor(windows, dtype=torch.long)
 
 
+def perplexity_windows(documents: Sequence[str], separator: str, tokenizer, seqlen: int, windows: int | None,
+                       pick: str = "first", *, source: str = "perplexity text") -> torch.LongTensor:
+    """(windows, seqlen) token ids: the documents joined by `separator` and tokenised once (the tokenizer's own
+    special tokens, as the references), cut into consecutive non-overlapping seqlen windows, of which `windows` are
+    kept (None: every whole window): the first ones (pick "first", the references' C4 rule), or ones evenly spaced
+    from the first window to the last (pick "spread": a few windows still cover every document, not only the first
+    one). A short text is an error, never fewer windows."""
+    if pick not in WINDOW_PICKS:
+        raise CalibrationError(f"perplexity source {source}: unknown window pick {pick!r}: one of "
+                               f"{', '.join(WINDOW_PICKS)}")
+    ids = tokenizer(separator.join(documents), return_tensors="pt")["input_ids"][0]
+    available = ids.numel() // seqlen
+    if available == 0 or (windows is not None and available < windows):
+        raise CalibrationError(f"perplexity source {source} holds {ids.numel()} tokens: {available} windows of "
+                               f"{seqlen}, fewer than the {windows or 1} asked for (perplexity.windows, "
+                               "perplexity.seqlen in params.yaml)")
+    every = ids[: available * seqlen].reshape(available, seqlen)
+    count = available if windows is None else windows
+    if pick == "first":
+        chosen = list(range(count))
+    else:  # steps of (available - 1) / (count - 1) >= 1 windows: distinct, increasing, first and last included
+        chosen = [k * (available - 1) // max(count - 1, 1) for k in range(count)]
+    logger.info("perplexity %s: %d x %d tokens (%s of %d windows)", source, count, seqlen, pick, available)
+    return every[chosen].clone()
+
+
 def _separator_ids(tokenizer, fmt: str, source: str) -> list[int]:
     if fmt in ("icl", "cot"):
         return tokenizer(FEWSHOT_SEPARATOR, add_special_tokens=False)["input_ids"]
@@ -145,17 +188,18 @@ def manifest_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def load_calibration(path: str | os.PathLike) -> torch.LongTensor:
-    """The saved ids, after checking its manifest and the file against its sha256 and shape."""
-    rebuild = "delete it and rerun the workflow: the sample_calibration rule rebuilds it"
+def load_calibration(path: str | os.PathLike, rule: str = "sample_calibration") -> torch.LongTensor:
+    """The saved ids, after checking its manifest and the file against its sha256 and shape. rule: the rule that
+    rebuilds the file (perplexity windows are saved the same way by perplexity_windows)."""
+    rebuild = f"delete it and rerun the workflow: the {rule} rule rebuilds it"
     try:
-        manifest = read_result(manifest_path(path), "sample_calibration")
+        manifest = read_result(manifest_path(path), rule)
     except OSError as err:
-        raise CalibrationError(f"calibration file {path} has no readable manifest {manifest_path(path)} ({err}): "
+        raise CalibrationError(f"token file {path} has no readable manifest {manifest_path(path)} ({err}): "
                                f"{rebuild}") from err
-    verify_sha256(path, manifest["sha256"], "the sample_calibration rule rebuilds it")
+    verify_sha256(path, manifest["sha256"], f"the {rule} rule rebuilds it")
     input_ids = load_file(path)[TENSOR_KEY]
     if tuple(input_ids.shape) != (manifest["n"], manifest["seqlen"]):
-        raise CalibrationError(f"calibration file {path} holds {tuple(input_ids.shape)} ids, its manifest says "
+        raise CalibrationError(f"token file {path} holds {tuple(input_ids.shape)} ids, its manifest says "
                                f"({manifest['n']}, {manifest['seqlen']}): {rebuild}")
     return input_ids

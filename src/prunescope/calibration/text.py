@@ -4,6 +4,9 @@
 Offline, the text comes from the corpora in gensim's wheel (a shortened English Wikipedia dump, the Lee news
 corpus) and the pairs from the stand-in datasets' held-out pools; with hub access, from hub text datasets (C4,
 WikiText-2, the Pile, RedPajama), GSM8K, and the train splits of the registry's datasets.
+
+Perplexity text comes from here too: every WIKI_HELDOUT_EVERY-th article of the Wikipedia dump is held out (the
+calibration text never contains it), and the hub's evaluation splits are kept verbatim, as the references read them.
 """
 
 from __future__ import annotations
@@ -29,21 +32,40 @@ _EMPHASIS = re.compile(r"'{2,}")  # ''italic'' and '''bold''' markup that filter
 _HEADING = re.compile(r"^=+\s*(.*?)\s*=+$")
 _SPACES = re.compile(r"\s+")
 JOIN_SEPARATOR = "\n\n"  # line-split corpora (WikiText) become one document, as in the SparseGPT reference
+# Held out of every calibration pool for perplexity: the articles at positions 9, 19, 29, ... (0-based) of the dump's
+# articles in dump order (redirects and empty pages skipped): 10 of the 106, 44k words, about 58k SmolLM2 tokens.
+WIKI_HELDOUT_EVERY = 10
+PARTS = ("calibration", "heldout")
 
 
 class CalibrationTextError(ValueError):
     """A calibration text source that yields no usable documents."""
 
 
-def extract_gensim_text(corpus: str, out_path: str | os.PathLike) -> int:
-    """Write the documents of one gensim test corpus ("wiki" or "lee"); returns the number of documents."""
+def extract_gensim_text(corpus: str, out_path: str | os.PathLike, part: str = "calibration") -> int:
+    """Write the documents of one gensim test corpus ("wiki" or "lee"); returns the number of documents.
+
+    part "calibration" is what calibration may sample (for wiki: every article but the held-out ones); part "heldout"
+    is wiki's held-out articles alone, the offline perplexity text (split_wiki_heldout)."""
     from gensim.test.utils import datapath
 
     if corpus not in GENSIM_FILES:
         raise CalibrationTextError(f"unknown gensim corpus {corpus!r}: use one of {', '.join(GENSIM_FILES)}")
+    if part not in PARTS or (part == "heldout" and corpus != "wiki"):
+        raise CalibrationTextError(f"gensim corpus {corpus!r} has no part {part!r}: calibration, or heldout of wiki")
     path = datapath(GENSIM_FILES[corpus])
-    documents = _wiki_articles(path) if corpus == "wiki" else _lines(path)
-    return _write_documents(documents, f"gensim {corpus}", out_path)
+    if corpus == "lee":
+        return _write_documents(_lines(path), "gensim lee", out_path)
+    calibration, heldout = split_wiki_heldout(_wiki_articles(path))
+    return _write_documents(calibration if part == "calibration" else heldout, f"gensim wiki ({part})", out_path)
+
+
+def split_wiki_heldout(articles: list[str]) -> tuple[list[str], list[str]]:
+    """(calibration, held-out) articles: every WIKI_HELDOUT_EVERY-th article in dump order is held out, so that
+    perplexity is measured on text no calibration sample was drawn from."""
+    heldout = [i % WIKI_HELDOUT_EVERY == WIKI_HELDOUT_EVERY - 1 for i in range(len(articles))]
+    return ([a for a, held in zip(articles, heldout, strict=True) if not held],
+            [a for a, held in zip(articles, heldout, strict=True) if held])
 
 
 def _wiki_articles(path: str) -> list[str]:
@@ -85,6 +107,18 @@ def download_hub_text(hub_id: str, config: str | None, data_files: str | None, s
     if join and documents:
         documents = [JOIN_SEPARATOR.join(text.strip() for text in documents)]
     return _write_documents(documents, hub_id, out_path)
+
+
+def download_hub_documents(hub_id: str, config: str | None, data_files: str | None, split: str, text_field: str,
+                           limit: int | None, out_path: str | os.PathLike) -> int:
+    """The `text_field` of the first `limit` rows (None: all) of a hub split, verbatim, empty rows kept: perplexity
+    text is joined and tokenised exactly as the references do it (WikiText-2's blank lines change its tokens)."""
+    rows = load_hub_split(hub_id, config, split, {split: data_files} if data_files else None)
+    _check_columns(rows, hub_id, [text_field])
+    if limit is not None and len(rows) < limit:
+        raise CalibrationTextError(f"{hub_id} split {split} has {len(rows)} rows, fewer than the {limit} asked for")
+    texts = list((rows if limit is None else rows.select(range(limit)))[text_field])
+    return _write_documents(texts, hub_id, out_path)
 
 
 def download_hub_pairs(hub_id: str, config: str | None, split: str, question_field: str, answer_field: str,

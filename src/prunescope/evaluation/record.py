@@ -14,6 +14,13 @@ from prunescope.models.offload import loaded_model
 from prunescope.pruning.artifact import pruning_record, read_manifest
 
 
+def variant_provenance(pruned_dir: str | None, device: torch.device) -> dict:
+    """What every result of a model variant embeds besides its scores: the options a pruned variant was pruned with
+    (pruning_record; absent for the dense model), so stale results are refused, and the environment."""
+    pruning = {"pruning": pruning_record(read_manifest(pruned_dir))} if pruned_dir else {}
+    return {**pruning, "environment": environment_info(str(device))}
+
+
 def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, datasets: Sequence[str],
                      categories: Sequence[str], task_dirs: Sequence[str], out_paths: Sequence[str], batch_size: int,
                      bootstrap_iters: int, device: torch.device, labels: dict, params: dict,
@@ -25,8 +32,7 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
     metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples. offload:
     params.yaml offload, for a model larger than the device (models.offload).
     """
-    environment = environment_info(str(device))
-    pruning = pruning_record(read_manifest(pruned_dir)) if pruned_dir else None
+    provenance = variant_provenance(pruned_dir, device)
     names = [task_name(dataset) for dataset in datasets]
     with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
         scores = evaluate_tasks(model, tokenizer, dict(zip(names, task_dirs, strict=True)), batch_size,
@@ -35,6 +41,5 @@ def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, dataset
                                                            strict=True):
         write_result(out_path, {
             **labels, "dataset": dataset, "category": category, "metrics": scores[name], "params": params,
-            **({"pruning": pruning} if pruned_dir else {}), "environment": environment,
-            "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
+            **provenance, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
         }, inline_int_lists=True)

@@ -27,17 +27,7 @@ def load_results(paths: Iterable[str], expected_params: dict, pruning: dict) -> 
     """
     rows = []
     for path in paths:
-        result = read_result(path, "evaluate")
-        if result["params"] != expected_params:
-            raise StaleResultError(
-                f"{path} was made with params {result['params']}, but params.yaml now gives {expected_params}: "
-                "rerun snakemake to re-evaluate it (or delete the file)")
-        options = variant_options(result["method"], result["pattern"], pruning)
-        if result.get("pruning") != options:
-            raise StaleResultError(
-                f"{path} was evaluated on a variant pruned with {result.get('pruning', 'unrecorded options')}, but "
-                f"params.yaml now gives {options}: rerun its prune and evaluate jobs (snakemake --forcerun prune "
-                "evaluate, or delete the file and its artifact)")
+        result = current_result(path, "evaluate", expected_params, pruning)
         metrics = result["metrics"]
         rows.append({
             "model": result["model"], "category": result["category"], "dataset": result["dataset"],
@@ -48,6 +38,23 @@ def load_results(paths: Iterable[str], expected_params: dict, pruning: dict) -> 
                                   for name in ("acc", "acc_norm")},
         })
     return pd.DataFrame(rows)
+
+
+def current_result(path: str, rule: str, expected_params: dict, pruning: dict) -> dict:
+    """The verified result at `path`, refused (StaleResultError) if made with other params than `expected_params` or
+    on a variant pruned with other options than params.yaml's `pruning` section now gives."""
+    result = read_result(path, rule)
+    if result["params"] != expected_params:
+        raise StaleResultError(
+            f"{path} was made with params {result['params']}, but params.yaml now gives {expected_params}: "
+            f"rerun snakemake to rerun its {rule} job (or delete the file)")
+    options = variant_options(result["method"], result["pattern"], pruning)
+    if result.get("pruning") != options:
+        raise StaleResultError(
+            f"{path} was evaluated on a variant pruned with {result.get('pruning', 'unrecorded options')}, but "
+            f"params.yaml now gives {options}: rerun its prune and {rule} jobs (snakemake --forcerun prune "
+            f"{rule}, or delete the file and its artifact)")
+    return result
 
 
 def calibration_group(calib: str) -> str:

@@ -511,8 +511,8 @@ class TestOnClones:
         (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
         rerun = set(re.findall(r"^rule (\w+):", plan, re.M)) - {"all"}
-        assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost", "nsa_report",
-                              "perplexity_report"}
+        assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost",
+                                   "nsa_report", "perplexity_report"}
         snakemake(workdir, "--cores", "2", "all")
 
         assert "grids.mini.patterns" in json.loads(dvc(workdir, "params", "diff", "--json"))["params.yaml"]

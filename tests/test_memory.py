@@ -102,8 +102,9 @@ def _python(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def measurements(tmp_path_factory):
-    """(width, blocks) -> {method: probe record}, measured once per configuration. The 1-block 7B model is the
-    2-block checkpoint's first block (the same file, a config of 1 block: the rest is never read)."""
+    """(width, blocks) -> {method: probe record}, each method measured once in a fresh process (as each prune job
+    is a process of its own). The 1-block 7B model is the 2-block checkpoint's first block (the same file under a
+    config of 1 block: the rest is never read)."""
     folder = tmp_path_factory.mktemp("memory")
     cache: dict[tuple[str, int], dict] = {}
 
@@ -113,15 +114,15 @@ def measurements(tmp_path_factory):
             if not written.exists():
                 _python("write", str(written), *_width_args(width), "--blocks", "2" if width == "7b" else "1")
             checkpoint = folder / f"{width}-{blocks}"
-            checkpoint.mkdir(exist_ok=True)
+            checkpoint.mkdir()
             config = json.loads((written / "config.json").read_text())
             (checkpoint / "config.json").write_text(json.dumps({**config, "num_hidden_layers": blocks}))
-            if not (checkpoint / "model.safetensors").exists():
-                (checkpoint / "model.safetensors").symlink_to(written / "model.safetensors")
-            run = _python("measure", str(checkpoint), *_width_args(width), "--nsamples", str(CPU_RUN.nsamples),
-                          "--seqlen", str(CPU_RUN.seqlen), "--batch-size", str(CPU_RUN.calibration_batch_size))
-            cache[width, blocks] = {record["method"]: record
-                                    for record in map(json.loads, run.stdout.strip().splitlines())}
+            (checkpoint / "model.safetensors").symlink_to(written / "model.safetensors")
+            cache[width, blocks] = {
+                method: json.loads(_python("measure", str(checkpoint), "--method", method, *_width_args(width),
+                                           "--nsamples", str(CPU_RUN.nsamples), "--seqlen", str(CPU_RUN.seqlen),
+                                           "--batch-size", str(CPU_RUN.calibration_batch_size)).stdout)
+                for method in METHODS}
         return cache[width, blocks]
 
     return measure
@@ -145,12 +146,15 @@ def _ratios(width: str, blocks: int, records: dict) -> dict[str, tuple[float, fl
         prune = predict(model, "prune", CPU_RUN, method).host_bytes
         apply = sum(predict(model, "evaluate", CPU_RUN, method).phases[0].host.values())  # load and apply
         ratios[method] = (record["prune_peak"] / prune, record["apply_peak"] / apply)
+    print(json.dumps(records))
     print(f"{width} x {blocks} block(s), measured / predicted (prune, apply):",
           {method: tuple(round(value, 3) for value in pair) for method, pair in ratios.items()})
     return ratios
 
 
-@pytest.mark.parametrize(("width", "blocks"), [("7b", 2), ("7b", 1), pytest.param("13b", 1, marks=pytest.mark.e2e)])
+# minutes each on 2 CPU cores (4 to 5 for the 1-block 7B model, SparseGPT most of it): marked e2e
+@pytest.mark.e2e
+@pytest.mark.parametrize(("width", "blocks"), [("7b", 1), ("7b", 2), ("13b", 1)])
 def test_measured_peak_within_20_percent(measurements, width, blocks):
     records = measurements(width, blocks)
     assert sorted(records) == sorted(METHODS)
@@ -159,6 +163,7 @@ def test_measured_peak_within_20_percent(measurements, width, blocks):
         assert abs(apply - 1) <= TOLERANCE, (method, "apply", apply)
 
 
+@pytest.mark.e2e
 def test_prune_peak_flat_in_blocks(measurements):
     """Streaming: 2 blocks' peak host memory is within one block's weights plus 10% of the 1-block peak."""
     one, two = measurements("7b", 1), measurements("7b", 2)

@@ -14,6 +14,7 @@ printout explains itself. On a GPU job the device terms are GPU memory and the r
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ GPU_SIZES_GB = (24, 40, 80)
 # pruning.stats.ERROR_SAMPLE_PER_SEQUENCE (tests check they agree; this module imports no torch)
 ERROR_SAMPLE_PER_SEQUENCE = 16
 # Process baselines (interpreter, torch, transformers, the model code; lazily loaded kernels): measured resident sets.
-CPU_PROCESS_BASELINE = int(0.5 * GIB)  # CPU torch: 0.25 GiB after the imports, 0.45-0.7 GiB once a block has run
+# CPU torch: 0.24 GiB after the imports, 0.50-0.61 GiB between the prune and apply stages (tests/memory_probe.py)
+CPU_PROCESS_BASELINE = int(0.5 * GIB)
 CUDA_PROCESS_BASELINE = int(1.31 * GIB)  # with a CUDA context: reports/bench/gpu.md, dense_forward_x2 host peak
 # Mask selection (pruning/masks.lowest_k_mask), bytes per score. CPU, kth_lowest_k_mask: kthvalue's contiguous value
 # copy and int64 index buffer (12), then the tie accounting's bool masks and their int64 sums: 18 measured in all.
@@ -248,9 +250,10 @@ def weight_fp32_copy(model: ModelShape, rows: int, cols: int) -> int:
 
 
 def score_selection(model: ModelShape, rows: int, cols: int, device: str) -> int:
-    """Magnitude, Wanda, RIA on one layer: |W| and the fp32 scores (wanda_scores, ria_scores; 2 x 4 bytes) and the
-    mask selection's workspace (masks.lowest_k_mask: SELECTION_BYTES per score)."""
-    return weight_fp32_copy(model, rows, cols) + rows * cols * (2 * FP32 + SELECTION_BYTES[device])
+    """Magnitude, Wanda, RIA on one layer: the fp32 scores (|W| itself for magnitude; wanda_scores' and ria_scores'
+    intermediates are freed before the selection) and the mask selection's workspace (masks.lowest_k_mask:
+    SELECTION_BYTES per score)."""
+    return weight_fp32_copy(model, rows, cols) + rows * cols * (FP32 + SELECTION_BYTES[device])
 
 
 def cholesky_workspace(cols: int) -> int:
@@ -420,8 +423,9 @@ def planned_mb(prediction: Prediction, which: str, margin: float = 1.25) -> int:
 
 # ---- configs and the command -------------------------------------------------------------------------------------
 
+@functools.cache
 def load_shapes(path: str | Path = CONFIGS) -> dict[str, dict]:
-    """configs.yaml: name -> the public config.json numbers."""
+    """configs.yaml: name -> the public config.json numbers (read once)."""
     return yaml.safe_load(Path(path).read_text())["models"]
 
 
@@ -432,8 +436,8 @@ def model_shape(name: str, dtype: str | None = None, configs: dict[str, dict] | 
         return ModelShape.from_config(folder.name, json.loads((folder / "config.json").read_text()), dtype)
     configs = load_shapes() if configs is None else configs
     if name not in configs:
-        raise ValueError(f"no config for model {name!r}: add its config.json numbers to {CONFIGS}, or pass a "
-                         "folder holding a config.json")
+        raise ValueError(f"memory plan: no config for model {name!r}: add its config.json numbers to {CONFIGS}, "
+                         "or give a folder holding a config.json")
     return ModelShape.from_config(name, configs[name], dtype)
 
 
@@ -481,6 +485,21 @@ def format_table(predictions: list[Prediction], breakdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(predictions: list[Prediction]) -> str:
+    """One markdown row per model: each stage's peak GPU / host GiB side by side (the README's table)."""
+    stages = list(dict.fromkeys(prediction.stage for prediction in predictions))
+    rows: dict[str, dict[str, Prediction]] = {}
+    for prediction in predictions:
+        rows.setdefault(prediction.model, {})[prediction.stage] = prediction
+    lines = ["| model | " + " | ".join(f"{stage}: GPU / host GiB" for stage in stages) + " |",
+             "|---|" + "---:|" * len(stages)]
+    for model, by_stage in rows.items():
+        cells = [f"{by_stage[stage].gpu_bytes / GIB:.1f} / {by_stage[stage].host_bytes / GIB:.1f}"
+                 if stage in by_stage else "--" for stage in stages]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -489,6 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", nargs="+", dest="models", help="params.yaml names, configs.yaml names or folders")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--breakdown", action="store_true", help="print every phase's terms")
+    parser.add_argument("--markdown", action="store_true", help="a markdown table, one row per model")
     args = parser.parse_args(argv)
     params = yaml.safe_load(args.params.read_text())
     predictions = plan(params, args.grid, args.methods, args.device, args.models)
@@ -496,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"calibration {run.nsamples} x {run.seqlen} (batch {run.calibration_batch_size}), evaluation batch "
           f"{run.eval_batch_size} x {run.eval_context} tokens, device {run.device}, offload "
           f"{'off' if run.offload_gpu_gib is None else f'{run.offload_gpu_gib} GiB on the GPU'}")
-    print(format_table(predictions, args.breakdown))
+    print(format_markdown(predictions) if args.markdown else format_table(predictions, args.breakdown))
 
 
 __all__ = ["ModelShape", "Prediction", "RunShape", "model_shape", "plan", "planned_mb", "predict"]

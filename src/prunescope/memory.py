@@ -132,7 +132,8 @@ class Prediction:
     phases: list[Phase]
 
     def fits(self, gpu_gb: float) -> bool:
-        """Whether the peak GPU memory fits a GPU of gpu_gb (decimal GB, as sold: a 24 GB card holds 24e9 bytes)."""
+        """Whether the peak GPU memory fits a GPU sold as gpu_gb GB, counted as gpu_gb x 10^9 bytes: below the
+        card's gpu_gb x 2^30, the difference left to the CUDA context and the allocator's fragmentation."""
         return self.gpu_bytes <= gpu_gb * 1e9
 
 
@@ -441,22 +442,23 @@ def model_shape(name: str, dtype: str | None = None, configs: dict[str, dict] | 
     return ModelShape.from_config(name, configs[name], dtype)
 
 
-def run_shape(params: dict, grid: str | None = None, device: str = "cuda") -> RunShape:
-    """The memory-relevant parameters of params.yaml (its selected grid unless `grid`)."""
+def run_shape(params: dict, grid: str | None = None, device: str = "cuda", eval_context: int = 2048) -> RunShape:
+    """The memory-relevant parameters of params.yaml (its selected grid unless `grid`); eval_context: the widest
+    evaluation row in tokens (the datasets set it, not params.yaml)."""
     chosen = params["grids"][grid or params["grid"]]
     offload = params.get("offload") or {}
     return RunShape(nsamples=chosen["calibration"]["nsamples"], seqlen=chosen["calibration"]["seqlen"],
                     calibration_batch_size=params["pruning"]["calibration_batch_size"],
-                    eval_batch_size=params["evaluation"]["batch_size"], device=device,
+                    eval_batch_size=params["evaluation"]["batch_size"], eval_context=eval_context, device=device,
                     offload_gpu_gib=offload.get("max_gpu_memory"),
                     sparsegpt_blocksize=params["pruning"]["sparsegpt"]["blocksize"])
 
 
-def plan(params: dict, grid: str | None = None, methods: list[str] | None = None,
-         device: str = "cuda", models: list[str] | None = None) -> list[Prediction]:
+def plan(params: dict, grid: str | None = None, methods: list[str] | None = None, device: str = "cuda",
+         models: list[str] | None = None, eval_context: int = 2048) -> list[Prediction]:
     """Every (model, stage) prediction of a grid: prune per method, then evaluate (after the heaviest apply)."""
     chosen = params["grids"][grid or params["grid"]]
-    run = run_shape(params, grid, device)
+    run = run_shape(params, grid, device, eval_context)
     predictions = []
     for name in models or chosen["models"]:
         spec = params.get("models", {}).get(name, {})
@@ -507,12 +509,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", help="default: the grid's")
     parser.add_argument("--model", nargs="+", dest="models", help="params.yaml names, configs.yaml names or folders")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--eval-context", type=int, default=2048, help="tokens of the widest evaluation row")
     parser.add_argument("--breakdown", action="store_true", help="print every phase's terms")
     parser.add_argument("--markdown", action="store_true", help="a markdown table, one row per model")
     args = parser.parse_args(argv)
     params = yaml.safe_load(args.params.read_text())
-    predictions = plan(params, args.grid, args.methods, args.device, args.models)
-    run = run_shape(params, args.grid, args.device)
+    predictions = plan(params, args.grid, args.methods, args.device, args.models, args.eval_context)
+    run = run_shape(params, args.grid, args.device, args.eval_context)
     print(f"calibration {run.nsamples} x {run.seqlen} (batch {run.calibration_batch_size}), evaluation batch "
           f"{run.eval_batch_size} x {run.eval_context} tokens, device {run.device}, offload "
           f"{'off' if run.offload_gpu_gib is None else f'{run.offload_gpu_gib} GiB on the GPU'}")

@@ -344,18 +344,22 @@ def prune_phases(model: ModelShape, method: str, run: RunShape) -> list[Phase]:
     gram = method == "sparsegpt"
     batch = min(run.calibration_batch_size, run.nsamples)
     host = {"process baseline": _baseline(run), "embeddings (pre-block modules)": embedding_weights(model),
-            "packed masks (1 bit/weight)": packed_masks(model), "streamed checkpoint tensor": streamed_tensor(model)}
+            "packed masks (1 bit/weight)": packed_masks(model)}
     block = {"block weights": block_weights(model)}
+    # the block is read before its passes: the tensor in flight is held only then
+    reading = Phase("read block from the checkpoint", dict(block),
+                    {**host, "streamed checkpoint tensor": streamed_tensor(model)})
     stats = {"Gram sums (fp32)": gram_sums(model)} if gram else {
         "column statistics + error sample": column_statistics(model, run)}
     workspace = {"largest layer's pruning workspace": layer_workspace(model, method, run)}
     if not calibrated:
-        phases = [Phase("prune layer (data-free)", {**block, **workspace}, dict(host))]
+        phases = [reading, Phase("prune layer (data-free)", {**block, **workspace}, dict(host))]
     else:
         hidden = {"captured hidden states": captured_hidden_states(model, run)}
         phases = [
             Phase("capture block 0 inputs", {"embeddings (on the device)": embedding_weights(model), **hidden},
                   dict(host)),
+            Phase(reading.name, {**hidden, **reading.device}, reading.host),
             Phase("statistics pass", {**hidden, **block, **stats,
                                       "block activations (one batch)": block_activations(model, batch, run.seqlen),
                                       "statistics hook temporaries": statistics_hook_temporaries(model, run)},

@@ -18,6 +18,29 @@ except ParamsError as err:
     sys.exit(str(err))
 
 GRID = config["grids"][config["grid"]]
+
+
+def planned(stage, which="host"):
+    """A job's memory request (MB) from prunescope.memory's prediction for its model, method and calibration size
+    (a GPU job: host memory with which="host", GPU memory with which="gpu"), x1.25 and rounded up to a whole GB.
+    The model's shape comes from prunescope/models/configs.yaml, else from its prepared folder's config.json."""
+    from dataclasses import replace
+
+    from prunescope import memory
+
+    def request(wildcards):
+        name = wildcards.model
+        shape_source = name if name in memory.load_shapes() else f"data/models/{name}"
+        model = memory.model_shape(shape_source, config["models"][name]["dtype"])
+        run = memory.run_shape(config)
+        calib = wildcards.get("calib", NO_CALIBRATION)
+        if calib != NO_CALIBRATION:
+            key = parse_calibration_key(calib)
+            run = replace(run, nsamples=key["nsamples"], seqlen=key["seqlen"])
+        method = wildcards.get("method") or ("magnitude" if stage == "prune" else None)
+        return memory.planned_mb(memory.predict(model, stage, run, method), which)
+
+    return request
 VARIANTS = grid_variants(GRID, config["calibration_sources"])
 SWEEP_BASE = sweep_base(GRID, config["calibration_sources"])  # what the sweeps and the calibration analysis hold
 STUDIED = studied_variants(GRID, config["calibration_sources"])  # what NSA compares

@@ -41,6 +41,8 @@ rule evaluate_dense:
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
+        mem_mb=planned("evaluate"),  # host memory (MB), from the memory plan (common.smk)
+        gpu_mem_mb=planned("evaluate", "gpu"),
     script:
         "../scripts/evaluate.py"
 

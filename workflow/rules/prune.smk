@@ -22,5 +22,7 @@ rule prune:
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
+        mem_mb=planned("prune"),  # host memory (MB), from the memory plan (common.smk)
+        gpu_mem_mb=planned("prune", "gpu"),
     script:
         "../scripts/prune.py"

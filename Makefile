@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report repro pull export bench test lint plan
+.PHONY: setup run dry-run report repro pull export bench test test-scale lint plan
 
 setup: $(VENV)/.installed
 
@@ -62,6 +62,9 @@ PYTEST_XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+test-scale: setup  ## Peak memory of every method at the 7B and 13B widths against the memory plan (20 min on 2 cores)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -s -m scale tests/test_memory.py
 
 plan: setup  ## Predicted peak GPU and host memory per model and stage (params.yaml's grid; PLAN_ARGS="--grid paper")
 	$(BIN)/prunescope-plan $(PLAN_ARGS)

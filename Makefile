@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report repro pull export bench test test-scale lint plan
+.PHONY: setup run dry-run report repro pull export bench bench-llmcompressor test test-scale lint plan
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,21 @@ bench: setup  ## Cost of every stage, side by side with its baseline (reports/be
 	$(BIN)/python bench/nsa.py --model-dir data/models/smollm2-135m \
 	    --association 'results/nsa/smollm2-135m/{dataset}/association.safetensors'
 	cat reports/bench/{workflow,evaluate,prune,prune_scaling,storage,nsa}.md > reports/bench/summary.md
+
+# llm-compressor pins another transformers, so it gets a venv of its own (a bench peer, not a dependency)
+LLMC_VENV ?= .venv-llmcompressor
+$(LLMC_VENV)/.installed:
+	python3 -m venv $(LLMC_VENV)
+	$(LLMC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LLMC_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "llmcompressor==0.14.0.1"
+	touch $@
+
+bench-llmcompressor: setup $(LLMC_VENV)/.installed  ## prunescope beside llm-compressor's Wanda and SparseGPT
+	$(BIN)/snakemake --cores $(CORES) data/calibration/smollm2-135m/gensim_wiki-raw-n32-l256-s0.safetensors \
+	    data/perplexity/smollm2-135m/gensim_wiki_heldout.safetensors
+	$(BIN)/python bench/llmcompressor_side_by_side.py --model-dir data/models/smollm2-135m --threads 2 \
+	    --calibration data/calibration/smollm2-135m/gensim_wiki-raw-n32-l256-s0.safetensors \
+	    --windows data/perplexity/smollm2-135m/gensim_wiki_heldout.safetensors --peer-python $(LLMC_VENV)/bin/python
 
 # Two pytest-xdist workers: one builds the shared end-to-end run (2 jobs at a time) while the other runs the unit
 # tests, then the end-to-end tests are split between them (tests/conftest.py, tests/test_end_to_end.py). (Not

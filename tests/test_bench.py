@@ -154,3 +154,34 @@ def test_sparsegpt_layer_bench_compares_both_grams_and_both_loops(tmp_path):
     assert all(row["masks_equal"] and row["weights_equal"] and row["gram_max_relative_difference"] == 0
                for row in rows)
     assert "| 16x64 | 2:4 |" in (tmp_path / "sparsegpt_layer.md").read_text()
+
+
+def test_llmcompressor_side_by_side_measures_ours_and_compares_perplexity_and_masks(tiny_llama, tiny_tokenizer,
+                                                                                     tmp_path):
+    """bench/llmcompressor_side_by_side.py without llm-compressor (`make bench-llmcompressor` makes its venv): our
+    pruning as its fresh process runs it, then the comparison with our own pruned weights standing in for the
+    peer's, so the masks agree fully and both perplexities are the same pruned model's."""
+    from prunescope.calibration.sample import save_calibration
+
+    bench = bench_module("llmcompressor_side_by_side")
+    model_dir = tmp_path / "model"
+    tiny_llama.save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(0)
+    for name, count in (("calibration", 4), ("windows", 2)):
+        save_calibration(torch.randint(0, len(tiny_tokenizer), (count, 16), generator=generator),
+                         tmp_path / f"{name}.safetensors", {"source": "test"})
+    ours = bench.prune_ours(model_dir, tmp_path / "calibration.safetensors", "wanda", tmp_path / "ours", 0.5, 1, 2)
+    assert ours["layers"] == 14 and ours["seconds"] > 0 and ours["peak_rss_bytes"] > 0
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / "weights.safetensors").write_bytes((tmp_path / "ours" / "weights.safetensors").read_bytes())
+    args = bench.argparse.Namespace(model_dir=model_dir, calibration=tmp_path / "calibration.safetensors",
+                                    windows=tmp_path / "windows.safetensors", methods=["wanda"], sparsity=0.5,
+                                    threads=1, ppl_batch_size=2)
+    runs = {("wanda", "prunescope"): ours, ("wanda", "peer"): {**ours, "versions": {"llmcompressor": "0.14"}}}
+    rows = bench.compare(args, runs, {("wanda", impl): tmp_path / folder
+                                      for impl, folder in (("prunescope", "ours"), ("peer", "peer"))})
+    assert [row["implementation"] for row in rows] == ["prunescope", "llm-compressor"]
+    assert rows[0]["mask_agreement"] == 1.0 and rows[0]["sparsity"] == 0.5 and rows[0]["speedup"] == 1.0
+    assert rows[0]["perplexity"] == rows[1]["perplexity"] != rows[0]["dense_perplexity"]
+    assert "llm-compressor 0.14 from its own venv." in bench.report(rows, args)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
 from prune import RANDOM_CONFIGS, device_name, random_model  # noqa: E402
 
-from prunescope.evaluation.run import SEED, evaluate_model, evaluate_tasks, load_task_config  # noqa: E402
+from prunescope.evaluation.harness import SEED, evaluate_model, evaluate_tasks, load_task_config  # noqa: E402
 from prunescope.evaluation.scoring import PADDING, SharedContextLM, left_pad, pack_by_context  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 

@@ -34,7 +34,7 @@ from prunescope.models.prepare import load_model  # noqa: E402
 from prunescope.nsa.answers import gold_margin, score_examples, variant_margins  # noqa: E402
 from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
 from prunescope.nsa.neurons import ablated  # noqa: E402
-from prunescope.nsa.run import _matched, load_association, nsa_examples  # noqa: E402
+from prunescope.nsa.stages import _matched, load_association, nsa_examples  # noqa: E402
 
 COLUMNS = ["dataset", "measure", "examples", "settings", "baseline_s", "ours_s", "speedup", "max_margin_diff"]
 

@@ -8,7 +8,7 @@ import yaml
 
 from prunescope.data.prepare import write_manifest
 from prunescope.evaluation import build_task, environment_info, evaluate_model
-from prunescope.evaluation.run import load_task_config
+from prunescope.evaluation.harness import load_task_config
 from prunescope.evaluation.tasks import to_jinja
 from prunescope.io import read_jsonl, write_jsonl
 

@@ -22,7 +22,7 @@ import transformers as tf
 
 from prunescope.data.prepare import write_manifest
 from prunescope.evaluation import build_task
-from prunescope.evaluation.run import evaluate_model
+from prunescope.evaluation.harness import evaluate_model
 from prunescope.io import write_jsonl
 from prunescope.models.families import get_family
 from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples, variant_margins
@@ -51,7 +51,7 @@ from prunescope.nsa.neurons import (
     resumed_at,
     token_activations,
 )
-from prunescope.nsa.run import heatmap_example, protected_neurons
+from prunescope.nsa.stages import heatmap_example, protected_neurons
 from prunescope.nsa.words import (
     Example,
     influential_words,

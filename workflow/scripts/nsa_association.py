@@ -1,4 +1,4 @@
-from prunescope.nsa.run import learn_association
+from prunescope.nsa.stages import learn_association
 from prunescope.runlog import job_device, job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,4 @@
-from prunescope.nsa.run import causal_check
+from prunescope.nsa.stages import causal_check
 from prunescope.runlog import job_device, job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,4 @@
-from prunescope.nsa.run import compare_variant
+from prunescope.nsa.stages import compare_variant
 from prunescope.runlog import job_device, job_log
 
 with job_log(snakemake.log[0]):

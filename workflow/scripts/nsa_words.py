@@ -1,4 +1,4 @@
-from prunescope.nsa.run import select_words
+from prunescope.nsa.stages import select_words
 from prunescope.runlog import job_device, job_log
 
 with job_log(snakemake.log[0]):

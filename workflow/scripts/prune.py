@@ -3,7 +3,7 @@ import tempfile
 from prunescope.calibration.sample import load_calibration
 from prunescope.config import OWL, parse_pattern_key
 from prunescope.models.streamed import CheckpointBlocks
-from prunescope.nsa.run import protected_neurons
+from prunescope.nsa.stages import protected_neurons
 from prunescope.pruning import METHODS, prune_model, save_artifact, write_measurements
 from prunescope.pruning.owl import OwlOptions
 from prunescope.runlog import job_device, job_log

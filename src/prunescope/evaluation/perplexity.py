@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from prunescope.calibration.sample import load_calibration
-from prunescope.evaluation.record import variant_provenance
+from prunescope.evaluation.variant import variant_provenance
 from prunescope.io import sha256_file, write_result
 from prunescope.models.offload import input_device, is_dispatched, loaded_model
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from prunescope.evaluation.run import environment_info, evaluate_tasks
+from prunescope.evaluation.harness import environment_info, evaluate_tasks
 from prunescope.evaluation.tasks import DATA_FILE, task_name
 from prunescope.io import sha256_file, write_result
 from prunescope.models.offload import loaded_model

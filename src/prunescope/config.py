@@ -228,6 +228,16 @@ def parse_pattern_key(key: str) -> tuple[str, float]:
     return match["structure"].replace("of", ":"), float(match["sparsity"])
 
 
+def evaluation_params(evaluation: dict, limit: int | None) -> dict:
+    """The params an evaluation result embeds and aggregation expects of it: one definition for writer and readers."""
+    return {"evaluation": dict(evaluation), "limit": limit}
+
+
+def perplexity_params(perplexity: dict) -> dict:
+    """The params a perplexity result embeds and its readers expect."""
+    return {"perplexity": dict(perplexity)}
+
+
 def variant_options(method: str, pattern: str, pruning: dict) -> dict | None:
     """The options a variant must have been pruned with under params.yaml's `pruning` section now, in the form its
     evaluation results embed (pruning.artifact.pruning_record); None for the dense model."""

@@ -1,3 +1,4 @@
+from prunescope.config import evaluation_params, perplexity_params
 from prunescope.io import write_json
 from prunescope.reporting.drops import category_drop_table, write_category_drop
 from prunescope.reporting.perplexity import perplexity_summary
@@ -7,10 +8,10 @@ from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
     o, p = snakemake.output, snakemake.params
-    results = load_results(snakemake.input.results, {"evaluation": dict(p.evaluation), "limit": p.limit}, p.pruning)
+    results = load_results(snakemake.input.results, evaluation_params(p.evaluation, p.limit), p.pruning)
     table, drops = accuracy_table(results), category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed)
     write_table(table, o.csv, o.markdown, o.latex)
     write_category_drop(drops, o.drop_csv, o.drop_markdown, o.drop_latex, p.bootstrap_iters)
-    perplexity = perplexity_summary(snakemake.input.perplexity, {"perplexity": dict(p.perplexity)}, p.pruning, results)
+    perplexity = perplexity_summary(snakemake.input.perplexity, perplexity_params(p.perplexity), p.pruning, results)
     write_json(o.metrics, {"accuracy": headline_metrics(table), **perplexity,
                            **calibration_headline(accuracy_changes(results), p.base, snakemake.input.similarity)})

@@ -1,3 +1,4 @@
+from prunescope.config import evaluation_params
 from prunescope.evaluation import evaluate_variant
 from prunescope.runlog import job_device, job_log
 
@@ -9,4 +10,4 @@ with job_log(snakemake.log[0]):
         batch_size=p.evaluation["batch_size"], bootstrap_iters=p.evaluation["bootstrap_iters"],
         device=job_device(snakemake.threads),
         labels={"method": "dense", "pattern": "none", "calib": "none", **dict(snakemake.wildcards)},
-        params={"evaluation": dict(p.evaluation), "limit": p.limit}, offload=snakemake.config["offload"])
+        params=evaluation_params(p.evaluation, p.limit), offload=snakemake.config["offload"])

@@ -1,3 +1,4 @@
+from prunescope.config import evaluation_params
 from prunescope.reporting.sweeps import (
     accuracy_changes,
     calib_size_table,
@@ -12,8 +13,7 @@ from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
     i, o, p = snakemake.input, snakemake.output, snakemake.params
-    changes = accuracy_changes(load_results(i.results, {"evaluation": dict(p.evaluation), "limit": p.limit},
-                                             p.pruning))
+    changes = accuracy_changes(load_results(i.results, evaluation_params(p.evaluation, p.limit), p.pruning))
     calibration = calibration_table(changes, p.base, i.similarity)
     sparsity = sparsity_table(changes, p.base, p.sweep_methods)
     sizes = calib_size_table(changes, p.base, p.sweep_methods)

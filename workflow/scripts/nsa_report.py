@@ -1,3 +1,4 @@
+from prunescope.config import evaluation_params
 from prunescope.io import read_result, write_json
 from prunescope.reporting.nsa import (
     causal_table,
@@ -15,7 +16,7 @@ from prunescope.runlog import job_log
 
 with job_log(snakemake.log[0]):
     i, o, p = snakemake.input, snakemake.output, snakemake.params
-    expected = {"evaluation": dict(p.evaluation), "limit": p.limit}
+    expected = evaluation_params(p.evaluation, p.limit)
     results, guided = load_results(i.results, expected, p.pruning), load_results(i.guided, expected, p.pruning)
     drops, causal = drop_table(i.compare, results), causal_table(i.causal)
     gains = guided_table(results, guided, p.evaluation["bootstrap_iters"], seed=0)

@@ -1,3 +1,4 @@
+from prunescope.config import perplexity_params
 from prunescope.evaluation.perplexity import perplexity_variant
 from prunescope.runlog import job_device, job_log
 
@@ -8,4 +9,4 @@ with job_log(snakemake.log[0]):
         sources=p.sources, window_paths=snakemake.input.windows, out_paths=snakemake.output,
         batch_size=p.perplexity["batch_size"], device=job_device(snakemake.threads),
         labels={"method": "dense", "pattern": "none", "calib": "none", **dict(snakemake.wildcards)},
-        params={"perplexity": dict(p.perplexity)}, offload=snakemake.config["offload"])
+        params=perplexity_params(p.perplexity), offload=snakemake.config["offload"])

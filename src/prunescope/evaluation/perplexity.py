@@ -16,7 +16,7 @@ import torch
 from prunescope.calibration.sample import load_calibration
 from prunescope.evaluation.variant import variant_provenance
 from prunescope.io import sha256_file, write_result
-from prunescope.models.offload import input_device, is_dispatched, loaded_model
+from prunescope.models.offload import input_device, loaded_model
 
 logger = logging.getLogger(__name__)
 WINDOWS_RULE = "perplexity_windows"
@@ -48,8 +48,7 @@ def perplexity_variant(model_dir: str, dtype: str, pruned_dir: str | None, sourc
     the labels, params and provenance (pruning options, environment) that evaluation results carry."""
     provenance = variant_provenance(pruned_dir, device)
     windows = [load_calibration(path, WINDOWS_RULE) for path in window_paths]
-    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, _tokenizer):
-        model = model if is_dispatched(model) else model.to(device)
+    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, _tokenizer):  # already on `device`
         scores = [perplexity(model, ids, batch_size) for ids in windows]
     for source, path, score, out_path in zip(sources, window_paths, scores, out_paths, strict=True):
         logger.info("%s: perplexity %.3f over %d tokens", source, score["perplexity"], score["tokens"])

@@ -75,7 +75,7 @@ bench-llmcompressor: setup $(LLMC_VENV)/.installed  ## prunescope beside llm-com
 # `make test PYTEST_XDIST=` runs everything in one process.
 PYTEST_XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 
-test: setup  ## Unit, workflow and end-to-end tests (offline, CPU)
+test: setup lint  ## Lint, then unit, workflow and end-to-end tests (offline, CPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-scale: setup  ## Peak memory of every method at the 7B and 13B widths against the memory plan (20 min on 2 cores)
@@ -84,5 +84,7 @@ test-scale: setup  ## Peak memory of every method at the 7B and 13B widths again
 plan: setup  ## Predicted peak GPU and host memory per model and stage (params.yaml's grid; PLAN_ARGS="--grid paper")
 	$(BIN)/prunescope-plan $(PLAN_ARGS)
 
-lint: setup
+lint: setup  ## ruff on the Python, snakefmt and `snakemake --lint` on the workflow (part of `make test`)
 	$(BIN)/ruff check src tests workflow/scripts bench
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint

@@ -5,6 +5,8 @@ min_version("9.0")
 
 
 configfile: "params.yaml"
+
+
 report: "workflow/report/workflow.rst"  # the report's front page; captions in workflow/report/
 
 
@@ -21,15 +23,16 @@ include: "workflow/rules/experiments.smk"
 include: "workflow/rules/export.smk"
 
 
+# The whole study for the selected grid: every table, figure and metric. (A comment, not a docstring: snakefmt moves
+# default_target above a docstring, which Snakemake then cannot parse.)
 rule all:
-    """The whole study for the selected grid: every table, figure and metric."""
+    default_target: True
     input:
         REPORT_OUTPUTS,
         SIMILARITY_FILES,
         NSA_REPORT_OUTPUTS,
         EXPERIMENT_OUTPUTS,
         PERPLEXITY_REPORT_OUTPUTS,
-    default_target: True
 
 
 rule prepare_all:

@@ -10,12 +10,14 @@ rule sample_calibration:
     output:
         ids="data/calibration/{model}/{calib}.safetensors",
         manifest="data/calibration/{model}/{calib}.json",
-    params:
-        key=lambda wc: parse_calibration_key(wc.calib),
     log:
         "logs/sample_calibration/{model}/{calib}.log",
     benchmark:
         "benchmarks/sample_calibration/{model}/{calib}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        key=lambda wc: parse_calibration_key(wc.calib),
     script:
         "../scripts/sample_calibration.py"
 
@@ -29,14 +31,16 @@ rule calibration_similarity:
         tasks=TASK_DIRS,
     output:
         "results/similarity/{model}/{calib}.json",
-    params:
-        datasets=GRID["datasets"],
-        templates={dataset: config["datasets"][dataset]["template"] for dataset in GRID["datasets"]},
-        similarity=config["similarity"],
     log:
         "logs/calibration_similarity/{model}/{calib}.log",
     benchmark:
         "benchmarks/calibration_similarity/{model}/{calib}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
+    params:
+        datasets=GRID["datasets"],
+        templates={dataset: config["datasets"][dataset]["template"] for dataset in GRID["datasets"]},
+        similarity=config["similarity"],
     script:
         "../scripts/calibration_similarity.py"

@@ -1,9 +1,11 @@
 # Validation (once, before any job) and the grid's target paths. Every output path carries its grid point.
 import sys
+from pathlib import Path
 
 from prunescope.config import (
     NO_CALIBRATION,
     ParamsError,
+    Variant,
     grid_variants,
     guided_variants,
     studied_variants,
@@ -11,6 +13,7 @@ from prunescope.config import (
     parse_calibration_key,
     validate_params,
 )
+from prunescope.pruning.export import check_export_format
 
 try:
     validate_params(config)
@@ -41,6 +44,8 @@ def planned(stage, which="host"):
         return memory.planned_mb(memory.predict(model, stage, run, method), which)
 
     return request
+
+
 VARIANTS = grid_variants(GRID, config["calibration_sources"])
 SWEEP_BASE = sweep_base(GRID, config["calibration_sources"])  # what the sweeps and the calibration analysis hold
 STUDIED = studied_variants(GRID, config["calibration_sources"])  # what NSA compares
@@ -74,60 +79,121 @@ PRUNE_RUN_FILES = [f"results/prune_runs/{v.path}.json" for v in VARIANTS]  # wal
 DENSE_EVAL_FILES = expand("results/eval/{model}/dense/{dataset}.json", model=GRID["models"], dataset=GRID["datasets"])
 PRUNED_EVAL_FILES = [f"results/eval/{v.path}/{dataset}.json" for v in VARIANTS for dataset in GRID["datasets"]]
 EVAL_FILES = DENSE_EVAL_FILES + PRUNED_EVAL_FILES
-STUDIED_EVAL_FILES = DENSE_EVAL_FILES + [f"results/eval/{v.path}/{dataset}.json" for v in STUDIED
-                                         for dataset in GRID["datasets"]]  # what NSA compares against
+STUDIED_EVAL_FILES = DENSE_EVAL_FILES + [
+    f"results/eval/{v.path}/{dataset}.json" for v in STUDIED for dataset in GRID["datasets"]
+]  # what NSA compares against
 TASK_DIRS = expand("results/tasks/{dataset}", dataset=GRID["datasets"])
-SIMILARITY_FILES = [path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
-                    for path in CALIBRATION_FILES]
-NSA_COMPARE_FILES = [f"results/nsa/{v.model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
-                     for dataset in GRID["nsa_datasets"] for v in STUDIED]
-NSA_CAUSAL_FILES = expand("results/nsa/{model}/{dataset}/causal.json", model=GRID["models"],
-                          dataset=GRID["nsa_datasets"])
+SIMILARITY_FILES = [
+    path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
+    for path in CALIBRATION_FILES
+]
+NSA_COMPARE_FILES = [
+    f"results/nsa/{v.model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
+    for dataset in GRID["nsa_datasets"]
+    for v in STUDIED
+]
+NSA_CAUSAL_FILES = expand(
+    "results/nsa/{model}/{dataset}/causal.json", model=GRID["models"], dataset=GRID["nsa_datasets"]
+)
 # token heatmaps, one per model and NSA dataset: a row per variant of the first calibration key (or data-free)
 FIRST_CALIB = next((v.calib for v in STUDIED if v.calib != NO_CALIBRATION), NO_CALIBRATION)
 NSA_HEATMAPS = [(model, dataset) for model in GRID["models"] for dataset in GRID["nsa_datasets"]]
-NSA_HEATMAP_INPUTS = [[f"results/nsa/{model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json" for v in STUDIED
-                       if v.model == model and v.calib in (NO_CALIBRATION, FIRST_CALIB)]
-                      for model, dataset in NSA_HEATMAPS]
-GUIDED_PRUNED_DIRS = [f"results/guided/pruned/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}"
-                      for protect, v in GUIDED]
-GUIDED_EVAL_FILES = [f"{path.replace('/pruned/', '/eval/', 1)}/{dataset}.json"
-                     for path in GUIDED_PRUNED_DIRS for dataset in GRID["datasets"]]
+NSA_HEATMAP_INPUTS = [
+    [
+        f"results/nsa/{model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
+        for v in STUDIED
+        if v.model == model and v.calib in (NO_CALIBRATION, FIRST_CALIB)
+    ]
+    for model, dataset in NSA_HEATMAPS
+]
+GUIDED_PRUNED_DIRS = [
+    f"results/guided/pruned/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}" for protect, v in GUIDED
+]
+GUIDED_EVAL_FILES = [
+    f"results/guided/eval/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}/{dataset}.json"
+    for protect, v in GUIDED
+    for dataset in GRID["datasets"]
+]
 
 
 def nsa_associations(model, category):
     """The association files of a category's NSA datasets: the neurons NSA-guided pruning protects."""
-    return [f"results/nsa/{model}/{dataset}/association.safetensors" for dataset in GRID["nsa_datasets"]
-            if config["datasets"][dataset]["category"] == category]
+    return [
+        f"results/nsa/{model}/{dataset}/association.safetensors"
+        for dataset in GRID["nsa_datasets"]
+        if config["datasets"][dataset]["category"] == category
+    ]
 
 
 NSA_FILES = NSA_COMPARE_FILES + NSA_CAUSAL_FILES + GUIDED_EVAL_FILES
 NSA_REPORT_OUTPUTS = (
     ["reports/tables/nsa.csv", "reports/tables/nsa_guided.csv", "reports/tables/nsa.md", "reports/nsa.json"]
-    + [f"reports/figures/nsa/{name}.{ext}" for ext in ("png", "svg")
-       for name in ["drop_scatter", "guided"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]]
-    if GRID["nsa_datasets"] else []
+    + [
+        f"reports/figures/nsa/{name}.{ext}"
+        for ext in ("png", "svg")
+        for name in ["drop_scatter", "guided"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]
+    ]
+    if GRID["nsa_datasets"]
+    else []
 )
 
 # Perplexity: windows per model and source, one result per model variant and source (NSA-guided variants too).
 PERPLEXITY_PARAMS = {key: config["perplexity"][key] for key in ("seqlen", "windows", "batch_size")}
-PERPLEXITY_WINDOW_FILES = expand("data/perplexity/{model}/{source}.safetensors", model=GRID["models"],
-                                 source=GRID["perplexity_sources"])
+PERPLEXITY_WINDOW_FILES = expand(
+    "data/perplexity/{model}/{source}.safetensors", model=GRID["models"], source=GRID["perplexity_sources"]
+)
 PERPLEXITY_FILES = (
     expand("results/perplexity/{model}/dense/{source}.json", model=GRID["models"], source=GRID["perplexity_sources"])
     + [f"results/perplexity/{v.path}/{source}.json" for v in VARIANTS for source in GRID["perplexity_sources"]]
-    + [f"results/perplexity_guided/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}/{source}.json"
-       for protect, v in GUIDED for source in GRID["perplexity_sources"]]
+    + [
+        f"results/perplexity_guided/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}/{source}.json"
+        for protect, v in GUIDED
+        for source in GRID["perplexity_sources"]
+    ]
 )
 PERPLEXITY_REPORT_OUTPUTS = (
     [f"reports/tables/{name}.{ext}" for name in ("perplexity", "perplexity_vs_accuracy") for ext in ("csv", "md")]
     + [f"reports/figures/perplexity_vs_accuracy.{ext}" for ext in ("png", "svg")]
-    if GRID["perplexity_sources"] else []
+    if GRID["perplexity_sources"]
+    else []
 )
 
 
 def heldout_texts(wc):
     """The held-out perplexity text of a gensim calibration corpus: sampling checks that none of it is in the pool."""
     source = config["calibration_sources"][parse_calibration_key(wc.calib)["source"]]
-    return [f"data/text/perplexity/{name}.jsonl" for name, spec in config["perplexity"]["sources"].items()
-            if source["kind"] == "gensim" and spec["kind"] == "gensim_heldout" and spec["corpus"] == source["corpus"]]
+    return [
+        f"data/text/perplexity/{name}.jsonl"
+        for name, spec in config["perplexity"]["sources"].items()
+        if source["kind"] == "gensim" and spec["kind"] == "gensim_heldout" and spec["corpus"] == source["corpus"]
+    ]
+
+
+# Inputs computed from a job's wildcards.
+def dataset_source_input(wc):
+    """What a dataset is prepared from: its archive, a local file the user obtained, or nothing (the model hub)."""
+    source = config["datasets"][wc.dataset]["source"]
+    if "archive" in source:
+        return archive_file(source["archive"])
+    if source["kind"] == "local" and source["path"]:
+        return source["path"]
+    return []
+
+
+def pool_dataset(wc):
+    """The registry dataset whose calibration pool a task-derived source uses (None for other sources)."""
+    return config["calibration_sources"][wc.source].get("dataset")
+
+
+def export_artifact(wc):
+    """The variant's artifact. An unknown format, or a variant neither in the selected grid nor already pruned on
+    disk, stops the plan with one error (Snakemake would otherwise prune whatever the path names)."""
+    check_export_format(wc.format)
+    variant = Variant(wc.model, wc.method, wc.pattern, wc.calib)
+    artifact = f"results/pruned/{variant.path}"
+    if variant not in VARIANTS and not Path(artifact).is_dir():
+        raise ValueError(
+            f"no pruned variant {variant.path}: it is not in grid {config['grid']!r} and "
+            f"{artifact} does not exist; the grid's variants are e.g. {VARIANTS[0].path}"
+        )
+    return artifact

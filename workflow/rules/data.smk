@@ -2,20 +2,6 @@
 # Intermediate files stay as a cache (see fetch_archive): regenerating one would look newer than its users.
 
 
-def dataset_source_input(wc):
-    source = config["datasets"][wc.dataset]["source"]
-    if "archive" in source:
-        return archive_file(source["archive"])
-    if source["kind"] == "local" and source["path"]:
-        return source["path"]
-    return []
-
-
-def pool_dataset(wc):
-    """The registry dataset whose calibration pool a task-derived source uses (None for other sources)."""
-    return config["calibration_sources"][wc.source].get("dataset")
-
-
 rule prepare_dataset:
     """One dataset of the registry -> data/datasets/{dataset}.jsonl ({id, input, choices, label, ...})."""
     input:
@@ -23,14 +9,16 @@ rule prepare_dataset:
     output:
         records="data/datasets/{dataset}.jsonl",
         manifest="data/datasets/{dataset}.json",
-    params:
-        spec=lambda wc: config["datasets"][wc.dataset],
-        seed=config["evaluation"]["subsample_seed"],
-        part="evaluation",
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:
         "benchmarks/prepare_dataset/{dataset}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        seed=config["evaluation"]["subsample_seed"],
+        part="evaluation",
     script:
         "../scripts/prepare_dataset.py"
 
@@ -39,31 +27,35 @@ use rule prepare_dataset as prepare_train_pool with:
     output:
         records="data/train/{dataset}.jsonl",
         manifest="data/train/{dataset}.json",
-    params:
-        spec=lambda wc: config["datasets"][wc.dataset],
-        seed=config["evaluation"]["subsample_seed"],
-        part="train",
     log:
         "logs/prepare_train_pool/{dataset}.log",
     benchmark:
         "benchmarks/prepare_train_pool/{dataset}.tsv"
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        seed=config["evaluation"]["subsample_seed"],
+        part="train",
 
 
 rule calibration_text:
     """Documents or question-answer pairs of one calibration source (offline: gensim's corpora and the stand-ins'
     held-out pools; online: hub text datasets, GSM8K and the registry's train splits)."""
     input:
-        lambda wc: expand("data/train/{dataset}.{ext}", dataset=pool_dataset(wc), ext=["jsonl", "json"])
-        if pool_dataset(wc)
-        else [],
+        lambda wc: (
+            expand("data/train/{dataset}.{ext}", dataset=pool_dataset(wc), ext=["jsonl", "json"])
+            if pool_dataset(wc)
+            else []
+        ),
     output:
         "data/text/{source}.jsonl",
-    params:
-        spec=lambda wc: config["calibration_sources"][wc.source],
-        template=lambda wc: config["datasets"][pool_dataset(wc)]["template"] if pool_dataset(wc) else None,
     log:
         "logs/calibration_text/{source}.log",
     benchmark:
         "benchmarks/calibration_text/{source}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        spec=lambda wc: config["calibration_sources"][wc.source],
+        template=lambda wc: config["datasets"][pool_dataset(wc)]["template"] if pool_dataset(wc) else None,
     script:
         "../scripts/calibration_text.py"

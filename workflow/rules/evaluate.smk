@@ -2,6 +2,7 @@
 # One job scores one model variant on every dataset of the grid: the model is loaded (and its pruning
 # artifact applied) once, which dominates the cost at every scale.
 
+
 rule build_task:
     """The lm-eval task config and the fixed evaluation subsample of one dataset (shared by every model)."""
     input:
@@ -9,14 +10,16 @@ rule build_task:
         manifest="data/datasets/{dataset}.json",
     output:
         directory("results/tasks/{dataset}"),
-    params:
-        template=lambda wc: config["datasets"][wc.dataset]["template"],
-        limit=GRID["eval_limit"],
-        seed=config["evaluation"]["subsample_seed"],
     log:
         "logs/build_task/{dataset}.log",
     benchmark:
         "benchmarks/build_task/{dataset}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        template=lambda wc: config["datasets"][wc.dataset]["template"],
+        limit=GRID["eval_limit"],
+        seed=config["evaluation"]["subsample_seed"],
     script:
         "../scripts/build_task.py"
 
@@ -28,21 +31,23 @@ rule evaluate_dense:
         tasks=TASK_DIRS,
     output:
         expand("results/eval/{{model}}/dense/{dataset}.json", dataset=GRID["datasets"]),
+    log:
+        "logs/evaluate/{model}/dense.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/dense.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+        mem_mb=planned("evaluate"),  # host memory (MB), from the memory plan (common.smk)
+        gpu_mem_mb=planned("evaluate", "gpu"),
     params:
         model_spec=lambda wc: config["models"][wc.model],
         datasets=GRID["datasets"],
         categories=[config["datasets"][d]["category"] for d in GRID["datasets"]],
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
-    log:
-        "logs/evaluate/{model}/dense.log",
-    benchmark:
-        "benchmarks/evaluate/{model}/dense.tsv"
-    threads: config["runtime"]["cpu_threads"]
-    resources:
-        gpu=1,
-        mem_mb=planned("evaluate"),  # host memory (MB), from the memory plan (common.smk)
-        gpu_mem_mb=planned("evaluate", "gpu"),
     script:
         "../scripts/evaluate.py"
 

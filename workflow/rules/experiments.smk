@@ -4,10 +4,9 @@
 
 EXPERIMENT_TABLES = ["calibration", "sparsity", "calib_size", "owl", "prune_cost"]
 EXPERIMENT_FIGURES = ["calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"]
-EXPERIMENT_OUTPUTS = (
-    [f"reports/tables/{name}.{ext}" for name in EXPERIMENT_TABLES for ext in ("csv", "md")]
-    + [f"reports/figures/{name}.{ext}" for name in EXPERIMENT_FIGURES for ext in ("png", "svg")]
-)
+EXPERIMENT_OUTPUTS = [f"reports/tables/{name}.{ext}" for name in EXPERIMENT_TABLES for ext in ("csv", "md")] + [
+    f"reports/figures/{name}.{ext}" for name in EXPERIMENT_FIGURES for ext in ("png", "svg")
+]
 
 
 rule experiment_report:
@@ -17,30 +16,68 @@ rule experiment_report:
         results=EVAL_FILES,
         similarity=SIMILARITY_FILES,
     output:
-        calibration=report("reports/tables/calibration.csv", caption="../report/calibration_table.rst",
-                           category="Calibration", subcategory="Source and format"),
+        calibration=report(
+            "reports/tables/calibration.csv",
+            caption="../report/calibration_table.rst",
+            category="Calibration",
+            subcategory="Source and format",
+        ),
         calibration_md="reports/tables/calibration.md",
-        sparsity=report("reports/tables/sparsity.csv", caption="../report/sparsity_table.rst", category="Accuracy",
-                        subcategory="Sparsity sweep"),
+        sparsity=report(
+            "reports/tables/sparsity.csv",
+            caption="../report/sparsity_table.rst",
+            category="Accuracy",
+            subcategory="Sparsity sweep",
+        ),
         sparsity_md="reports/tables/sparsity.md",
-        calib_size=report("reports/tables/calib_size.csv", caption="../report/calib_size_table.rst",
-                          category="Calibration", subcategory="Calibration size"),
+        calib_size=report(
+            "reports/tables/calib_size.csv",
+            caption="../report/calib_size_table.rst",
+            category="Calibration",
+            subcategory="Calibration size",
+        ),
         calib_size_md="reports/tables/calib_size.md",
-        owl=report("reports/tables/owl.csv", caption="../report/owl_table.rst", category="Accuracy",
-                   subcategory="OWL layer sparsity"),
+        owl=report(
+            "reports/tables/owl.csv",
+            caption="../report/owl_table.rst",
+            category="Accuracy",
+            subcategory="OWL layer sparsity",
+        ),
         owl_md="reports/tables/owl.md",
-        heatmap_png=report("reports/figures/calibration_heatmap.png", caption="../report/calibration_heatmap.rst",
-                           category="Calibration", subcategory="Source and format"),
+        heatmap_png=report(
+            "reports/figures/calibration_heatmap.png",
+            caption="../report/calibration_heatmap.rst",
+            category="Calibration",
+            subcategory="Source and format",
+        ),
         heatmap_svg="reports/figures/calibration_heatmap.svg",
-        sparsity_png=report("reports/figures/sparsity.png", caption="../report/sparsity.rst", category="Accuracy",
-                            subcategory="Sparsity sweep"),
+        sparsity_png=report(
+            "reports/figures/sparsity.png",
+            caption="../report/sparsity.rst",
+            category="Accuracy",
+            subcategory="Sparsity sweep",
+        ),
         sparsity_svg="reports/figures/sparsity.svg",
-        nsamples_png=report("reports/figures/calib_nsamples.png", caption="../report/calib_nsamples.rst",
-                            category="Calibration", subcategory="Calibration size"),
+        nsamples_png=report(
+            "reports/figures/calib_nsamples.png",
+            caption="../report/calib_nsamples.rst",
+            category="Calibration",
+            subcategory="Calibration size",
+        ),
         nsamples_svg="reports/figures/calib_nsamples.svg",
-        seqlen_png=report("reports/figures/calib_seqlen.png", caption="../report/calib_seqlen.rst",
-                          category="Calibration", subcategory="Calibration size"),
+        seqlen_png=report(
+            "reports/figures/calib_seqlen.png",
+            caption="../report/calib_seqlen.rst",
+            category="Calibration",
+            subcategory="Calibration size",
+        ),
         seqlen_svg="reports/figures/calib_seqlen.svg",
+    log:
+        "logs/report/experiment_report.log",
+    benchmark:
+        "benchmarks/report/experiment_report.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
@@ -48,10 +85,6 @@ rule experiment_report:
         base=SWEEP_BASE,
         sweep_methods=GRID["sweeps"]["methods"],
         owl=GRID["owl"],
-    log:
-        "logs/report/experiment_report.log",
-    benchmark:
-        "benchmarks/report/experiment_report.tsv"
     script:
         "../scripts/experiment_report.py"
 
@@ -62,12 +95,18 @@ rule prune_cost:
         artifacts=PRUNED_DIRS,
         measurements=PRUNE_RUN_FILES,
     output:
-        csv=report("reports/tables/prune_cost.csv", caption="../report/prune_cost.rst", category="Pruning cost",
-                   subcategory="Per pruning run"),
+        csv=report(
+            "reports/tables/prune_cost.csv",
+            caption="../report/prune_cost.rst",
+            category="Pruning cost",
+            subcategory="Per pruning run",
+        ),
         markdown="reports/tables/prune_cost.md",
     log:
         "logs/report/prune_cost.log",
     benchmark:
         "benchmarks/report/prune_cost.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     script:
         "../scripts/prune_cost.py"

@@ -6,12 +6,14 @@ rule fetch_archive:
     archive would make Snakemake rebuild every dataset and result made from it."""
     output:
         "data/raw/{file}",
-    params:
-        spec=lambda wc: next(a for a in config["archives"].values() if a["file"] == wc.file),
     log:
         "logs/fetch_archive/{file}.log",
     benchmark:
         "benchmarks/fetch_archive/{file}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        spec=lambda wc: next(a for a in config["archives"].values() if a["file"] == wc.file),
     script:
         "../scripts/fetch_archive.py"
 
@@ -19,17 +21,21 @@ rule fetch_archive:
 rule prepare_model:
     """The bundled GGUF converted once, or a hub model at its pinned revision, saved as safetensors."""
     input:
-        lambda wc: archive_file(config["models"][wc.model]["archive"])
-        if config["models"][wc.model]["source"] == "bundled"
-        else [],
+        lambda wc: (
+            archive_file(config["models"][wc.model]["archive"])
+            if config["models"][wc.model]["source"] == "bundled"
+            else []
+        ),
     output:
         directory("data/models/{model}"),
-    params:
-        spec=lambda wc: config["models"][wc.model],
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
         "benchmarks/prepare_model/{model}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
+    params:
+        spec=lambda wc: config["models"][wc.model],
     script:
         "../scripts/prepare_model.py"

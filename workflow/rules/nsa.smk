@@ -10,18 +10,20 @@ rule nsa_words:
         records="data/datasets/{dataset}.jsonl",
     output:
         "results/nsa/{model}/{dataset}/words.json",
+    log:
+        "logs/nsa_words/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/nsa_words/{model}/{dataset}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
     params:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
         sample_seed=config["evaluation"]["subsample_seed"],
-    log:
-        "logs/nsa_words/{model}/{dataset}.log",
-    benchmark:
-        "benchmarks/nsa_words/{model}/{dataset}.tsv"
-    threads: config["runtime"]["cpu_threads"]
-    resources:
-        gpu=1,
     script:
         "../scripts/nsa_words.py"
 
@@ -36,18 +38,20 @@ rule nsa_association:
     output:
         association="results/nsa/{model}/{dataset}/association.safetensors",
         info="results/nsa/{model}/{dataset}/association.json",
+    log:
+        "logs/nsa_association/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/nsa_association/{model}/{dataset}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
     params:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
         sample_seed=config["evaluation"]["subsample_seed"],
-    log:
-        "logs/nsa_association/{model}/{dataset}.log",
-    benchmark:
-        "benchmarks/nsa_association/{model}/{dataset}.tsv"
-    threads: config["runtime"]["cpu_threads"]
-    resources:
-        gpu=1,
     script:
         "../scripts/nsa_association.py"
 
@@ -61,18 +65,20 @@ rule nsa_compare:
         pruned="results/pruned/{model}/{method}/{pattern}/{calib}",
     output:
         "results/nsa/{model}/{dataset}/{method}/{pattern}/{calib}.json",
+    log:
+        "logs/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.log",
+    benchmark:
+        "benchmarks/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
     params:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
         sample_seed=config["evaluation"]["subsample_seed"],
-    log:
-        "logs/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.log",
-    benchmark:
-        "benchmarks/nsa_compare/{model}/{dataset}/{method}/{pattern}/{calib}.tsv"
-    threads: config["runtime"]["cpu_threads"]
-    resources:
-        gpu=1,
     script:
         "../scripts/nsa_compare.py"
 
@@ -86,18 +92,20 @@ rule nsa_causal:
         association="results/nsa/{model}/{dataset}/association.safetensors",
     output:
         "results/nsa/{model}/{dataset}/causal.json",
+    log:
+        "logs/nsa_causal/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/nsa_causal/{model}/{dataset}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
     params:
         model_spec=lambda wc: config["models"][wc.model],
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         nsa=config["nsa"],
         sample_seed=config["evaluation"]["subsample_seed"],
-    log:
-        "logs/nsa_causal/{model}/{dataset}.log",
-    benchmark:
-        "benchmarks/nsa_causal/{model}/{dataset}.tsv"
-    threads: config["runtime"]["cpu_threads"]
-    resources:
-        gpu=1,
     script:
         "../scripts/nsa_causal.py"
 
@@ -110,16 +118,16 @@ use rule prune as prune_guided with:
     output:
         artifact=directory("results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}"),
         measurements="results/guided/prune_runs/{model}/{protect}/{method}/{pattern}/{calib}.json",
+    log:
+        "logs/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
+    benchmark:
+        "benchmarks/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.tsv"
     params:
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],
         owl=config["pruning"]["owl"],
         batch_size=config["pruning"]["calibration_batch_size"],
         neurons_per_word=config["nsa"]["neurons_per_word"],
-    log:
-        "logs/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
-    benchmark:
-        "benchmarks/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.tsv"
 
 
 use rule evaluate_dense as evaluate_guided with:
@@ -128,8 +136,10 @@ use rule evaluate_dense as evaluate_guided with:
         tasks=TASK_DIRS,
         pruned="results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}",
     output:
-        expand("results/guided/eval/{{model}}/{{protect}}/{{method}}/{{pattern}}/{{calib}}/{dataset}.json",
-               dataset=GRID["datasets"]),
+        expand(
+            "results/guided/eval/{{model}}/{{protect}}/{{method}}/{{pattern}}/{{calib}}/{dataset}.json",
+            dataset=GRID["datasets"],
+        ),
     log:
         "logs/evaluate_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
     benchmark:
@@ -145,32 +155,58 @@ rule nsa_report:
         compare=NSA_COMPARE_FILES,
         causal=NSA_CAUSAL_FILES,
     output:
-        drops=report("reports/tables/nsa.csv", caption="../report/nsa_table.rst", category="NSA",
-                     subcategory="Neuron drops vs accuracy"),
-        guided=report("reports/tables/nsa_guided.csv", caption="../report/nsa_guided_table.rst", category="NSA",
-                      subcategory="NSA-guided pruning"),
+        drops=report(
+            "reports/tables/nsa.csv",
+            caption="../report/nsa_table.rst",
+            category="NSA",
+            subcategory="Neuron drops vs accuracy",
+        ),
+        guided=report(
+            "reports/tables/nsa_guided.csv",
+            caption="../report/nsa_guided_table.rst",
+            category="NSA",
+            subcategory="NSA-guided pruning",
+        ),
         markdown="reports/tables/nsa.md",
         metrics="reports/nsa.json",
-        scatter_png=report("reports/figures/nsa/drop_scatter.png", caption="../report/nsa_drop_scatter.rst",
-                           category="NSA", subcategory="Neuron drops vs accuracy"),
+        scatter_png=report(
+            "reports/figures/nsa/drop_scatter.png",
+            caption="../report/nsa_drop_scatter.rst",
+            category="NSA",
+            subcategory="Neuron drops vs accuracy",
+        ),
         scatter_svg="reports/figures/nsa/drop_scatter.svg",
-        guided_png=report("reports/figures/nsa/guided.png", caption="../report/nsa_guided.rst", category="NSA",
-                          subcategory="NSA-guided pruning"),
+        guided_png=report(
+            "reports/figures/nsa/guided.png",
+            caption="../report/nsa_guided.rst",
+            category="NSA",
+            subcategory="NSA-guided pruning",
+        ),
         guided_svg="reports/figures/nsa/guided.svg",
-        causal_png=report("reports/figures/nsa/causal_curve.png", caption="../report/nsa_causal_curve.rst",
-                          category="NSA", subcategory="Causal curve"),
+        causal_png=report(
+            "reports/figures/nsa/causal_curve.png",
+            caption="../report/nsa_causal_curve.rst",
+            category="NSA",
+            subcategory="Causal curve",
+        ),
         causal_svg="reports/figures/nsa/causal_curve.svg",
-        heatmap_png=report([f"reports/figures/nsa/heatmap_{m}_{d}.png" for m, d in NSA_HEATMAPS],
-                           caption="../report/nsa_heatmap.rst", category="NSA", subcategory="Token heatmaps"),
+        heatmap_png=report(
+            [f"reports/figures/nsa/heatmap_{m}_{d}.png" for m, d in NSA_HEATMAPS],
+            caption="../report/nsa_heatmap.rst",
+            category="NSA",
+            subcategory="Token heatmaps",
+        ),
         heatmap_svg=[f"reports/figures/nsa/heatmap_{m}_{d}.svg" for m, d in NSA_HEATMAPS],
+    log:
+        "logs/report/nsa_report.log",
+    benchmark:
+        "benchmarks/report/nsa_report.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
         pruning=config["pruning"],
         heatmap_inputs=NSA_HEATMAP_INPUTS,
-    log:
-        "logs/report/nsa_report.log",
-    benchmark:
-        "benchmarks/report/nsa_report.tsv"
     script:
         "../scripts/nsa_report.py"

@@ -8,12 +8,14 @@ rule perplexity_text:
     (WikiText-2 test; the first 1,100 documents of C4's validation shard)."""
     output:
         "data/text/perplexity/{source}.jsonl",
-    params:
-        spec=lambda wc: config["perplexity"]["sources"][wc.source],
     log:
         "logs/perplexity_text/{source}.log",
     benchmark:
         "benchmarks/perplexity_text/{source}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        spec=lambda wc: config["perplexity"]["sources"][wc.source],
     script:
         "../scripts/perplexity_text.py"
 
@@ -27,15 +29,17 @@ rule perplexity_windows:
     output:
         ids="data/perplexity/{model}/{source}.safetensors",
         manifest="data/perplexity/{model}/{source}.json",
+    log:
+        "logs/perplexity_windows/{model}/{source}.log",
+    benchmark:
+        "benchmarks/perplexity_windows/{model}/{source}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     params:
         separator=lambda wc: config["perplexity"]["sources"][wc.source]["separator"],
         pick=lambda wc: config["perplexity"]["sources"][wc.source]["pick"],
         seqlen=config["perplexity"]["seqlen"],
         windows=config["perplexity"]["windows"],
-    log:
-        "logs/perplexity_windows/{model}/{source}.log",
-    benchmark:
-        "benchmarks/perplexity_windows/{model}/{source}.tsv"
     script:
         "../scripts/perplexity_windows.py"
 
@@ -47,17 +51,19 @@ rule perplexity_dense:
         windows=expand("data/perplexity/{{model}}/{source}.safetensors", source=GRID["perplexity_sources"]),
     output:
         expand("results/perplexity/{{model}}/dense/{source}.json", source=GRID["perplexity_sources"]),
-    params:
-        model_spec=lambda wc: config["models"][wc.model],
-        sources=GRID["perplexity_sources"],
-        perplexity=PERPLEXITY_PARAMS,
     log:
         "logs/perplexity/{model}/dense.log",
     benchmark:
         "benchmarks/perplexity/{model}/dense.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
+    params:
+        model_spec=lambda wc: config["models"][wc.model],
+        sources=GRID["perplexity_sources"],
+        perplexity=PERPLEXITY_PARAMS,
     script:
         "../scripts/perplexity.py"
 
@@ -68,8 +74,10 @@ use rule perplexity_dense as perplexity_pruned with:
         windows=expand("data/perplexity/{{model}}/{source}.safetensors", source=GRID["perplexity_sources"]),
         pruned="results/pruned/{model}/{method}/{pattern}/{calib}",
     output:
-        expand("results/perplexity/{{model}}/{{method}}/{{pattern}}/{{calib}}/{source}.json",
-               source=GRID["perplexity_sources"]),
+        expand(
+            "results/perplexity/{{model}}/{{method}}/{{pattern}}/{{calib}}/{source}.json",
+            source=GRID["perplexity_sources"],
+        ),
     log:
         "logs/perplexity/{model}/{method}/{pattern}/{calib}.log",
     benchmark:
@@ -82,8 +90,10 @@ use rule perplexity_dense as perplexity_guided with:
         windows=expand("data/perplexity/{{model}}/{source}.safetensors", source=GRID["perplexity_sources"]),
         pruned="results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}",
     output:
-        expand("results/perplexity_guided/{{model}}/{{protect}}/{{method}}/{{pattern}}/{{calib}}/{source}.json",
-               source=GRID["perplexity_sources"]),
+        expand(
+            "results/perplexity_guided/{{model}}/{{protect}}/{{method}}/{{pattern}}/{{calib}}/{source}.json",
+            source=GRID["perplexity_sources"],
+        ),
     log:
         "logs/perplexity_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
     benchmark:
@@ -97,23 +107,37 @@ rule perplexity_report:
         perplexity=PERPLEXITY_FILES,
         results=EVAL_FILES,
     output:
-        csv=report("reports/tables/perplexity.csv", caption="../report/perplexity_table.rst", category="Perplexity",
-                   subcategory="Dense and pruned"),
+        csv=report(
+            "reports/tables/perplexity.csv",
+            caption="../report/perplexity_table.rst",
+            category="Perplexity",
+            subcategory="Dense and pruned",
+        ),
         markdown="reports/tables/perplexity.md",
-        correlation=report("reports/tables/perplexity_vs_accuracy.csv", caption="../report/perplexity_vs_accuracy.rst",
-                           category="Perplexity", subcategory="Perplexity vs accuracy"),
+        correlation=report(
+            "reports/tables/perplexity_vs_accuracy.csv",
+            caption="../report/perplexity_vs_accuracy.rst",
+            category="Perplexity",
+            subcategory="Perplexity vs accuracy",
+        ),
         correlation_md="reports/tables/perplexity_vs_accuracy.md",
-        png=report("reports/figures/perplexity_vs_accuracy.png", caption="../report/perplexity_scatter.rst",
-                   category="Perplexity", subcategory="Perplexity vs accuracy"),
+        png=report(
+            "reports/figures/perplexity_vs_accuracy.png",
+            caption="../report/perplexity_scatter.rst",
+            category="Perplexity",
+            subcategory="Perplexity vs accuracy",
+        ),
         svg="reports/figures/perplexity_vs_accuracy.svg",
+    log:
+        "logs/report/perplexity_report.log",
+    benchmark:
+        "benchmarks/report/perplexity_report.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     params:
         perplexity=PERPLEXITY_PARAMS,
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
         pruning=config["pruning"],
-    log:
-        "logs/report/perplexity_report.log",
-    benchmark:
-        "benchmarks/report/perplexity_report.tsv"
     script:
         "../scripts/perplexity_report.py"

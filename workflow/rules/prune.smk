@@ -10,19 +10,21 @@ rule prune:
     output:
         artifact=directory("results/pruned/{model}/{method}/{pattern}/{calib}"),
         measurements="results/prune_runs/{model}/{method}/{pattern}/{calib}.json",
-    params:
-        model_spec=lambda wc: config["models"][wc.model],
-        method_options=lambda wc: config["pruning"][wc.method],
-        owl=config["pruning"]["owl"],
-        batch_size=config["pruning"]["calibration_batch_size"],
     log:
         "logs/prune/{model}/{method}/{pattern}/{calib}.log",
     benchmark:
         "benchmarks/prune/{model}/{method}/{pattern}/{calib}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
     resources:
         gpu=1,
         mem_mb=planned("prune"),  # host memory (MB), from the memory plan (common.smk)
         gpu_mem_mb=planned("prune", "gpu"),
+    params:
+        model_spec=lambda wc: config["models"][wc.model],
+        method_options=lambda wc: config["pruning"][wc.method],
+        owl=config["pruning"]["owl"],
+        batch_size=config["pruning"]["calibration_batch_size"],
     script:
         "../scripts/prune.py"

@@ -23,15 +23,29 @@ rule aggregate:
         similarity=SIMILARITY_FILES,
         perplexity=PERPLEXITY_FILES,
     output:
-        csv=report("reports/tables/accuracy.csv", caption="../report/accuracy_table.rst", category="Accuracy",
-                   subcategory="Main grid"),
+        csv=report(
+            "reports/tables/accuracy.csv",
+            caption="../report/accuracy_table.rst",
+            category="Accuracy",
+            subcategory="Main grid",
+        ),
         markdown="reports/tables/accuracy.md",
         latex="reports/tables/accuracy.tex",
-        drop_csv=report("reports/tables/category_drop.csv", caption="../report/category_drop.rst", category="Accuracy",
-                        subcategory="Main grid"),
+        drop_csv=report(
+            "reports/tables/category_drop.csv",
+            caption="../report/category_drop.rst",
+            category="Accuracy",
+            subcategory="Main grid",
+        ),
         drop_markdown="reports/tables/category_drop.md",
         drop_latex="reports/tables/category_drop.tex",
         metrics="reports/metrics.json",
+    log:
+        "logs/report/aggregate.log",
+    benchmark:
+        "benchmarks/report/aggregate.tsv"
+    conda:
+        "../envs/prunescope.yaml"
     params:
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
@@ -40,10 +54,6 @@ rule aggregate:
         bootstrap_seed=0,
         base=SWEEP_BASE,
         perplexity=PERPLEXITY_PARAMS,
-    log:
-        "logs/report/aggregate.log",
-    benchmark:
-        "benchmarks/report/aggregate.tsv"
     script:
         "../scripts/aggregate.py"
 
@@ -54,14 +64,20 @@ rule plot_accuracy_change:
     input:
         "reports/tables/category_drop.csv",
     output:
-        png=report("reports/figures/accuracy_change.png", caption="../report/accuracy_change.rst", category="Accuracy",
-                   subcategory="Main grid"),
+        png=report(
+            "reports/figures/accuracy_change.png",
+            caption="../report/accuracy_change.rst",
+            category="Accuracy",
+            subcategory="Main grid",
+        ),
         svg="reports/figures/accuracy_change.svg",
-    params:
-        variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     log:
         "logs/report/plot_accuracy_change.log",
     benchmark:
         "benchmarks/report/plot_accuracy_change.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     script:
         "../scripts/plot_accuracy_change.py"

@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run dry-run report repro pull export bench bench-llmcompressor test test-scale lint plan
+.PHONY: setup run study dry-run report repro pull export bench bench-llmcompressor test test-scale lint plan
 
 setup: $(VENV)/.installed
 
@@ -17,13 +17,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[test]"
 	touch $@
 
-run: setup  ## The main job on the selected grid (params.yaml `grid`; default: the embedded mini grid on CPU)
+# `make run` is a newcomer's first run: every stage (dense, magnitude, Wanda, SparseGPT, the four task categories,
+# perplexity, NSA, the reports) on the small `quick` grid, under 10 minutes on 2 CPU cores. `make study` is the whole
+# study of params.yaml's grid (the embedded `mini` grid: sweeps, seeds, OWL, NSA-guided pruning), what `dvc repro`
+# reproduces and what reports/ holds. Both end by printing the run's summary (reports/summary.md).
+RUN_GRID ?= quick
+run: setup  ## A first run: every stage on the quick grid (params.yaml grids.quick), then its summary
+	$(BIN)/snakemake --cores $(CORES) --config grid=$(RUN_GRID) all
+	@cat reports/summary.md
+
+study: setup  ## The whole study of params.yaml's grid (default: the embedded mini grid on CPU), then its summary
 	$(BIN)/snakemake --cores $(CORES) all
+	@cat reports/summary.md
 
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run all
 
-report: run  ## One self-contained HTML report of every table and figure, checked in headless Chromium
+report: study  ## One self-contained HTML report of every table and figure, checked in headless Chromium
 	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
 	$(BIN)/python -m prunescope.browser reports/report.html --screenshot reports/report.png \
 	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv'

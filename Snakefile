@@ -23,16 +23,17 @@ include: "workflow/rules/experiments.smk"
 include: "workflow/rules/export.smk"
 
 
-# The whole study for the selected grid: every table, figure and metric. (A comment, not a docstring: snakefmt moves
+# Every table, figure and metric of the selected grid; the run's summary is written after them.
+STUDY_OUTPUTS = REPORT_OUTPUTS + SIMILARITY_FILES + NSA_REPORT_OUTPUTS + EXPERIMENT_OUTPUTS + PERPLEXITY_REPORT_OUTPUTS
+
+
+# The whole study for the selected grid, ending with its summary. (A comment, not a docstring: snakefmt moves
 # default_target above a docstring, which Snakemake then cannot parse.)
 rule all:
     default_target: True
     input:
-        REPORT_OUTPUTS,
-        SIMILARITY_FILES,
-        NSA_REPORT_OUTPUTS,
-        EXPERIMENT_OUTPUTS,
-        PERPLEXITY_REPORT_OUTPUTS,
+        STUDY_OUTPUTS,
+        "reports/summary.md",
 
 
 rule prepare_all:

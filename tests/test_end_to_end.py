@@ -148,6 +148,23 @@ def test_figure_and_metrics_are_written(finished_run):
     assert metrics["calibration"]["wanda"]["best"]["calibration"] == "gensim_wiki-raw"  # the only source
 
 
+def test_the_run_ends_with_a_summary_of_its_reports(finished_run):
+    """reports/summary.md, written last: one line per studied variant whose numbers are category_drop.csv's, the
+    perplexity and NSA sections of this grid, and where the reports are."""
+    summary = (finished_run / "reports/summary.md").read_text()
+    outputs = [path for path in (finished_run / "reports").rglob("*") if path.is_file() and path.name != "summary.md"]
+    assert (finished_run / "reports/summary.md").stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in outputs)
+    with open(finished_run / "reports/tables/category_drop.csv") as f:
+        drops = {(row["method"], row["pattern"], row["category"]): float(row["acc_change"]) for row in csv.DictReader(f)
+                 if row["calibration"] in ("none", "gensim_wiki-raw-n4-l64")}
+    for method in METHODS:
+        for pattern in PATTERNS:
+            start = f"- smollm2-135m {method} {pattern} ("
+            line = next(line for line in summary.splitlines() if line.startswith(start))
+            assert f"sentiment {drops[method, pattern, 'sentiment']:+.3f}" in line
+    assert "## Perplexity" in summary and "## Neuron Semantic Attribution" in summary and "reports/tables" in summary
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_every_method_and_pattern_prunes_half_of_each_layer(finished_run, method, pattern):
@@ -451,7 +468,7 @@ class TestOnClones:
         jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", plan, re.M)
         rerun = sorted({rule for rule, _ in jobs})
         assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "perplexity_pruned", "perplexity_report",
-                         "plot_accuracy_change", "prune", "prune_cost"], plan
+                         "plot_accuracy_change", "prune", "prune_cost", "summary"], plan
         pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned", "perplexity_pruned")]
         assert len(pruned) == 3 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
 
@@ -512,7 +529,7 @@ class TestOnClones:
         plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
         rerun = set(re.findall(r"^rule (\w+):", plan, re.M)) - {"all"}
         assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost",
-                                   "nsa_report", "perplexity_report"}
+                                   "nsa_report", "perplexity_report", "summary"}
         snakemake(workdir, "--cores", "2", "all")
 
         assert "grids.mini.patterns" in json.loads(dvc(workdir, "params", "diff", "--json"))["params.yaml"]

@@ -12,6 +12,7 @@ from prunescope.config import variant_options
 from prunescope.io import ChecksumError
 from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
+from prunescope.reporting.summary import run_summary
 from prunescope.reporting.tables import StaleResultError, accuracy_table, headline_metrics, load_results, write_table
 
 PARAMS = {"evaluation": {"batch_size": 8}, "limit": 10}
@@ -318,3 +319,40 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     plot_heatmap([json.loads(open(p).read()) for p in compare], tmp_path / "h.png", tmp_path / "h.svg")
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_path):
+    """Hand-made report tables: the summary names the category hurt most, perplexity as a multiple of dense averaged
+    over calibration seeds (x3 and x5 -> x4.00), guided and unlisted variants left out, and NSA's verdicts."""
+    drop_rows = [("wanda", "gensim-raw-n8-l64", "sentiment", -0.30), ("wanda", "gensim-raw-n8-l64", "qa", -0.05),
+                 ("magnitude", "none", "sentiment", -0.10), ("magnitude", "none", "qa", -0.20),
+                 ("ria", "none", "qa", -0.9)]  # not a studied variant: left out
+    pd.DataFrame([{"model": "m", "method": method, "pattern": "unstructured-0.5", "calibration": calibration,
+                   "category": category, "acc_change": change} for method, calibration, category, change in drop_rows]
+                 ).to_csv(tmp_path / "drop.csv", index=False)
+    ppl_rows = [("dense", "", "", None, 10.0), ("wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0", None, 30.0),
+                ("wanda", "unstructured-0.5", "gensim-raw-n8-l64-s1", None, 50.0),
+                ("wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0", "sentiment", 20.0),  # guided: left out
+                ("magnitude", "unstructured-0.5", "none", None, 200.0)]
+    pd.DataFrame([{"model": "m", "method": method, "pattern": pattern, "calib": calib, "protect": protect,
+                   "source": "heldout", "perplexity": ppl, "ratio": ppl / 10.0}
+                  for method, pattern, calib, protect, ppl in ppl_rows]).to_csv(tmp_path / "ppl.csv", index=False)
+    pd.DataFrame([{"model": "m", "dataset": "reviews", "method": "wanda", "pattern": "unstructured-0.5",
+                   "fraction_dropped": 0.25}]).to_csv(tmp_path / "nsa.csv", index=False)
+    (tmp_path / "nsa.json").write_text(json.dumps({"causal": {"reviews": {"mean": {"beyond_random": True}}}}))
+    studied = [("m", "wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0"), ("m", "wanda", "unstructured-0.5",
+                                                                         "gensim-raw-n8-l64-s1"),
+               ("m", "magnitude", "unstructured-0.5", "none")]
+
+    text = run_summary("quick", str(tmp_path / "drop.csv"), studied, str(tmp_path / "ppl.csv"),
+                       str(tmp_path / "nsa.csv"), str(tmp_path / "nsa.json"))
+
+    assert "- m wanda unstructured-0.5 (gensim-raw-n8-l64): sentiment -0.300, qa -0.050; hurt most: sentiment" in text
+    assert "- m magnitude unstructured-0.5 (none): sentiment -0.100, qa -0.200; hurt most: qa" in text
+    assert "ria" not in text
+    assert ("- m on heldout: dense 10.0; pruned / dense: wanda unstructured-0.5 x4.00, "
+            "magnitude unstructured-0.5 x20.00") in text
+    assert "lost their word: wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin beyond" in text
+    assert "reports/tables/" in text and "make report" in text
+    no_extras = run_summary("quick", str(tmp_path / "drop.csv"), studied, None, None, None)
+    assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras

@@ -81,3 +81,25 @@ rule plot_accuracy_change:
         variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     script:
         "../scripts/plot_accuracy_change.py"
+
+
+rule summary:
+    """The run's last word (make run and make study print it): headline numbers from the reports and where they are.
+    It waits for every other output of `all`, so it is written last."""
+    input:
+        category_drop="reports/tables/category_drop.csv",
+        perplexity="reports/tables/perplexity.csv" if GRID["perplexity_sources"] else [],
+        nsa_csv="reports/tables/nsa.csv" if GRID["nsa_datasets"] else [],
+        nsa_json="reports/nsa.json" if GRID["nsa_datasets"] else [],
+        everything=lambda wc: STUDY_OUTPUTS,
+    output:
+        "reports/summary.md",
+    log:
+        "logs/report/summary.log",
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        grid=config["grid"],
+        variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
+    script:
+        "../scripts/summary.py"

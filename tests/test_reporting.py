@@ -260,6 +260,7 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
         guided_table,
         nsa_metrics,
         plot_causal_curve,
+        plot_guided,
         plot_heatmap,
     )
 
@@ -297,7 +298,10 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     # sentiment: one example of 10 flips to right. A paired resample's change is (times it is drawn) / 10,
     # Binomial(10, 0.1) / 10: P(<= 2) = 0.930 < 0.975 < P(<= 3) = 0.987, so the interval is [0, 0.3]
     assert table[["ci_low", "ci_high"]].values.tolist()[0] == pytest.approx([0.0, 0.3])
-    assert guided_table(results, guided.iloc[:0], 2000, seed=0).empty
+    no_guided = guided_table(results, guided.iloc[:0], 2000, seed=0)
+    assert no_guided.empty
+    plot_guided(no_guided, tmp_path / "guided.png", tmp_path / "guided.svg")  # a grid without nsa_guided
+    assert b"no NSA-guided variants" in (tmp_path / "guided.svg").read_bytes()
     assert drop_correlation(drops, "weighted_relative_drop")["pearson"] == pytest.approx(
         float(np.corrcoef([0.0, 0.2, 0.1], [0.3, 0.05, 0.1])[0, 1]), abs=1e-4)
 

@@ -222,7 +222,7 @@ def plot_guided(table: pd.DataFrame, png_path: str, svg_path: str) -> None:
     if not panels:
         axes[0][0].text(0.5, 0.5, "no NSA-guided variants in this grid (nsa_guided)", ha="center", va="center")
         axes[0][0].set_axis_off()
-    for ax, (protect, method, pattern) in zip(axes[0], panels, strict=True):
+    for ax, (protect, method, pattern) in zip(axes[0][: len(panels)], panels, strict=True):
         rows = long[(long["protect"] == protect) & (long["method"] == method) & (long["pattern"] == pattern)]
         sns.barplot(data=rows, x="category", y="acc", hue="model variant", ax=ax,
                     order=[c for c in CATEGORIES if c in set(rows["category"])])

@@ -32,7 +32,6 @@ import gc
 import importlib.metadata
 import platform
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -44,7 +43,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
-from prune import RANDOM_CONFIGS, calibration_ids, device_name, random_model, reset_peak_memory  # noqa: E402
+from peak_memory import peak_rss_bytes, reset_peak_memory  # noqa: E402
+from prune import RANDOM_CONFIGS, calibration_ids, device_name, random_model  # noqa: E402
 
 from prunescope.io import write_json  # noqa: E402
 from prunescope.models.streamed import CheckpointBlocks  # noqa: E402
@@ -52,15 +52,6 @@ from prunescope.pruning import METHODS, apply_artifact, prune_model, save_artifa
 
 COLUMNS = ["stage", "seconds", "full_model_seconds", "peak_gpu_bytes", "peak_rss_bytes", "note"]
 SCALED_STAGES = ("dense_forward_x2", "_prune", "_save", "_apply")  # stages whose work is per block
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set: VmHWM, which reset_peak_memory lowers to the current RSS; where the
-    kernel shows no VmHWM, the peak since the process started (getrusage)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Stages:

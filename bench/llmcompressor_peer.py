@@ -19,15 +19,9 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from peak_memory import peak_rss_bytes  # bench/, this script's folder
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
-
-
-def peak_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("/proc/self/status has no VmHWM")
 
 
 def modifier(method: str, sparsity: float):

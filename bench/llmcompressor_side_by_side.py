@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
+from peak_memory import peak_rss_bytes  # noqa: E402
 
 from prunescope.calibration.sample import load_calibration  # noqa: E402
 from prunescope.evaluation.perplexity import perplexity  # noqa: E402
@@ -37,13 +38,6 @@ HERE = Path(__file__).resolve().parent
 METHODS = {"wanda": {"per_row_alpha": False}, "sparsegpt": {"percdamp": 0.01, "blocksize": 128}}  # params.yaml's
 COLUMNS = ["method", "implementation", "seconds", "peak_rss_bytes", "perplexity", "dense_perplexity",
            "mask_agreement", "sparsity", "speedup", "versions"]
-
-
-def peak_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("/proc/self/status has no VmHWM")
 
 
 def prune_ours(model_dir: Path, calibration: Path, method: str, out: Path, sparsity: float, threads: int,

@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
+from peak_memory import reset_peak_memory  # noqa: E402
 from storage import artifact_bytes  # noqa: E402
 
 from prunescope.calibration.sample import load_calibration  # noqa: E402
@@ -78,12 +79,6 @@ def device_name(device: torch.device) -> str:
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
              if line.startswith("model name")] if cpuinfo.exists() else []
     return f"{names[0] if names else 'cpu'} ({torch.get_num_threads()} threads)"
-
-
-def reset_peak_memory() -> None:
-    """Lower the process's peak RSS to its current RSS (Linux), so each CPU run reports its own peak."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
 
 
 def timed_run(model: nn.Module, method: str, structure: str, calibration: torch.Tensor, batch_size: int,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,20 +29,8 @@ from prunescope.models.prepare import DTYPES
 from prunescope.models.streamed import CheckpointBlocks
 from prunescope.pruning import METHODS, apply_artifact, prune_model, save_artifact
 
-
-def status_bytes(field: str) -> int:
-    """A memory figure of /proc/self/status (VmRSS, VmHWM) in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise OSError(f"/proc/self/status has no {field}")
-
-
-def reset_peak() -> None:
-    """Lower VmHWM to the current resident set, so the next stage reports its own peak."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from peak_memory import reset_peak_memory, status_bytes  # noqa: E402
 
 
 def write_checkpoint(folder: Path, args: argparse.Namespace) -> None:
@@ -79,11 +68,13 @@ def measure(folder: Path, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as work:
         scratch, artifact = Path(work) / "scratch", Path(work) / "artifact"
         scratch.mkdir()
-        reset_peak()
+        gc.collect()
+        reset_peak_memory()
         record["before_prune_rss"] = status_bytes("VmRSS")
         prune_stage(folder, args.method, artifact, scratch, args)
         record["prune_peak"] = status_bytes("VmHWM")
-        reset_peak()
+        gc.collect()
+        reset_peak_memory()
         record["before_apply_rss"] = status_bytes("VmRSS")
         apply_stage(folder, artifact)
         record["apply_peak"] = status_bytes("VmHWM")

@@ -147,6 +147,8 @@ def test_hub_text_code_path_on_local_files_joins_line_split_corpora(tmp_path):
     assert read_jsonl(tmp_path / "joined.jsonl") == [{"text": "= Title =\n\nA line of text ."}]
     with pytest.raises(ValueError, match=r"no column\(s\) \['body'\]"):
         download_hub_text("json", None, str(rows), "train", "body", False, tmp_path / "x.jsonl")
+    # a lone data file is read as the split asked for, not as datasets' default "train" (C4's validation shard)
+    assert download_hub_text("json", None, str(rows), "validation", "text", False, tmp_path / "valid.jsonl") == 2
 
 
 # --- question-answer sources and the task formats --------------------------------------------------------------

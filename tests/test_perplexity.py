@@ -192,7 +192,7 @@ def test_wikitext2_test_split_is_joined_verbatim_as_the_reference(monkeypatch, t
 def test_c4_takes_the_first_1100_validation_documents_joined_by_a_space(monkeypatch, tmp_path, tiny_tokenizer):
     rows = [f"Document {i}: the movie was great." for i in range(1200)]
     documents, calls = hub_text(monkeypatch, tmp_path, "c4", rows)
-    assert calls == [("allenai/c4", None, "validation", {"validation": "en/c4-validation.00000-of-00008.json.gz"})]
+    assert calls == [("allenai/c4", None, "validation", "en/c4-validation.00000-of-00008.json.gz")]
     assert documents == rows[:1100]
     windows = perplexity_windows(documents, " ", tiny_tokenizer, 64, 4, PARAMS["perplexity"]["sources"]["c4"]["pick"])
     ids = tiny_tokenizer(" ".join(rows[:1100]), return_tensors="pt")["input_ids"][0]

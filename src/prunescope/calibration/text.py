@@ -113,7 +113,7 @@ def download_hub_documents(hub_id: str, config: str | None, data_files: str | No
                            limit: int | None, out_path: str | os.PathLike) -> int:
     """The `text_field` of the first `limit` rows (None: all) of a hub split, verbatim, empty rows kept: perplexity
     text is joined and tokenised exactly as the references do it (WikiText-2's blank lines change its tokens)."""
-    rows = load_hub_split(hub_id, config, split, {split: data_files} if data_files else None)
+    rows = load_hub_split(hub_id, config, split, data_files)
     _check_columns(rows, hub_id, [text_field])
     if limit is not None and len(rows) < limit:
         raise CalibrationTextError(f"{hub_id} split {split} has {len(rows)} rows, fewer than the {limit} asked for")

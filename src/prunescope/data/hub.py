@@ -30,14 +30,16 @@ class HubAccessError(ConnectionError):
 
 
 def load_hub_split(hub_id: str, config: str | None, split: str, data_files: str | None = None):
-    """datasets.load_dataset, but an unreachable hub is one clear error instead of minutes of retries."""
+    """datasets.load_dataset, but an unreachable hub is one clear error instead of minutes of retries. data_files, a
+    file of the repository, is read as the asked split (datasets would name a lone data file's split "train")."""
     import datasets
 
     where = f"{_hub_name(hub_id, config)}, split {split}"
     if not datasets.config.HF_HUB_OFFLINE:
         _check_hub_reachable(where)
     try:
-        return datasets.load_dataset(hub_id, config, split=split, data_files=data_files)
+        files = {split: data_files} if data_files else None
+        return datasets.load_dataset(hub_id, config, split=split, data_files=files)
     except ConnectionError as err:
         raise HubAccessError(_hub_message(where, err)) from err
 

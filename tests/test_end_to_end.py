@@ -240,6 +240,13 @@ def test_sweeps_and_calibration_tables_follow_the_grid(finished_run):
         owl = list(csv.DictReader(f))
     assert {(r["method"], r["sparsity"]) for r in owl} == {("magnitude", "0.5000")} and len(owl) == 4  # categories
     assert all(r["uniform"] and r["owl"] for r in owl)
+    with open(finished_run / "reports/tables/perplexity.csv") as f:
+        ppl = {(r["method"], r["pattern"], r["calib"]): float(r["perplexity"]) for r in csv.DictReader(f)
+               if r["source"] == "gensim_wiki_heldout" and not r["protect"]}
+    for layer_sparsity, variant in (("uniform", ("magnitude", "unstructured-0.5", "none")),
+                                    ("owl", ("magnitude", "owl-0.5", "gensim_wiki-raw-n4-l64-s0"))):
+        column = [float(r[f"perplexity gensim_wiki_heldout {layer_sparsity}"]) for r in owl]
+        assert column == pytest.approx([ppl[variant]] * len(owl), rel=1e-3)
     manifest = read_manifest(finished_run / "results/pruned/smollm2-135m/magnitude/owl-0.5/gensim_wiki-raw-n4-l64-s0")
     blocks = manifest["layer_sparsity"]["blocks"]
     assert manifest["layer_sparsity"]["kind"] == "owl" and len(blocks) == 30 and len(set(blocks)) > 1

@@ -1,10 +1,12 @@
 """The sweep and calibration tables from result files: one thing varied at a time from the sweeps' base."""
 
+import pandas as pd
 import pytest
 
 from prunescope import io
 from prunescope.config import variant_options
 from prunescope.reporting.cost import prune_cost_table
+from prunescope.reporting.perplexity import VARIANT
 from prunescope.reporting.sweeps import (
     accuracy_changes,
     calib_size_table,
@@ -53,11 +55,28 @@ def changes(tmp_path):
     return accuracy_changes(load_results(paths, PARAMS, PRUNING))
 
 
+def perplexity_rows(rows) -> pd.DataFrame:
+    """What reporting.perplexity.load_perplexity returns, for (method, pattern, calib, protect, perplexity) rows."""
+    return pd.DataFrame([{"model": "m", "method": method, "pattern": pattern, "calib": calib, "protect": protect,
+                          "source": "heldout", "perplexity": ppl, "windows": 2, "seqlen": 64, "tokens": 128}
+                         for method, pattern, calib, protect, ppl in rows],
+                        columns=[*VARIANT, "source", "perplexity", "windows", "seqlen", "tokens"])
+
+
 def test_owl_table_sets_owl_beside_uniform_at_the_base_calibration(changes):
-    table = owl_table(changes, BASE, ["wanda"], [0.7]).set_index("category")
+    perplexity = perplexity_rows([("dense", None, None, None, 20.0), ("wanda", "unstructured-0.7", CALIB, None, 40.0),
+                                  ("wanda", "owl-0.7", CALIB, None, 30.0),
+                                  ("wanda", "owl-0.7", "wiki-raw-n32-l256-s1", None, 99.0),  # not the base sample
+                                  ("wanda", "owl-0.7", CALIB, "sentiment", 11.0),  # NSA-guided
+                                  ("wanda", "unstructured-0.5", CALIB, None, 25.0)])  # not an OWL sparsity
+    table = owl_table(changes, BASE, ["wanda"], [0.7], perplexity).set_index("category")
     assert table.loc["sentiment", ["uniform", "owl", "owl_minus_uniform"]].tolist() == pytest.approx([-0.3, -0.2, 0.1])
     assert table.loc["qa", ["uniform", "owl", "owl_minus_uniform"]].tolist() == pytest.approx([-0.15, -0.15, 0.0])
+    assert table["perplexity heldout uniform"].tolist() == [40.0, 40.0]  # beside every category of the variant
+    assert table["perplexity heldout owl"].tolist() == [30.0, 30.0]
     assert set(table["method"]) == {"wanda"} and set(table["sparsity"]) == {0.7}
+    without = owl_table(changes, BASE, ["wanda"], [0.7], perplexity_rows([]))  # a grid without perplexity sources
+    assert not [column for column in without.columns if column.startswith("perplexity")]
     assert set(sparsity_table(changes, BASE, ["wanda"])["sparsity"]) == {0.3, 0.5, 0.7}  # OWL rows not in the sweep
 
 

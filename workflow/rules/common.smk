@@ -142,9 +142,12 @@ PERPLEXITY_PARAMS = {key: config["perplexity"][key] for key in ("seqlen", "windo
 PERPLEXITY_WINDOW_FILES = expand(
     "data/perplexity/{model}/{source}.safetensors", model=GRID["models"], source=GRID["perplexity_sources"]
 )
+VARIANT_PERPLEXITY_FILES = [  # the grid's variants without the NSA-guided ones (NSA runs later)
+    f"results/perplexity/{v.path}/{source}.json" for v in VARIANTS for source in GRID["perplexity_sources"]
+]
 PERPLEXITY_FILES = (
     expand("results/perplexity/{model}/dense/{source}.json", model=GRID["models"], source=GRID["perplexity_sources"])
-    + [f"results/perplexity/{v.path}/{source}.json" for v in VARIANTS for source in GRID["perplexity_sources"]]
+    + VARIANT_PERPLEXITY_FILES
     + [
         f"results/perplexity_guided/{v.model}/{protect}/{v.method}/{v.pattern}/{v.calib}/{source}.json"
         for protect, v in GUIDED

@@ -11,10 +11,12 @@ EXPERIMENT_OUTPUTS = [f"reports/tables/{name}.{ext}" for name in EXPERIMENT_TABL
 
 rule experiment_report:
     """Calibration source/format x category (with the calibration-to-task similarity), the sparsity and
-    calibration-size sweep tables and curves, OWL vs uniform layer sparsity, the calibration x dataset heatmap."""
+    calibration-size sweep tables and curves, OWL vs uniform layer sparsity (accuracy and perplexity), the
+    calibration x dataset heatmap."""
     input:
         results=EVAL_FILES,
         similarity=SIMILARITY_FILES,
+        perplexity=VARIANT_PERPLEXITY_FILES,
     output:
         calibration=report(
             "reports/tables/calibration.csv",
@@ -85,6 +87,7 @@ rule experiment_report:
         base=SWEEP_BASE,
         sweep_methods=GRID["sweeps"]["methods"],
         owl=GRID["owl"],
+        perplexity=PERPLEXITY_PARAMS,
     script:
         "../scripts/experiment_report.py"
 

@@ -1,4 +1,5 @@
-from prunescope.config import evaluation_params
+from prunescope.config import evaluation_params, perplexity_params
+from prunescope.reporting.perplexity import load_perplexity
 from prunescope.reporting.sweeps import (
     accuracy_changes,
     calib_size_table,
@@ -17,12 +18,13 @@ with job_log(snakemake.log[0]):
     calibration = calibration_table(changes, p.base, i.similarity)
     sparsity = sparsity_table(changes, p.base, p.sweep_methods)
     sizes = calib_size_table(changes, p.base, p.sweep_methods)
-    owl = owl_table(changes, p.base, p.owl["methods"], p.owl["sparsities"])
+    perplexity = load_perplexity(i.perplexity, perplexity_params(p.perplexity), p.pruning)
+    owl = owl_table(changes, p.base, p.owl["methods"], p.owl["sparsities"], perplexity)
     for table, csv, markdown, title in (
             (calibration, o.calibration, o.calibration_md, "Accuracy change per calibration source/format."),
             (sparsity, o.sparsity, o.sparsity_md, "Accuracy change along the sparsity sweep."),
             (sizes, o.calib_size, o.calib_size_md, "Accuracy change along the calibration-size sweeps."),
-            (owl, o.owl, o.owl_md, "Accuracy change with uniform and with OWL layer sparsity.")):
+            (owl, o.owl, o.owl_md, "Accuracy change and perplexity with uniform and with OWL layer sparsity.")):
         write_csv(table, csv)
         write_markdown(table, markdown, title)
     plot_calibration_heatmap(changes, p.base, o.heatmap_png, o.heatmap_svg)

@@ -15,16 +15,21 @@ from prunescope.reporting.figures import plt, save_figure, set_style
 from prunescope.reporting.tables import CATEGORIES
 
 
-def accuracy_changes(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per pruned result: its accuracy change vs the dense model on the same dataset, with the pattern
-    and calibration key split into their parts (calibration parts empty for data-free methods)."""
-    dense = results[results["method"] == "dense"].set_index(["model", "dataset"])["acc"].rename("dense_acc")
-    pruned = results[(results["method"] != "dense") & results["protect"].isna()].join(dense, on=["model", "dataset"])
+def split_keys(pruned: pd.DataFrame) -> pd.DataFrame:
+    """Pruned variants' rows with their pattern and calibration key split into parts (calibration parts empty for
+    data-free methods), as _is_base and the tables select them."""
     pattern = pruned["pattern"].map(parse_pattern_key)
     calib = pruned["calib"].map(lambda key: {} if key == NO_CALIBRATION else parse_calibration_key(key))
-    return pruned.assign(
-        structure=pattern.str[0], sparsity=pattern.str[1], acc_change=pruned["acc"] - pruned["dense_acc"],
-        **{part: calib.map(lambda parts, part=part: parts.get(part)) for part in CALIBRATION_KEY_PARTS})
+    parts = {part: calib.map(lambda parts, part=part: parts.get(part)) for part in CALIBRATION_KEY_PARTS}
+    return pruned.assign(structure=pattern.str[0], sparsity=pattern.str[1], **parts)
+
+
+def accuracy_changes(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per pruned result: its accuracy change vs the dense model on the same dataset, with the pattern
+    and calibration key split into their parts."""
+    dense = results[results["method"] == "dense"].set_index(["model", "dataset"])["acc"].rename("dense_acc")
+    pruned = results[(results["method"] != "dense") & results["protect"].isna()].join(dense, on=["model", "dataset"])
+    return split_keys(pruned.assign(acc_change=pruned["acc"] - pruned["dense_acc"]))
 
 
 def _is_base(changes: pd.DataFrame, base: dict, keep: Iterable[str] = ()) -> pd.Series:
@@ -56,17 +61,35 @@ def sparsity_table(changes: pd.DataFrame, base: dict, methods: list[str]) -> pd.
     return _by_category(rows, ["model", "method", "sparsity"])
 
 
-def owl_table(changes: pd.DataFrame, base: dict, methods: list[str], sparsities: list[float]) -> pd.DataFrame:
+def _owl_rows(frame: pd.DataFrame, base: dict, methods: list[str], sparsities: list[float]) -> pd.DataFrame:
+    """The OWL experiment's rows (split_keys form): uniform and OWL variants of the methods and sparsities at the
+    base model and calibration sample, labelled by their layer sparsity."""
+    rows = frame[_is_base(frame, base) & frame["method"].isin(methods) & frame["sparsity"].isin(sparsities)
+                 & frame["structure"].isin(["unstructured", OWL])]
+    return rows.assign(layer_sparsity=rows["structure"].map({"unstructured": "uniform", OWL: "owl"}))
+
+
+def owl_table(changes: pd.DataFrame, base: dict, methods: list[str], sparsities: list[float],
+              perplexity: pd.DataFrame) -> pd.DataFrame:
     """Per OWL method, sparsity and category: the mean accuracy change with uniform and with OWL layer sparsity
-    (the same model and calibration sample), and OWL minus uniform."""
-    rows = changes[_is_base(changes, base) & changes["method"].isin(methods) & changes["sparsity"].isin(sparsities)
-                   & changes["structure"].isin(["unstructured", OWL])]
-    rows = rows.assign(layer_sparsity=rows["structure"].map({"unstructured": "uniform", OWL: "owl"}))
-    table = _by_category(rows, ["model", "method", "sparsity", "layer_sparsity"])
-    wide = table.pivot_table(index=["model", "method", "sparsity", "category", "datasets"], columns="layer_sparsity",
-                             values="acc_change", observed=True).reset_index().rename_axis(columns=None)
-    wide = wide.reindex(columns=["model", "method", "sparsity", "category", "datasets", "uniform", "owl"])
-    return wide.assign(owl_minus_uniform=wide["owl"] - wide["uniform"])
+    (the same model and calibration sample), OWL minus uniform, and beside them each perplexity source's perplexity
+    with uniform and with OWL (perplexity: reporting.perplexity.load_perplexity's rows; empty: no such columns)."""
+    table = _by_category(_owl_rows(changes, base, methods, sparsities), ["model", "method", "sparsity",
+                                                                          "layer_sparsity"])
+    keys = ["model", "method", "sparsity"]
+    wide = table.pivot_table(index=[*keys, "category", "datasets"], columns="layer_sparsity", values="acc_change",
+                             observed=True).reset_index().rename_axis(columns=None)
+    wide = wide.reindex(columns=[*keys, "category", "datasets", "uniform", "owl"])
+    wide = wide.assign(owl_minus_uniform=wide["owl"] - wide["uniform"])
+    pruned = perplexity[(perplexity["method"] != "dense") & perplexity["protect"].isna()]
+    if pruned.empty:
+        return wide
+    # "source" and "seqlen" are also calibration key parts: the text scored and its windows are renamed out of the way
+    pruned = pruned.rename(columns={"source": "text", "seqlen": "window_seqlen"})
+    ppl = _owl_rows(split_keys(pruned), base, methods, sparsities)
+    ppl = ppl.pivot_table(index=keys, columns=["text", "layer_sparsity"], values="perplexity")
+    ppl.columns = [f"perplexity {text} {layer_sparsity}" for text, layer_sparsity in ppl.columns]
+    return wide.merge(ppl.reset_index(), on=keys, how="left")
 
 
 def calib_size_table(changes: pd.DataFrame, base: dict, methods: list[str]) -> pd.DataFrame:

@@ -79,6 +79,7 @@ rule experiment_report:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("experiment_report.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
         pruning=config["pruning"],
@@ -108,5 +109,7 @@ rule prune_cost:
         "benchmarks/report/prune_cost.tsv"
     conda:
         "../envs/prunescope.yaml"
+    params:
+        code=library_code("prune_cost.py"),  # the library code it runs (common.smk)
     script:
         "../scripts/prune_cost.py"

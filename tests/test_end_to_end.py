@@ -270,12 +270,13 @@ def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run, t
 LINKED = ("data/models", "data/raw", "data/text", "results/pruned")  # only read by the jobs a clone reruns
 
 
-def clone_run(finished_run: Path, clone: Path) -> Path:
+def clone_run(finished_run: Path, clone: Path, linked: tuple[str, ...] = LINKED) -> Path:
     """A copy of the finished run, Snakemake's records and every file's times included, that a test may break and
     rebuild without touching the shared run (so nothing has to be rebuilt afterwards to put it back). The big
-    inputs the rebuilt jobs only read (LINKED) are hard links; a job never rewrites a file in place (Snakemake
+    inputs the rebuilt jobs only read (`linked`) are hard links; a job never rewrites a file in place (Snakemake
     removes a job's outputs before it runs, the pruning artifact is written to a temporary folder and renamed),
-    and a test that changes one of them deletes it first."""
+    and a test that changes one of them deletes it first. (DVC replaces a hard-linked output by a fresh copy when
+    it commits it, newer than what was made from it: a clone DVC commits has `linked=()`.)"""
 
     def link(src: str, dst: str) -> None:
         try:
@@ -285,8 +286,8 @@ def clone_run(finished_run: Path, clone: Path) -> Path:
 
     with in_use(finished_run):
         shutil.copytree(finished_run, clone, symlinks=True, ignore=lambda folder, names: [
-            name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in LINKED])
-        for folder in LINKED:
+            name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in linked])
+        for folder in linked:
             if (finished_run / folder).exists():
                 shutil.copytree(finished_run / folder, clone / folder, symlinks=True, copy_function=link)
     return clone
@@ -464,7 +465,7 @@ class TestOnClones:
         rebuilds the reports that list it, every other output keeping its bytes and mtime, and the 0.3 variant's
         files are gone from the DVC outputs; an edit to the unselected paper grid runs no stage; a comment appended
         to an NSA module reruns the NSA jobs and no prune job. (The project's own src/ is the code the jobs run.)"""
-        project = clone_run(finished_run, tmp_path / "run")
+        project = clone_run(finished_run, tmp_path / "run", linked=())
         copy_sources(project)  # .dvc/config too
         subprocess.run([*GIT, "init", "-q"], cwd=project, check=True)
         dvc(project, "commit", "--force")

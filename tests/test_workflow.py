@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from prunescope.config import grid_variants, guided_variants, studied_variants
-from prunescope.rulecode import library_modules
+from prunescope.rulecode import code_digest, library_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -184,6 +184,18 @@ def workflow_rules() -> list:
         workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile",
                                 workdir=ROOT)
         return list(workflow._workflow.rules)  # no public API lists a rule's script
+
+
+def test_every_rule_with_a_script_passes_the_digest_of_the_code_it_runs():
+    """Snakemake's code trigger sees a rule's script only: the `code` param (common.smk: library_code) is what
+    reruns a job when a prunescope module its script imports changes. A rule added without it would not rerun."""
+    missing = {}
+    for rule in workflow_rules():
+        if rule.script:
+            script = (Path(rule.snakefile).parent / rule.script).resolve()
+            if dict(rule.params.items()).get("code") != code_digest(script, ROOT / "src/prunescope"):
+                missing[rule.name] = rule.script
+    assert missing == {}
 
 
 ALWAYS_DEPS = ["Snakefile", "workflow/rules", "workflow/schemas",  # any of them can change any DAG

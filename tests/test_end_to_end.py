@@ -17,6 +17,7 @@ from filelock import FileLock
 
 import slurm_cluster
 from prunescope import browser
+from prunescope.io import sha256_file
 from prunescope.pruning.artifact import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,12 +294,13 @@ def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run, t
 LINKED = ("data/models", "data/raw", "data/text", "results/pruned")  # only read by the jobs a clone reruns
 
 
-def clone_run(finished_run: Path, clone: Path) -> Path:
+def clone_run(finished_run: Path, clone: Path, linked: tuple[str, ...] = LINKED) -> Path:
     """A copy of the finished run, Snakemake's records and every file's times included, that a test may break and
     rebuild without touching the shared run (so nothing has to be rebuilt afterwards to put it back). The big
-    inputs the rebuilt jobs only read (LINKED) are hard links; a job never rewrites a file in place (Snakemake
+    inputs the rebuilt jobs only read (`linked`) are hard links; a job never rewrites a file in place (Snakemake
     removes a job's outputs before it runs, the pruning artifact is written to a temporary folder and renamed),
-    and a test that changes one of them deletes it first."""
+    and a test that changes one of them deletes it first. (DVC replaces a hard-linked output by a fresh copy when
+    it commits it, newer than what was made from it: a clone DVC commits has `linked=()`.)"""
 
     def link(src: str, dst: str) -> None:
         try:
@@ -308,8 +310,8 @@ def clone_run(finished_run: Path, clone: Path) -> Path:
 
     with in_use(finished_run):
         shutil.copytree(finished_run, clone, symlinks=True, ignore=lambda folder, names: [
-            name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in LINKED])
-        for folder in LINKED:
+            name for name in names if (Path(folder) / name).relative_to(finished_run).as_posix() in linked])
+        for folder in linked:
             if (finished_run / folder).exists():
                 shutil.copytree(finished_run / folder, clone / folder, symlinks=True, copy_function=link)
     return clone
@@ -336,6 +338,24 @@ def remove_outputs(workdir: Path, variants: list[str], evaluated: bool = True) -
         if evaluated:
             shutil.rmtree(workdir / "results/eval" / variant)
         (workdir / "results/prune_runs" / f"{variant}.json").unlink()
+
+
+def copy_sources(project: Path) -> None:
+    """The repository's tracked files (code, dvc.yaml, profiles) into a project, less its own params, DVC lock and
+    committed reports: the project keeps the run's. Times are kept, so no script looks newer than the outputs."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if not name.startswith("reports/") and name not in ("params.yaml", "dvc.lock") and (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+
+
+def dvc_outputs(project: Path) -> dict[str, tuple[int, str]]:
+    """Every file of the DVC outputs (data/, results/, reports/) with its mtime and sha256 (not DVC's .gitignore
+    entries for them)."""
+    files = sorted(path for folder in ("data", "results", "reports") for path in (project / folder).rglob("*")
+                   if path.is_file() and path.name != ".gitignore")
+    return {str(path.relative_to(project)): (path.stat().st_mtime_ns, sha256_file(path)) for path in files}
 
 
 def slurm_test_profile(folder: Path) -> Path:
@@ -463,32 +483,73 @@ class TestOnClones:
         plan = snakemake(workdir, "--cores", "1", "--dry-run", *targets)
         assert "Nothing to be done" in plan.stdout + plan.stderr
 
-    def test_changing_one_param_reruns_only_what_depends_on_it(self, finished_run, tmp_path):
-        """The sparsity sweep's 0.3 becomes 0.4: one new variant is pruned, evaluated and scored for perplexity, and
-        the tables that list it are rebuilt; nothing else (dry run, on a clone of the finished run)."""
-        workdir = clone_run(finished_run, tmp_path / "run")
-        params_file = workdir / "params.yaml"
+    def test_dvc_repro_rebuilds_only_what_changed(self, finished_run, tmp_path):
+        """`dvc repro` is incremental (dvc.yaml: persisted outputs, Snakemake decides through its params trigger and
+        each rule's library-code digest, stale files removed). On a clone of the finished run, committed to DVC:
+        the sparsity sweep's 0.3 becomes 0.4, and `dvc repro` prunes, evaluates and scores the 0.4 variant only and
+        rebuilds the reports that list it, every other output keeping its bytes and mtime, and the 0.3 variant's
+        files are gone from the DVC outputs; an edit to the unselected paper grid runs no stage; a comment appended
+        to an NSA module reruns the NSA jobs and no prune job. (The project's own src/ is the code the jobs run.)"""
+        project = clone_run(finished_run, tmp_path / "run", linked=())
+        copy_sources(project)  # .dvc/config too
+        subprocess.run([*GIT, "init", "-q"], cwd=project, check=True)
+        dvc(project, "commit", "--force")
+        assert "Data and pipelines are up to date" in dvc(project, "status")
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               "PYTHONPATH": str(project / "src")}  # as `make repro` runs it, on the project's code
+
+        def repro() -> str:
+            run = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True,
+                                 text=True, timeout=1200)
+            assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+            return run.stdout + run.stderr
+
+        params_file = project / "params.yaml"
         params = yaml.safe_load(params_file.read_text())
         params["grids"]["mini"]["sweeps"]["sparsities"] = [0.4]
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
-        jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", plan, re.M)
-        rerun = sorted({rule for rule, _ in jobs})
-        assert rerun == ["aggregate", "evaluate_pruned", "experiment_report", "perplexity_pruned", "perplexity_report",
-                         "plot_accuracy_change", "prune", "prune_cost", "summary"], plan
-        pruned = [output for rule, output in jobs if rule in ("prune", "evaluate_pruned", "perplexity_pruned")]
-        assert len(pruned) == 3 and all("wanda/unstructured-0.4/gensim_wiki-raw-n4-l64-s0" in out for out in pruned)
+        before = dvc_outputs(project)
+        repro()
+        after = dvc_outputs(project)
+        old, new = (f"smollm2-135m/wanda/unstructured-{s}/gensim_wiki-raw-n4-l64-s0" for s in ("0.3", "0.4"))
+        removed, added = before.keys() - after.keys(), after.keys() - before.keys()
+        assert removed == {path for path in before if old in path}
+        assert added == {path for path in after if new in path}
+        for variant_files in (removed, added):
+            assert {path.split("/")[1] for path in variant_files} == {"pruned", "prune_runs", "eval", "perplexity"}
+        rewritten = {path for path in before.keys() & after.keys() if before[path] != after[path]}
+        nsa_reports = ("reports/nsa.json", "reports/tables/nsa", "reports/figures/nsa/")
+        assert rewritten == {path for path in before if path.startswith("reports/") and not path.startswith(
+            nsa_reports)}
+        with open(project / "reports/tables/sparsity.csv") as f:
+            assert {row["sparsity"] for row in csv.DictReader(f)} == {"0.4000", "0.5000"}
+        assert "Data and pipelines are up to date" in dvc(project, "status")
+        plan = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--dry-run", "all"], cwd=project,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:] + plan.stderr[-3000:]
+
+        params["grids"]["paper"]["eval_limit"] = 100
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert "Data and pipelines are up to date" in dvc(project, "status")
+        assert "Running stage" not in repro()
+
+        before = dvc_outputs(project)
+        with open(project / "src/prunescope/nsa/stages.py", "a") as f:
+            f.write("# an edit to NSA code\n")
+        log = repro()
+        assert "Running stage 'nsa'" in log and "Running stage 'prune'" not in log, log[-5000:]
+        jobs = set(re.findall(r"^(?:local)?rule (\w+):", log, re.M))  # "localrule" when run on this machine
+        assert "prune_guided" in jobs and "prune" not in jobs, jobs
+        after = dvc_outputs(project)
+        assert {path: after[path] for path in after if path.startswith(("results/pruned/", "results/prune_runs/"))} \
+            == {path: before[path] for path in before if path.startswith(("results/pruned/", "results/prune_runs/"))}
 
     def test_dvc_round_trip_through_a_local_remote(self, finished_run, tmp_path):
         """The cluster recipe: after the Snakemake run, `dvc commit` and `dvc push` to a local remote; then a fresh git
         clone and `make pull`: `dvc repro` and `snakemake -n` have nothing to do, and a rebuilt table and figure equal
         the pulled ones byte for byte."""
         project, clone = tmp_path / "project", tmp_path / "clone"
-        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        for name in tracked.split():
-            if not name.startswith("reports/") and name not in ("params.yaml", "dvc.lock") and (ROOT / name).is_file():
-                (project / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / name, project / name)
+        copy_sources(project)
         shutil.copy2(finished_run / "params.yaml", project / "params.yaml")
         for folder in ("reports", "data", "results"):  # what the run made
             shutil.copytree(finished_run / folder, project / folder, symlinks=True)

@@ -1,6 +1,5 @@
 """The workflow as a whole: dry runs of both grids, bad params stop before any job, DVC and Snakemake agree."""
 
-import ast
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 import yaml
 
 from prunescope.config import grid_variants, guided_variants, studied_variants
+from prunescope.rulecode import code_digest, library_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -142,57 +142,101 @@ def test_bad_params_stop_before_any_job_and_write_nothing(tmp_path, params, brea
     assert after == before
 
 
-def test_dvc_stages_run_snakemake_targets_with_existing_params_and_deps(tmp_path, params):
+def stage_outs(stage: dict) -> list[str]:
+    return [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
+            for o in stage.get(kind, [])]
+
+
+def test_dvc_stages_run_snakemake_targets_then_remove_stale_files(tmp_path, params):
+    """Each stage runs one Snakemake target, then prunescope.stale on the same target and exactly the stage's output
+    folders; every output persists (Snakemake decides what to rebuild); every params key exists for the grid."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     listed = snakemake(workdir_with(tmp_path, params), "--list-target-rules")
     assert listed.returncode == 0, listed.stderr
     targets = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
     produced = outputs_of_rules()
     for name, stage in dvc["stages"].items():
-        cmd = stage["cmd"].split()
-        assert cmd[:3] == ["snakemake", "--cores", "all"], name
-        assert cmd[3] in targets, f"stage {name} runs unknown target {cmd[3]}"
+        commands = [stage["cmd"]] if isinstance(stage["cmd"], str) else stage["cmd"]
+        run = commands[0].split()
+        assert run[:3] == ["snakemake", "--cores", "all"] and run[3] in targets and len(run) == 4, name
+        folders = [out for out in stage_outs(stage) if out not in produced]  # the rest are the rules' own files
+        assert all(any(p.startswith(folder + "/") for p in produced) for folder in folders), name
+        if folders:
+            assert commands[1].split() == ["python", "-m", "prunescope.stale", run[3], *folders], name
+        assert len(commands) == (2 if folders else 1), name
+        for kind in ("outs", "metrics", "plots"):
+            assert all(next(iter(out.values())).get("persist") for out in stage.get(kind, [])), f"{name} {kind}"
         for key in stage.get("params", []):
             node = params
-            for part in key.split("."):
+            for part in key.replace("${grid}", params["grid"]).split("."):
                 assert part in node, f"stage {name}: params key {key} is not in params.yaml"
                 node = node[part]
         for dep in stage["deps"]:
             assert (ROOT / dep).exists() or any(p.startswith(dep) for p in produced), f"stage {name}: dep {dep}"
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
-        for out in outs:
-            assert any(p.startswith(out) for p in produced), f"stage {name}: no rule makes {out}"
 
 
-def test_dvc_stage_deps_cover_every_library_module_their_scripts_import():
-    """A change to any code a stage runs must make `dvc repro` rerun it: every prunescope module a stage's scripts
-    import, directly or through other modules, is one of its deps or inside one."""
+def workflow_rules() -> list:
+    """The Snakefile's rules as Snakemake parses them (each with its rule file, script and output patterns)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet=True)) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile",
+                                workdir=ROOT)
+        return list(workflow._workflow.rules)  # no public API lists a rule's script
+
+
+def test_every_rule_with_a_script_passes_the_digest_of_the_code_it_runs():
+    """Snakemake's code trigger sees a rule's script only: the `code` param (common.smk: library_code) is what
+    reruns a job when a prunescope module its script imports changes. A rule added without it would not rerun."""
+    missing = {}
+    for rule in workflow_rules():
+        if rule.script:
+            script = (Path(rule.snakefile).parent / rule.script).resolve()
+            if dict(rule.params.items()).get("code") != code_digest(script, ROOT / "src/prunescope"):
+                missing[rule.name] = rule.script
+    assert missing == {}
+
+
+ALWAYS_DEPS = ["Snakefile", "workflow/rules", "workflow/schemas",  # any of them can change any DAG
+               "src/prunescope/config.py", "src/prunescope/rulecode.py"]  # validation and variants; the digests
+
+
+def test_dvc_stage_deps_are_the_code_their_rules_run():
+    """A change to any code a stage's rules run makes `dvc repro` rerun the stage (then Snakemake reruns the jobs
+    whose library-code digest changed, prunescope.rulecode): each rule belongs to the stage whose outputs hold its
+    outputs, and the stage's deps cover the rule's script and every prunescope module it runs (the digest's own
+    list). Conversely every script and library dep is run by one of the stage's rules, so an edit elsewhere (NSA
+    code for the prune stage) leaves the stage alone."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    uncovered = {}
+    package = ROOT / "src/prunescope"
+
+    def covers(dep: str, path: str) -> bool:
+        return path == dep or path.startswith(dep.rstrip("/") + "/")
+
+    owners, problems = {}, []
+    for rule in workflow_rules():
+        if not rule.script:
+            continue
+        patterns = [str(pattern) for pattern in rule.output]
+        stages = {name for name, stage in dvc["stages"].items()
+                  if all(any(covers(out, p) for out in stage_outs(stage)) for p in patterns)}
+        if rule.name in ("export", "prepare_train_pool"):  # on demand; task-derived pools (not in a DVC stage)
+            assert not stages, rule.name
+            continue
+        assert len(stages) == 1, f"rule {rule.name}: outputs {patterns} in stages {stages}"
+        script = (Path(rule.snakefile).parent / rule.script).resolve()
+        code = [script] + library_modules(script, package)
+        owners.setdefault(stages.pop(), []).extend(str(path.relative_to(ROOT)) for path in code)
+    assert set(owners) == set(dvc["stages"])
     for name, stage in dvc["stages"].items():
-        scripts = [ROOT / dep for dep in stage["deps"] if dep.startswith("workflow/scripts/")]
-        uncovered[name] = sorted(module for module in imported_library_files(scripts)
-                                 if not any(module == dep or module.startswith(dep.rstrip("/") + "/")
-                                            for dep in stage["deps"]))
-    assert {name: modules for name, modules in uncovered.items() if modules} == {}
-
-
-def imported_library_files(scripts: list[Path]) -> set[str]:
-    """Repository paths of the src/prunescope files that `scripts` import, transitively."""
-    seen, pending = set(), list(scripts)
-    while pending:
-        tree = ast.parse(pending.pop().read_text())
-        for node in ast.walk(tree):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
-            for module in (name for name in names if name.split(".")[0] == "prunescope"):
-                base = ROOT / "src" / Path(*module.split("."))
-                path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
-                relative = str(path.relative_to(ROOT))
-                if relative not in seen:
-                    seen.add(relative)
-                    pending.append(path)
-    return seen
+        deps, code = stage["deps"], set(owners[name])
+        problems += [f"{name}: {dep} missing" for dep in ALWAYS_DEPS if dep not in deps]
+        problems += [f"{name}: {path} not a dep" for path in sorted(code) if not any(covers(d, path) for d in deps)]
+        problems += [f"{name}: {dep} runs in none of its rules" for dep in deps
+                     if dep.startswith(("src/", "workflow/scripts/")) and dep not in ALWAYS_DEPS
+                     and dep != "src/prunescope/stale.py" and not any(covers(dep, path) for path in code)]
+    assert problems == []
 
 
 def outputs_of_rules() -> list[str]:

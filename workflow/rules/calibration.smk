@@ -17,6 +17,7 @@ rule sample_calibration:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("sample_calibration.py"),  # the library code it runs (common.smk)
         key=lambda wc: parse_calibration_key(wc.calib),
     script:
         "../scripts/sample_calibration.py"
@@ -39,6 +40,7 @@ rule calibration_similarity:
         "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
     params:
+        code=library_code("calibration_similarity.py"),  # the library code it runs (common.smk)
         datasets=GRID["datasets"],
         templates={dataset: config["datasets"][dataset]["template"] for dataset in GRID["datasets"]},
         similarity=config["similarity"],

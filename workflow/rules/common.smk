@@ -14,6 +14,7 @@ from prunescope.config import (
     validate_params,
 )
 from prunescope.pruning.export import check_export_format
+from prunescope.rulecode import code_digest
 
 try:
     validate_params(config)
@@ -44,6 +45,13 @@ def planned(stage, which="host"):
         return memory.planned_mb(memory.predict(model, stage, run, method), which)
 
     return request
+
+
+def library_code(script):
+    """The digest of a workflow script and the prunescope code it imports (prunescope.rulecode). Every rule with a
+    script passes it as a param, so Snakemake's params trigger reruns exactly the jobs whose library code changed
+    (its code trigger sees only the script), and the DVC stages can persist their outputs and let Snakemake decide."""
+    return code_digest(Path(workflow.basedir) / "workflow" / "scripts" / script)
 
 
 VARIANTS = grid_variants(GRID, config["calibration_sources"])
@@ -181,6 +189,11 @@ def dataset_source_input(wc):
     if source["kind"] == "local" and source["path"]:
         return source["path"]
     return []
+
+
+def calibration_input(wc):
+    """A pruning job's calibration sample (none for a data-free variant)."""
+    return [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib)
 
 
 def pool_dataset(wc):

@@ -16,6 +16,7 @@ rule prepare_dataset:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("prepare_dataset.py"),  # the library code it runs (common.smk)
         spec=lambda wc: config["datasets"][wc.dataset],
         seed=config["evaluation"]["subsample_seed"],
         part="evaluation",
@@ -32,6 +33,7 @@ use rule prepare_dataset as prepare_train_pool with:
     benchmark:
         "benchmarks/prepare_train_pool/{dataset}.tsv"
     params:
+        code=library_code("prepare_dataset.py"),  # the library code it runs (common.smk)
         spec=lambda wc: config["datasets"][wc.dataset],
         seed=config["evaluation"]["subsample_seed"],
         part="train",
@@ -55,6 +57,7 @@ rule calibration_text:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("calibration_text.py"),  # the library code it runs (common.smk)
         spec=lambda wc: config["calibration_sources"][wc.source],
         template=lambda wc: config["datasets"][pool_dataset(wc)]["template"] if pool_dataset(wc) else None,
     script:

@@ -17,6 +17,7 @@ rule build_task:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("build_task.py"),  # the library code it runs (common.smk)
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         limit=GRID["eval_limit"],
         seed=config["evaluation"]["subsample_seed"],
@@ -43,6 +44,7 @@ rule evaluate_dense:
         mem_mb=planned("evaluate"),  # host memory (MB), from the memory plan (common.smk)
         gpu_mem_mb=planned("evaluate", "gpu"),
     params:
+        code=library_code("evaluate.py"),  # the library code it runs (common.smk)
         model_spec=lambda wc: config["models"][wc.model],
         datasets=GRID["datasets"],
         categories=[config["datasets"][d]["category"] for d in GRID["datasets"]],

@@ -81,6 +81,7 @@ rule experiment_report:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("experiment_report.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
         pruning=config["pruning"],
@@ -111,5 +112,7 @@ rule prune_cost:
         "benchmarks/report/prune_cost.tsv"
     conda:
         "../envs/prunescope.yaml"
+    params:
+        code=library_code("prune_cost.py"),  # the library code it runs (common.smk)
     script:
         "../scripts/prune_cost.py"

@@ -17,6 +17,7 @@ rule export:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("export.py"),  # the library code it runs (common.smk)
         dtype=lambda wc: config["models"][wc.model]["dtype"],
     script:
         "../scripts/export.py"

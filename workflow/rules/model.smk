@@ -13,6 +13,7 @@ rule fetch_archive:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("fetch_archive.py"),  # the library code it runs (common.smk)
         spec=lambda wc: next(a for a in config["archives"].values() if a["file"] == wc.file),
     script:
         "../scripts/fetch_archive.py"
@@ -36,6 +37,7 @@ rule prepare_model:
         "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
     params:
+        code=library_code("prepare_model.py"),  # the library code it runs (common.smk)
         spec=lambda wc: config["models"][wc.model],
     script:
         "../scripts/prepare_model.py"

@@ -20,6 +20,7 @@ rule nsa_words:
     resources:
         gpu=1,
     params:
+        code=library_code("nsa_words.py"),  # the library code it runs (common.smk)
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
@@ -48,6 +49,7 @@ rule nsa_association:
     resources:
         gpu=1,
     params:
+        code=library_code("nsa_association.py"),  # the library code it runs (common.smk)
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
@@ -75,6 +77,7 @@ rule nsa_compare:
     resources:
         gpu=1,
     params:
+        code=library_code("nsa_compare.py"),  # the library code it runs (common.smk)
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
@@ -102,6 +105,7 @@ rule nsa_causal:
     resources:
         gpu=1,
     params:
+        code=library_code("nsa_causal.py"),  # the library code it runs (common.smk)
         model_spec=lambda wc: config["models"][wc.model],
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         nsa=config["nsa"],
@@ -110,10 +114,11 @@ rule nsa_causal:
         "../scripts/nsa_causal.py"
 
 
-use rule prune as prune_guided with:
+rule prune_guided:
+    """Prune one variant with the protected category's NSA-matched neurons exempt (at the same sparsity)."""
     input:
         model="data/models/{model}",
-        calibration=lambda wc: [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib),
+        calibration=calibration_input,
         associations=lambda wc: nsa_associations(wc.model, wc.protect),
     output:
         artifact=directory("results/guided/pruned/{model}/{protect}/{method}/{pattern}/{calib}"),
@@ -122,12 +127,22 @@ use rule prune as prune_guided with:
         "logs/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.log",
     benchmark:
         "benchmarks/prune_guided/{model}/{protect}/{method}/{pattern}/{calib}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    threads: config["runtime"]["cpu_threads"]
+    resources:
+        gpu=1,
+        mem_mb=planned("prune"),  # host memory (MB), from the memory plan (common.smk)
+        gpu_mem_mb=planned("prune", "gpu"),
     params:
+        code=library_code("prune_guided.py"),  # the library code it runs (common.smk)
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],
         owl=config["pruning"]["owl"],
         batch_size=config["pruning"]["calibration_batch_size"],
         neurons_per_word=config["nsa"]["neurons_per_word"],
+    script:
+        "../scripts/prune_guided.py"
 
 
 use rule evaluate_dense as evaluate_guided with:
@@ -204,6 +219,7 @@ rule nsa_report:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("nsa_report.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
         pruning=config["pruning"],

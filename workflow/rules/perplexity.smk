@@ -15,6 +15,7 @@ rule perplexity_text:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("perplexity_text.py"),  # the library code it runs (common.smk)
         spec=lambda wc: config["perplexity"]["sources"][wc.source],
     script:
         "../scripts/perplexity_text.py"
@@ -36,6 +37,7 @@ rule perplexity_windows:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("perplexity_windows.py"),  # the library code it runs (common.smk)
         separator=lambda wc: config["perplexity"]["sources"][wc.source]["separator"],
         pick=lambda wc: config["perplexity"]["sources"][wc.source]["pick"],
         seqlen=config["perplexity"]["seqlen"],
@@ -61,6 +63,7 @@ rule perplexity_dense:
     resources:
         gpu=1,
     params:
+        code=library_code("perplexity.py"),  # the library code it runs (common.smk)
         model_spec=lambda wc: config["models"][wc.model],
         sources=GRID["perplexity_sources"],
         perplexity=PERPLEXITY_PARAMS,
@@ -135,6 +138,7 @@ rule perplexity_report:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("perplexity_report.py"),  # the library code it runs (common.smk)
         perplexity=PERPLEXITY_PARAMS,
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],

@@ -6,7 +6,7 @@ rule prune:
     """Prune one model with one method, pattern and calibration sample."""
     input:
         model="data/models/{model}",
-        calibration=lambda wc: [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib),
+        calibration=calibration_input,
     output:
         artifact=directory("results/pruned/{model}/{method}/{pattern}/{calib}"),
         measurements="results/prune_runs/{model}/{method}/{pattern}/{calib}.json",
@@ -22,6 +22,7 @@ rule prune:
         mem_mb=planned("prune"),  # host memory (MB), from the memory plan (common.smk)
         gpu_mem_mb=planned("prune", "gpu"),
     params:
+        code=library_code("prune.py"),  # the library code it runs (common.smk)
         model_spec=lambda wc: config["models"][wc.model],
         method_options=lambda wc: config["pruning"][wc.method],
         owl=config["pruning"]["owl"],

@@ -47,6 +47,7 @@ rule aggregate:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("aggregate.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
         limit=GRID["eval_limit"],
         pruning=config["pruning"],
@@ -78,6 +79,7 @@ rule plot_accuracy_change:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("plot_accuracy_change.py"),  # the library code it runs (common.smk)
         variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     script:
         "../scripts/plot_accuracy_change.py"
@@ -99,6 +101,7 @@ rule summary:
     conda:
         "../envs/prunescope.yaml"
     params:
+        code=library_code("summary.py"),  # the library code it runs (common.smk)
         grid=config["grid"],
         variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     script:

@@ -182,11 +182,12 @@ def test_task_calibration_helps_its_own_task():
     sources = {"wiki": {"kind": "gensim"}, "boolq_train": {"kind": "task", "dataset": "boolq"}}
     rows = [result("boolq", "dense", scores(150)),
             result("boolq", "wanda", scores(140), calib="boolq_train-icl-n8-l64-s0"),
-            result("boolq", "wanda", scores(90), calib="wiki-raw-n8-l64-s0")]
+            result("boolq", "wanda", scores(90), calib="wiki-raw-n8-l64-s0"),
+            result("boolq", "wanda", scores(10), calib="wiki-raw-n4-l64-s0")]  # another size: not compared
     found = claims.task_calibration_helps_own_task(frame(rows), sources, "mini", SETTINGS)
     assert len(found) == 1 and found[0].effect == pytest.approx(0.25) and found[0].test == claims.MCNEMAR
     assert verdicts(found) == ["supported"]
-    untested = claims.task_calibration_helps_own_task(frame(rows[:1] + rows[2:]), sources, "mini", SETTINGS)
+    untested = claims.task_calibration_helps_own_task(frame(rows[:1] + rows[2:3]), sources, "mini", SETTINGS)
     assert verdicts(untested) == ["not tested"] and "grids.mini.calibration.sources" in untested[0].note
 
 

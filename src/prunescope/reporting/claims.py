@@ -403,8 +403,7 @@ def task_calibration_helps_own_task(results: pd.DataFrame, sources: Mapping[str,
                                & (results["calib"] != NO_CALIBRATION)])
     data = data.assign(calibration=data["calib"].map(calibration_group),
                        source=data["calib"].map(lambda key: parse_calibration_key(key)["source"]),
-                       size=data["calib"].map(lambda key: (parse_calibration_key(key)["nsamples"],
-                                                           parse_calibration_key(key)["seqlen"])))
+                       size=data["calib"].map(lambda key: "n{nsamples}-l{seqlen}".format(**parse_calibration_key(key))))
     evaluated = set(data["dataset"])
     own = {name: spec["dataset"] for name, spec in sources.items()
            if spec["kind"] == "task" and spec["dataset"] in evaluated}
@@ -413,6 +412,9 @@ def task_calibration_helps_own_task(results: pd.DataFrame, sources: Mapping[str,
         for task_group in sorted(set(variant.loc[variant["source"].isin(own), "calibration"])):
             task_rows = variant[variant["calibration"] == task_group]
             dataset = own[task_rows["source"].iloc[0]]
+            task_rows = task_rows[task_rows["dataset"] == dataset]
+            if task_rows.empty:
+                continue
             others = variant[~variant["source"].isin(own) & (variant["size"] == task_rows["size"].iloc[0])
                              & (variant["dataset"] == dataset)]
             for other_group in sorted(set(others["calibration"])):
@@ -443,8 +445,9 @@ def perplexity_predicts_damage(points: pd.DataFrame, grid: str, settings: Settin
     rows = []
     for (source, category), group in points.groupby(["source", "category"], sort=True, observed=True):
         scope = f"{source} {category}"
-        if len(group) < 3 or group["ratio"].nunique() < 2 or group["acc_change"].nunique() < 2:
-            rows.append(Row(claim, scope, note=f"not tested: {len(group)} variants, too few or without spread"))
+        flat = _without_spread(len(group), {"perplexity ratio": group["ratio"], "accuracy change": group["acc_change"]})
+        if flat:
+            rows.append(Row(claim, scope, note=f"not tested: {flat}"))
             continue
         measured = spearman_row(group["ratio"].to_numpy(float), group["acc_change"].to_numpy(float), settings,
                                 row_rng(settings.seed, scope))
@@ -456,6 +459,14 @@ def perplexity_predicts_damage(points: pd.DataFrame, grid: str, settings: Settin
     return rows
 
 
+def _without_spread(points: int, columns: Mapping[str, pd.Series]) -> str:
+    """Why a correlation cannot be computed over these points ('' when it can)."""
+    if points < 3:
+        return f"only {points} variants, a correlation needs 3"
+    flat = [name for name, values in columns.items() if values.nunique() < 2]
+    return f"the {' and the '.join(flat)} does not vary across the {points} variants" if flat else ""
+
+
 def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Settings) -> list[Row]:
     """Across (NSA dataset, pruned variant) pairs: Spearman's rho between the matched neurons' mean relative
     activation drop and the accuracy drop (nsa.drop_table; None without NSA). Positive: the neurons lose more where
@@ -465,9 +476,10 @@ def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Se
         return [Row(claim, "all", note=f"not tested: the grid has no NSA dataset: add one to "
                                        f"{_grid_hint(grid)}.nsa_datasets")]
     scope = "all NSA datasets and variants"
-    if len(drops) < 3 or drops["mean_relative_drop"].nunique() < 2 or drops["acc_drop"].nunique() < 2:
-        return [Row(claim, scope, note=f"not tested: {len(drops)} (dataset, variant) pairs, too few or without "
-                                       f"spread")]
+    flat = _without_spread(len(drops), {"matched-neuron drop": drops["mean_relative_drop"],
+                                        "accuracy drop": drops["acc_drop"]})
+    if flat:
+        return [Row(claim, scope, note=f"not tested: {flat}")]
     measured = spearman_row(drops["mean_relative_drop"].to_numpy(float), drops["acc_drop"].to_numpy(float), settings,
                             row_rng(settings.seed, scope))
     return [Row(claim, scope, "Spearman rho of matched-neuron drop vs accuracy drop, across (dataset, variant)",
@@ -530,7 +542,8 @@ def nsa_guided_recovers(results: pd.DataFrame, guided: pd.DataFrame, grid: str, 
         measured = measure(mean_difference(datasets, "guided", "plain"), point, draws, settings.bootstrap_iters)
         exact = _mcnemar_if_single(scores, datasets, "guided", "plain")
         measured |= {"p": exact, "test": MCNEMAR} if exact is not None else {"test": BOOTSTRAP}
-        rows.append(Row(claim, scope, f"guided - plain on {protect} ({len(datasets)} datasets)", "positive",
+        rows.append(Row(claim, scope, f"guided - plain on {protect} ({len(datasets)} dataset"
+                        f"{'s' if len(datasets) > 1 else ''})", "positive",
                         "accuracy", n=round(np.mean([len(scores[d]["guided"]) for d in datasets])), **measured))
     return rows
 
@@ -632,7 +645,7 @@ def claims_markdown(table: pd.DataFrame, settings: Settings) -> str:
         rows = table[table["claim"] == claim]
         lines += [f"## {text}", ""]
         untested = rows[rows["verdict"] == "not tested"]
-        lines += [f"- {row.scope}: {row.note}" for row in untested.itertuples()]
+        lines += [f"- {row.scope}: {row.note}" for row in untested.itertuples()] + ([""] if len(untested) else [])
         rows = rows[rows["verdict"] != "not tested"]
         if len(rows):
             view = pd.DataFrame({
@@ -652,8 +665,8 @@ def claims_markdown(table: pd.DataFrame, settings: Settings) -> str:
 
 
 def findings_markdown(table: pd.DataFrame) -> str:
-    """The README's Findings block: per claim, its verdict counts and its most significant row's numbers, or why it
-    was not tested."""
+    """The README's Findings block: per claim, its verdict counts and its most significant row's numbers (lowest Holm
+    p, then p, then the largest effect), or why it was not tested."""
     lines = ["Generated from `reports/claims.csv` by `make findings`; the numbers, tests and verdicts are in "
              "`reports/claims.md`.", ""]
     for claim, text in CLAIMS.items():
@@ -663,10 +676,13 @@ def findings_markdown(table: pd.DataFrame) -> str:
             lines.append(f"- **{text}**: {'; '.join(rows['note'].fillna(''))}.")
             continue
         counts = ", ".join(f"{int((tested['verdict'] == v).sum())} {v}" for v in VERDICTS[:3])
-        top = tested.sort_values(["p_holm", "scope"], kind="stable").iloc[0]
-        lines.append(f"- **{text}**: {counts} of {len(tested)}. Strongest: {top.scope}, {top.comparison} = "
+        top = tested.assign(size=tested["effect"].abs()).sort_values(
+            ["p_holm", "p", "size", "scope"], ascending=[True, True, False, True], kind="stable").iloc[0]
+        resolve = (f"; {int(top.resolve_n)} {top.resolve_unit} would resolve it" if top.verdict == "inconclusive"
+                   and not pd.isna(top.resolve_n) else "")
+        lines.append(f"- **{text}**: {counts} of {len(tested)}. Most significant: {top.scope}, {top.comparison} = "
                      f"{_number(top.effect)} [{_number(top.ci_low)}, {_number(top.ci_high)}] {top.unit}, "
-                     f"Holm p = {_p(top.p_holm)} ({top.verdict}).")
+                     f"Holm p = {_p(top.p_holm)} ({top.verdict}{resolve}).")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,6 @@ import itertools
 import math
 import re
 import sys
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from scipy import stats
 
 from prunescope.config import NO_CALIBRATION, parse_calibration_key, parse_pattern_key
 from prunescope.io import atomic_path, read_result, write_json
-from prunescope.reporting.drops import percentile_interval, resample_examples
+from prunescope.reporting.drops import percentile_interval, resample_examples, row_rng
 from prunescope.reporting.tables import CATEGORIES, calibration_group
 
 CLAIMS = {
@@ -143,10 +142,6 @@ def points_needed(r: float, alpha: float, power: float) -> int | None:
         return None
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return math.ceil((z / math.atanh(abs(r))) ** 2 + 3)
-
-
-def row_rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
 Scores = Mapping[str, Mapping[str, np.ndarray]]  # dataset -> arm -> (examples, seeds) per-example scores

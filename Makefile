@@ -7,7 +7,7 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup run study dry-run report repro pull export bench bench-llmcompressor test test-scale lint plan
+.PHONY: setup run study dry-run report findings repro pull export bench bench-llmcompressor test test-scale lint plan
 
 setup: $(VENV)/.installed
 
@@ -36,7 +36,10 @@ dry-run: setup
 report: study  ## One self-contained HTML report of every table and figure, checked in headless Chromium
 	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
 	$(BIN)/python -m prunescope.browser reports/report.html --screenshot reports/report.png \
-	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv'
+	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv' --expect 'reports/claims.csv'
+
+findings: setup  ## The README's Findings block, generated from reports/claims.csv (which `make study` writes)
+	$(BIN)/python -m prunescope.reporting.claims README.md reports/claims.csv
 
 repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

@@ -19,6 +19,7 @@ import slurm_cluster
 from prunescope import browser
 from prunescope.io import sha256_file
 from prunescope.pruning.artifact import read_manifest
+from prunescope.reporting import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["movie_reviews", "strategyqa", "epistemic_reasoning", "similarities_abstraction"]
@@ -282,13 +283,30 @@ def test_html_report_holds_every_table_and_figure_with_a_caption(finished_run, t
     page = html.read_text(encoding="utf-8")
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", page), "the report loads remote files"
     expected = ([path.name for path in (finished_run / "reports/figures").rglob("*.png")]
-                + [path.name for path in (finished_run / "reports/tables").glob("*.csv")])
+                + [path.name for path in (finished_run / "reports/tables").glob("*.csv")] + ["claims.csv"])
     assert len(expected) >= 14 and all(name in page for name in expected)
     if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
         pytest.skip(f"the HTML is checked; the browser check needs Chromium ({browser.INSTALL_HINT})")
     summary = browser.check_report(html, tmp_path / "report.png", expected)
     assert set(expected) <= {Path(name).name for name in summary["results"]}
-    assert {"Accuracy", "Calibration", "NSA", "Pruning cost"} <= set(summary["categories"])
+    assert {"Accuracy", "Calibration", "NSA", "Pruning cost", "Claims"} <= set(summary["categories"])
+
+
+def test_claims_table_gives_every_claim_a_verdict(finished_run):
+    """reports/claims.{csv,md,json}: a row for every claim; this grid's one calibration source and 50% patterns
+    leave the high-sparsity and task-calibration claims untested, each naming what to add."""
+    with open(finished_run / "reports/claims.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["claim"] for r in rows] == sorted((r["claim"] for r in rows), key=list(claims.CLAIMS).index)
+    assert {r["claim"] for r in rows} == set(claims.CLAIMS) and {r["verdict"] for r in rows} <= set(claims.VERDICTS)
+    untested = {r["claim"]: r["note"] for r in rows if r["verdict"] == "not tested"}
+    assert "grids.mini.patterns" in untested["calibration_over_method"]
+    assert "grids.mini.calibration.sources" in untested["task_calibration_helps_own_task"]
+    for claim in ("sentiment_hurt_most", "nsa_neurons_causal", "nsa_guided_recovers", "calibration_changes_result"):
+        assert claim not in untested and all(0 <= float(r["p_holm"]) <= 1 for r in rows if r["claim"] == claim)
+    assert "# Claims: what the data say" in (finished_run / "reports/claims.md").read_text()
+    counts = json.loads((finished_run / "reports/claims.json").read_text())["counts"]
+    assert sum(counts.values()) == len(rows) and counts["not tested"] == sum(r["verdict"] == "not tested" for r in rows)
 
 
 LINKED = ("data/models", "data/raw", "data/text", "results/pruned")  # only read by the jobs a clone reruns
@@ -596,7 +614,7 @@ class TestOnClones:
         plan = snakemake(workdir, "--cores", "2", "--dry-run", "all").stdout
         rerun = set(re.findall(r"^rule (\w+):", plan, re.M)) - {"all"}
         assert rerun and rerun <= {"aggregate", "plot_accuracy_change", "experiment_report", "prune_cost",
-                                   "nsa_report", "perplexity_report", "summary"}
+                                   "nsa_report", "perplexity_report", "summary", "claims"}
         snakemake(workdir, "--cores", "2", "all")
 
         assert "grids.mini.patterns" in json.loads(dvc(workdir, "params", "diff", "--json"))["params.yaml"]

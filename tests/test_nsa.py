@@ -462,6 +462,10 @@ def test_causal_curve_separates_the_spread_neurons_from_random(planted_model, wo
         assert point["matched_margin_change"] < 0 and point["random_margin_change"]["low"] <= \
             point["random_margin_change"]["mean"] <= point["random_margin_change"]["high"]
         assert set(point["matched"]) == {str(LAYER)} and set(point["matched"][str(LAYER)]) <= set(SPREAD)
+        matched, random = point["per_example"].values()  # the means above, example by example (claims' paired test)
+        assert len(matched) == len(examples) and len(random) == 6 and {len(draw) for draw in random} == {len(examples)}
+        assert sum(matched) / len(matched) == pytest.approx(point["matched_margin_change"])
+        assert sum(map(sum, random)) / (6 * len(examples)) == pytest.approx(point["random_margin_change"]["mean"])
     last = [p for p in result["curve"] if p["k"] == 3]
     for point in last:  # zero and mean ablation of the whole feature
         assert point["matched_acc_change"] == -0.5

@@ -65,6 +65,7 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid, profile, models):
     assert int(counts["perplexity_text"]) == n_sources and int(counts["perplexity_windows"]) == n_sources * n_models
     assert int(counts["perplexity_dense"]) == n_models and int(counts["perplexity_pruned"]) == len(variants)
     assert int(counts["perplexity_guided"]) == len(guided) and counts["perplexity_report"] == "1"
+    assert counts["claims"] == "1"
 
 
 def test_dry_run_plans_perplexity_for_the_end_to_end_config(tmp_path):

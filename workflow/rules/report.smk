@@ -10,6 +10,9 @@ REPORT_OUTPUTS = [
     "reports/figures/accuracy_change.png",
     "reports/figures/accuracy_change.svg",
     "reports/metrics.json",
+    "reports/claims.csv",
+    "reports/claims.md",
+    "reports/claims.json",
 ]
 
 
@@ -106,3 +109,40 @@ rule summary:
         variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
     script:
         "../scripts/summary.py"
+
+
+rule claims:
+    """Every claim of the study tested on the grid's results: the comparison, its effect with a 95% interval, a paired
+    test, Holm's correction over the table, a verdict, and for an inconclusive one the data that would resolve it."""
+    input:
+        results=EVAL_FILES,
+        guided=GUIDED_EVAL_FILES,
+        perplexity=PERPLEXITY_FILES,
+        compare=NSA_COMPARE_FILES,
+        causal=NSA_CAUSAL_FILES,
+    output:
+        csv=report(
+            "reports/claims.csv",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        markdown="reports/claims.md",
+        metrics="reports/claims.json",
+    log:
+        "logs/report/claims.log",
+    benchmark:
+        "benchmarks/report/claims.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        code=library_code("claims.py"),  # the library code it runs (common.smk)
+        evaluation=config["evaluation"],
+        limit=GRID["eval_limit"],
+        pruning=config["pruning"],
+        perplexity=PERPLEXITY_PARAMS,
+        claims=config["claims"],
+        sources={name: config["calibration_sources"][name] for name in GRID["calibration"]["sources"]},
+        base=SWEEP_BASE,
+        grid=config["grid"],
+    script:
+        "../scripts/claims.py"

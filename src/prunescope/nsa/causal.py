@@ -71,7 +71,8 @@ def causal_curve(model, family: Family, examples: Sequence[Example], scores: Map
                  matched: Mapping[int, Sequence[int]], means: Mapping[int, torch.Tensor], width: int, limit: int,
                  draws: int, seed: int, batch_size: int = 16) -> dict:
     """Per K and ablation: the change of mean gold margin and accuracy with the top-K matched neurons ablated, and
-    the same over `draws` random draws of as many neurons per layer (mean and 95% percentile interval).
+    the same over `draws` random draws of as many neurons per layer (mean and 95% percentile interval); each
+    point's per_example holds every example's margin change, matched and per random draw.
 
     Batches are the outer loop: each batch runs intact once, recording the output of the block below each setting's
     lowest ablated layer, and every ablated setting resumes from there (neurons.resumed_at)."""
@@ -87,19 +88,23 @@ def causal_curve(model, family: Family, examples: Sequence[Example], scores: Map
                 for neurons in (chosen, *controls)]
     intact, ablated_scores = _score_settings(model, family, examples, settings, means, batch_size)
 
-    def change(measured: tuple[list[float], list[bool]]) -> tuple[float, float]:
+    def change(measured: tuple[list[float], list[bool]]) -> tuple[float, float, list[float]]:
+        per_example = (np.asarray(measured[0], dtype=np.float64) - np.asarray(intact[0], dtype=np.float64))
         return (float(np.mean(measured[0])) - float(np.mean(intact[0])),
-                float(np.mean(measured[1])) - float(np.mean(intact[1])))
+                float(np.mean(measured[1])) - float(np.mean(intact[1])), per_example.tolist())
 
     curve, changes = [], iter(map(change, ablated_scores))
     for k, chosen, _ in plan:
         for ablation in ABLATIONS:
-            margin, acc = next(changes)
+            margin, acc, per_example = next(changes)
             controls = [next(changes) for _ in range(draws)]
             curve.append({"k": k, "ablation": ablation, "matched_margin_change": margin, "matched_acc_change": acc,
-                          "random_margin_change": _summary([m for m, _ in controls]),
-                          "random_acc_change": _summary([a for _, a in controls]),
-                          "matched": {str(layer): n for layer, n in chosen.items()}})
+                          "random_margin_change": _summary([m for m, _, _ in controls]),
+                          "random_acc_change": _summary([a for _, a, _ in controls]),
+                          "matched": {str(layer): n for layer, n in chosen.items()},
+                          # each example's margin change, for the paired test of matched vs random (reporting.claims)
+                          "per_example": {"matched_margin_change": per_example,
+                                          "random_margin_change": [c for _, _, c in controls]}})
     return {"acc": float(np.mean(intact[1])), "margin": float(np.mean(intact[0])), "examples": len(examples),
             "draws": draws, "curve": curve}
 

@@ -78,5 +78,6 @@ def run_summary(grid_name: str, category_drop_csv: str, variants: Iterable[Seque
               "- tables: reports/tables/*.md (and .csv)",
               "- figures: reports/figures/ (png and svg)",
               "- headline metrics: reports/metrics.json (`dvc metrics show`)",
+              "- every claim of the study with its test and verdict: reports/claims.md (counts in reports/claims.json)",
               "- one HTML report of every table and figure: `make report` -> reports/report.html"]
     return "\n".join(parts) + "\n"

@@ -1,0 +1,18 @@
+from prunescope.config import calibration_key, evaluation_params, perplexity_params
+from prunescope.reporting.claims import Settings, all_claims, write_claims
+from prunescope.reporting.nsa import drop_table
+from prunescope.reporting.perplexity import load_perplexity, perplexity_table, variant_points
+from prunescope.reporting.tables import calibration_group, load_results
+from prunescope.runlog import job_log
+
+with job_log(snakemake.log[0]):
+    i, o, p = snakemake.input, snakemake.output, snakemake.params
+    expected = evaluation_params(p.evaluation, p.limit)
+    results, guided = load_results(i.results, expected, p.pruning), load_results(i.guided, expected, p.pruning)
+    points = variant_points(perplexity_table(load_perplexity(i.perplexity, perplexity_params(p.perplexity),
+                                                             p.pruning)), results)
+    drops = drop_table(i.compare, results) if len(i.compare) else None  # None: the grid has no NSA
+    settings = Settings(**p.claims)
+    base = calibration_key(p.base["source"], p.base["format"], p.base["nsamples"], p.base["seqlen"], p.base["seed"])
+    table = all_claims(results, guided, points, drops, i.causal, p.sources, calibration_group(base), p.grid, settings)
+    write_claims(table, o.csv, o.markdown, o.metrics, settings)

@@ -40,8 +40,10 @@ NON_MAPPINGS = [path for path, value in NODES if path and not isinstance(value, 
 LISTS = [path for path, value in NODES if isinstance(value, list)]
 INTEGERS = [path for path, value in NODES if isinstance(value, int) and not isinstance(value, bool)]
 # an empty sweep or owl list means "no sweep" or "no OWL", an empty nsa_guided list "no guided pruning", an empty
-# perplexity_sources "no perplexity": every other list needs entries
-REQUIRED_LISTS = [path for path in LISTS if not {"sweeps", "nsa_guided", "owl", "perplexity_sources"} & set(path)]
+# nsa_datasets "no NSA" (refused only beside guided pruning, tests/test_config.py), an empty perplexity_sources "no
+# perplexity": every other list needs entries
+REQUIRED_LISTS = [path for path in LISTS
+                  if not {"sweeps", "nsa_guided", "owl", "perplexity_sources", "nsa_datasets"} & set(path)]
 GRID_NAME_LISTS = [(grid, key) for grid in PARAMS["grids"] for key in ("models", "methods", "datasets")]
 
 

@@ -342,7 +342,8 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
                    "source": "heldout", "perplexity": ppl, "ratio": ppl / 10.0}
                   for method, pattern, calib, protect, ppl in ppl_rows]).to_csv(tmp_path / "ppl.csv", index=False)
     pd.DataFrame([{"model": "m", "dataset": "reviews", "method": "wanda", "pattern": "unstructured-0.5",
-                   "fraction_dropped": 0.25}]).to_csv(tmp_path / "nsa.csv", index=False)
+                   "calib": f"gensim-raw-n8-l64-s{seed}", "fraction_dropped": share}  # seeds averaged: 0.25
+                  for seed, share in ((0, 0.2), (1, 0.3))]).to_csv(tmp_path / "nsa.csv", index=False)
     (tmp_path / "nsa.json").write_text(json.dumps({"causal": {"reviews": {"mean": {"beyond_random": True}}}}))
     studied = [("m", "wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0"), ("m", "wanda", "unstructured-0.5",
                                                                          "gensim-raw-n8-l64-s1"),

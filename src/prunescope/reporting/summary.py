@@ -47,11 +47,13 @@ def perplexity_lines(perplexity: pd.DataFrame, variants: Iterable[Sequence[str]]
 
 
 def nsa_lines(nsa_table: pd.DataFrame, causal: dict) -> list[str]:
-    """Per NSA dataset: each variant's share of matched neurons that lost their word, and whether ablating the
-    matched neurons moves the answer margin beyond random neurons."""
+    """Per NSA dataset: each variant's share of matched neurons that lost their word (the mean over calibration
+    seeds), and whether ablating the matched neurons moves the answer margin beyond random neurons."""
     lines = []
-    for (model, dataset), group in nsa_table.groupby(["model", "dataset"], sort=False):
-        cells = ", ".join(f"{row.method} {row.pattern} {row.fraction_dropped:.2f}" for row in group.itertuples())
+    table = nsa_table.assign(calibration=nsa_table["calib"].map(calibration_group))
+    for (model, dataset), group in table.groupby(["model", "dataset"], sort=False):
+        shares = group.groupby(["method", "pattern", "calibration"], sort=False)["fraction_dropped"].mean()
+        cells = ", ".join(f"{method} {pattern} {share:.2f}" for (method, pattern, _), share in shares.items())
         beyond = causal.get(dataset, {}).get("mean", {}).get("beyond_random")
         verdict = "" if beyond is None else (
             "; ablating the matched neurons moves the margin beyond random ones" if beyond

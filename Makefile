@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 # reproduces and what reports/ holds. Both end by printing the run's summary (reports/summary.md).
 RUN_GRID ?= quick
 run: setup  ## A first run: every stage on the quick grid (params.yaml grids.quick), then its summary
-	$(BIN)/snakemake --cores $(CORES) --config grid=$(RUN_GRID) all
+	$(BIN)/snakemake --cores $(CORES) all --config grid=$(RUN_GRID)  # --config last: it takes every word after it
 	@cat reports/summary.md
 
 study: setup  ## The whole study of params.yaml's grid (default: the embedded mini grid on CPU), then its summary

@@ -1,6 +1,7 @@
 """The workflow as a whole: dry runs of both grids, bad params stop before any job, DVC and Snakemake agree."""
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,27 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid, profile, models):
     assert int(counts["perplexity_dense"]) == n_models and int(counts["perplexity_pruned"]) == len(variants)
     assert int(counts["perplexity_guided"]) == len(guided) and counts["perplexity_report"] == "1"
     assert counts["claims"] == "1"
+
+
+def test_make_run_plans_every_stage_on_the_quick_grid_and_prints_the_summary(tmp_path, params):
+    """`make run`'s own commands (make -n): its Snakemake command, planned as a dry run on a fresh folder, covers every
+    stage of the quick grid (dense, magnitude, Wanda, SparseGPT, one dataset per category, perplexity, NSA, claims,
+    the summary) and nothing of the mini study's extras; then the summary is printed."""
+    venv = Path(sys.executable).parent.parent
+    recipe = subprocess.run(["make", "--no-print-directory", "-n", "run", f"VENV={venv}", "-o", f"{venv}/.installed"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    command = next(line for line in recipe if "snakemake" in line)
+    assert recipe[-1].endswith("cat reports/summary.md")
+    words = shlex.split(command.split("#")[0])
+    assert words[0].endswith("bin/snakemake")
+    plan = subprocess.run([*SNAKEMAKE, "-d", str(workdir_with(tmp_path, params)), "--dry-run", *words[1:]],
+                          capture_output=True, text=True, timeout=600)  # its words last: --config takes the rest
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout.split("Job stats:")[1].split("total")[0], re.M))
+    assert {"prune": "3", "evaluate_dense": "1", "evaluate_pruned": "3", "perplexity_pruned": "3", "nsa_words": "1",
+            "nsa_compare": "3", "nsa_causal": "1", "claims": "1", "summary": "1"}.items() <= jobs.items(), jobs
+    assert not {"prune_guided", "evaluate_guided"} & jobs.keys()  # the study's extras
+    assert "sparsegpt" in plan.stdout and "similarities_abstraction" in plan.stdout
 
 
 def test_dry_run_plans_perplexity_for_the_end_to_end_config(tmp_path):

@@ -12,14 +12,15 @@ import pytest
 import yaml
 
 from prunescope.data import fetch
-from prunescope.data.fetch import ArchiveError, fetch_pypi_archive
+from prunescope.data.fetch import ArchiveError, copy_vendored_archive, fetch_pypi_archive
 from prunescope.data.hub import HubAccessError, download_hub_dataset, load_local_dataset, normalise_rows
 from prunescope.data.prepare import prepare_dataset, read_dataset
 from prunescope.data.records import DatasetError, split_holdout, subsample_records, validate_records
 from prunescope.data.standins import read_bigbench, read_vader
 from prunescope.io import ChecksumError, read_json, read_jsonl, sha256_file
 
-PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 SENTIMENT = ["negative", "positive"]
 
 
@@ -67,6 +68,31 @@ def test_fetch_rejects_a_file_of_another_release_before_downloading(local_releas
 def test_fetch_names_a_file_missing_from_the_index(local_release, tmp_path):
     with pytest.raises(ArchiveError, match="lists no file demo-1.0-py3-none-any.whl"):
         fetch_pypi_archive("demo", "1.0", "demo-1.0-py3-none-any.whl", "0" * 64, tmp_path / "x.whl")
+
+
+def test_vendored_archive_is_copied_only_when_its_sha256_matches(local_release, tmp_path):
+    out = tmp_path / "raw" / local_release.name
+    copy_vendored_archive(local_release, sha256_file(local_release), out)
+    assert out.read_bytes() == local_release.read_bytes()
+    out.unlink()
+    with pytest.raises(ArchiveError, match=f"the vendored archive {local_release} is corrupt.*git checkout"):
+        copy_vendored_archive(local_release, "0" * 64, out)
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    with pytest.raises(ArchiveError, match="does not exist: restore it from git"):
+        copy_vendored_archive(tmp_path / "gone.tar.gz", "0" * 64, out)
+
+
+def test_the_vendored_bigbench_tasks_are_the_registry_entry_and_hold_every_task_the_stand_ins_read():
+    """params.yaml's bigbench entry names the committed file by its true sha256, and every bigbench dataset of the
+    registry but vitaminc (not vendored: resources/archives/README.md) reads from it."""
+    spec = PARAMS["archives"]["bigbench"]
+    archive = ROOT / spec["vendored"]
+    assert sha256_file(archive) == spec["sha256"] and archive.name == spec["file"]
+    tasks = {entry["source"]["task"] for entry in PARAMS["datasets"].values() if entry["source"]["kind"] == "bigbench"}
+    for task in sorted(tasks - {"vitaminc_fact_verification"}):
+        assert read_bigbench(archive, task), task
+    with pytest.raises(Exception, match="vitaminc_fact_verification"):
+        read_bigbench(archive, "vitaminc_fact_verification")
 
 
 # --- vader -------------------------------------------------------------------------------------------------------

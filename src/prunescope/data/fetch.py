@@ -36,18 +36,35 @@ def fetch_pypi_archive(package: str, version: str, filename: str, sha256: str, o
     url = _index_files(package).get(filename)
     if url is None:
         raise ArchiveError(f"{_index_url()} lists no file {filename} for {package}: check archives.*.file in "
-                           "params.yaml against the files of the release on PyPI")
+                           "params.yaml against the files of the release on PyPI (a release PyPI no longer serves "
+                           "can be vendored: archives.*.vendored, see resources/archives/README.md)")
     logger.info("downloading %s", url)
     with atomic_path(out_path) as tmp:
         _download(url, tmp)
-        actual = sha256_file(tmp)
-        if actual != sha256:
-            raise ArchiveError(
-                f"{filename} ({package}=={version}) is corrupt or not the registered file: sha256 expected {sha256}, "
-                f"got {actual}. Nothing was written to {out_path}. Run the fetch again (a cut-off download); if the "
-                "mismatch stays, compare the sha256 PyPI lists for this file with archives.*.sha256 in params.yaml"
-            )
+        _verify(tmp, sha256, f"{filename} ({package}=={version})", out_path,
+                "Run the fetch again (a cut-off download); if the mismatch stays, compare the sha256 PyPI lists for "
+                "this file with archives.*.sha256 in params.yaml")
     logger.info("verified %s (sha256 %s)", out_path, sha256)
+
+
+def copy_vendored_archive(source: str | os.PathLike, sha256: str, out_path: str | os.PathLike) -> None:
+    """Copy an archive kept in this repository (resources/archives: what PyPI no longer serves) to out_path; out_path
+    appears only if its sha256 matches."""
+    if not Path(source).is_file():
+        raise ArchiveError(f"the vendored archive {source} does not exist: restore it from git (git checkout -- "
+                           f"{source}) or fix archives.*.vendored in params.yaml")
+    with atomic_path(out_path) as tmp:
+        shutil.copyfile(source, tmp)
+        _verify(tmp, sha256, f"the vendored archive {source}", out_path,
+                f"Restore it from git (git checkout -- {source}) or fix archives.*.sha256 in params.yaml")
+    logger.info("verified %s (sha256 %s)", out_path, sha256)
+
+
+def _verify(path: Path, sha256: str, what: str, out_path: str | os.PathLike, fix: str) -> None:
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ArchiveError(f"{what} is corrupt or not the registered file: sha256 expected {sha256}, got {actual}. "
+                           f"Nothing was written to {out_path}. {fix}")
 
 
 def _check_filename(package: str, version: str, filename: str) -> None:

@@ -196,12 +196,6 @@ def calibration_input(wc):
     return [] if wc.calib == NO_CALIBRATION else calibration_path(wc.model, wc.calib)
 
 
-def vendored_archive(wc):
-    """An archive kept in this repository (archives.*.vendored, relative to the repository root), or none."""
-    spec = next(a for a in config["archives"].values() if a["file"] == wc.file)
-    return str(Path(workflow.basedir) / spec["vendored"]) if spec.get("vendored") else []
-
-
 def pool_dataset(wc):
     """The registry dataset whose calibration pool a task-derived source uses (None for other sources)."""
     return config["calibration_sources"][wc.source].get("dataset")

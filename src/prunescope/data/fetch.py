@@ -22,6 +22,10 @@ from prunescope.io import atomic_path, sha256_file
 logger = logging.getLogger(__name__)
 
 DEFAULT_INDEX = "https://pypi.org/simple"
+# archives.*.vendored paths are relative to the repository this code runs from (src/prunescope/data/fetch.py): not a
+# rule input, whose absolute path would differ in every clone and make Snakemake rebuild everything made from it
+# (the registry's sha256, a rule param, reruns the fetch when the file is replaced)
+REPOSITORY = Path(__file__).resolve().parents[3]
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 TIMEOUT_S = 60.0
 

@@ -14,7 +14,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from prunescope.io import atomic_path  # noqa: E402
-from prunescope.reporting.tables import CATEGORIES, calibration_group  # noqa: E402
+from prunescope.reporting.tables import CATEGORIES, studied  # noqa: E402
 
 
 def set_style() -> None:
@@ -41,9 +41,7 @@ def plot_accuracy_change(table: pd.DataFrame, png_path: str, svg_path: str,
     set_style()
     data = table.assign(category=table["category"].astype(str))
     if variants is not None:
-        keep = {(m, method, pattern, calibration_group(calib)) for m, method, pattern, calib in variants}
-        data = data[[key in keep for key in zip(data["model"], data["method"], data["pattern"], data["calibration"],
-                                                strict=True)]]
+        data = data[studied(data, "calibration", variants)]
     several = data.groupby(["model", "method", "pattern"])["calibration"].transform("nunique") > 1
     data = data.assign(variant=(data["method"] + " " + data["pattern"]).where(
         ~several, data["method"] + " " + data["pattern"] + " " + data["calibration"]))

@@ -8,16 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunescope.reporting.tables import CATEGORIES, calibration_group
-
-
-def studied(table: pd.DataFrame, calib_column: str, variants: Iterable[Sequence[str]]) -> pd.Series:
-    """Which rows are studied variants ((model, method, pattern, calibration key) tuples); a table whose calibration
-    column holds keys without their seed ("calibration", seeds averaged) matches every seed of a key."""
-    strip = calibration_group if calib_column == "calibration" else str
-    keep = {(model, method, pattern, strip(calib)) for model, method, pattern, calib in variants}
-    keys = zip(table["model"], table["method"], table["pattern"], table[calib_column], strict=True)
-    return pd.Series([key in keep for key in keys], index=table.index, dtype=bool)
+from prunescope.reporting.tables import CATEGORIES, calibration_group, studied
 
 
 def accuracy_lines(category_drop: pd.DataFrame, variants: Iterable[Sequence[str]]) -> list[str]:

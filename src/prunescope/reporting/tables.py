@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
@@ -60,6 +60,15 @@ def current_result(path: str, rule: str, expected_params: dict, pruning: dict) -
 def calibration_group(calib: str) -> str:
     """A calibration key without its seed: results of different seeds are averaged together."""
     return re.sub(r"-s\d+$", "", calib)
+
+
+def studied(table: pd.DataFrame, calib_column: str, variants: Iterable[Sequence[str]]) -> pd.Series:
+    """Which rows are studied variants ((model, method, pattern, calibration key) tuples); a table whose calibration
+    column holds keys without their seed ("calibration", seeds averaged) matches every seed of a key."""
+    strip = calibration_group if calib_column == "calibration" else str
+    keep = {(model, method, pattern, strip(calib)) for model, method, pattern, calib in variants}
+    keys = zip(table["model"], table["method"], table["pattern"], table[calib_column], strict=True)
+    return pd.Series([key in keep for key in keys], index=table.index, dtype=bool)
 
 
 def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:

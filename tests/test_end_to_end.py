@@ -85,8 +85,8 @@ def shrunk_params() -> dict:
     mini["calibration"].update(sources=["gensim_wiki"], nsamples=4, seqlen=64, seeds=[0])
     mini["sweeps"] = {"methods": ["wanda"], "sparsities": [0.3], "nsamples": [2], "seqlens": [32]}
     mini["owl"] = {"methods": ["magnitude"], "sparsities": [0.5]}  # one extra variant: owl-0.5 (calibrated)
-    mini["nsa_datasets"] = ["movie_reviews"]
-    params["nsa"].update(max_examples=6, min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=4,
+    mini["nsa_datasets"], mini["nsa_examples"] = ["movie_reviews"], 6
+    params["nsa"].update(min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=4,
                          random_draws=2)
     params["pruning"]["calibration_batch_size"] = 2
     params["evaluation"]["batch_size"] = 8

@@ -1,4 +1,4 @@
-# Neuron Semantic Attribution on NSA's own seeded subsample of each of the grid's NSA datasets (nsa.max_examples):
+# Neuron Semantic Attribution on its own seeded subsample of each of the grid's NSA datasets (the grid's nsa_examples):
 # influential words and the neuron-word association with causal importance on the dense model, then every pruned
 # variant compared with it, and the causal ablation curve.
 
@@ -14,6 +14,7 @@ rule nsa_words:
         "logs/nsa_words/{model}/{dataset}.log",
     benchmark:
         "benchmarks/nsa_words/{model}/{dataset}.tsv"
+    priority: 1  # NSA's words -> association -> causal check: the longest chain of a run, started first
     conda:
         "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
@@ -24,6 +25,7 @@ rule nsa_words:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
+        examples=GRID["nsa_examples"],
         sample_seed=config["evaluation"]["subsample_seed"],
     script:
         "../scripts/nsa_words.py"
@@ -43,6 +45,7 @@ rule nsa_association:
         "logs/nsa_association/{model}/{dataset}.log",
     benchmark:
         "benchmarks/nsa_association/{model}/{dataset}.tsv"
+    priority: 1  # NSA's words -> association -> causal check: the longest chain of a run, started first
     conda:
         "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
@@ -53,6 +56,7 @@ rule nsa_association:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
+        examples=GRID["nsa_examples"],
         sample_seed=config["evaluation"]["subsample_seed"],
     script:
         "../scripts/nsa_association.py"
@@ -81,6 +85,7 @@ rule nsa_compare:
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         model_spec=lambda wc: config["models"][wc.model],
         nsa=config["nsa"],
+        examples=GRID["nsa_examples"],
         sample_seed=config["evaluation"]["subsample_seed"],
     script:
         "../scripts/nsa_compare.py"
@@ -99,6 +104,7 @@ rule nsa_causal:
         "logs/nsa_causal/{model}/{dataset}.log",
     benchmark:
         "benchmarks/nsa_causal/{model}/{dataset}.tsv"
+    priority: 1  # NSA's words -> association -> causal check: the longest chain of a run, started first
     conda:
         "../envs/prunescope.yaml"
     threads: config["runtime"]["cpu_threads"]
@@ -109,6 +115,7 @@ rule nsa_causal:
         model_spec=lambda wc: config["models"][wc.model],
         template=lambda wc: config["datasets"][wc.dataset]["template"],
         nsa=config["nsa"],
+        examples=GRID["nsa_examples"],
         sample_seed=config["evaluation"]["subsample_seed"],
     script:
         "../scripts/nsa_causal.py"

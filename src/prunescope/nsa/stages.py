@@ -35,7 +35,7 @@ TOP_WORDS_SHOWN = 5
 
 def nsa_examples(tokenizer, dataset_path: str | os.PathLike, template: str, limit: int | None, seed: int
                  ) -> list[Example]:
-    """A dataset's NSA examples: a fixed seeded subsample of `limit` records (nsa.max_examples), each with its
+    """A dataset's NSA examples: a fixed seeded subsample of `limit` records (the grid's nsa_examples), each with its
     prompt's record words, its choices as scored after the prompt (lm-eval's " " delimiter), gold and group.
 
     Group = the gold label word where every example has the same label words (sentiment, NLI), else "correct"
@@ -59,7 +59,7 @@ def select_words(model_dir: str, dtype: str, dataset_path: str, template: str, l
                                        batch_size, steps)
     if not vocabulary:
         raise ValueError(f"no word of {dataset_path} raises the gold answer's margin among the top {top_k} of at least "
-                         f"{min_count} examples ({attribution}): lower nsa.min_count or raise nsa.max_examples")
+                         f"{min_count} examples ({attribution}): lower nsa.min_count or raise the grid's nsa_examples")
     result = {"words": vocabulary, "examples": len(examples), "top_k": top_k, "min_count": min_count,
               "attribution": attribution, "baseline_token": tokenizer.convert_ids_to_tokens(tokenizer.pad_token_id),
               "dataset_sha256": sha256_file(dataset_path)}

@@ -7,6 +7,10 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
+# compressed-tensors' sparse format is written by compressed-tensors 0.14.0.1, the last version with sparse compressors;
+# it requires transformers < 5, so it gets a venv of its own (prunescope.pruning.compressed_tensors_peer runs there)
+CT_VENV ?= .venv-compressed-tensors
+
 .PHONY: setup run study dry-run report findings repro pull export bench bench-llmcompressor test test-scale lint plan
 
 setup: $(VENV)/.installed
@@ -51,7 +55,7 @@ pull: setup  ## After cloning: every DVC-tracked output from the DVC remote, mar
 # One variant's export, on demand: VARIANT is its path under results/pruned ({model}/{method}/{pattern}/{calib}),
 # FORMAT the checkpoint format (prunescope.pruning.export.EXPORT_FORMATS); Snakemake prunes the variant first if needed.
 FORMAT ?= safetensors
-export: setup  ## A pruned variant as a checkpoint other tools load: results/exports/$(VARIANT)/$(FORMAT)
+export: setup $(if $(filter compressed-tensors,$(FORMAT)),$(CT_VENV)/.installed)  ## A pruned variant as a checkpoint other tools load: results/exports/$(VARIANT)/$(FORMAT)
 	@test -n "$(VARIANT)" || { echo "make export needs VARIANT={model}/{method}/{pattern}/{calib}, e.g." \
 	    "VARIANT=smollm2-135m/magnitude/unstructured-0.5/none"; exit 2; }
 	$(BIN)/snakemake --cores $(CORES) results/exports/$(VARIANT)/$(FORMAT)
@@ -66,6 +70,12 @@ bench: setup  ## Cost of every stage, side by side with its baseline (reports/be
 	$(BIN)/python bench/nsa.py --model-dir data/models/smollm2-135m \
 	    --association 'results/nsa/smollm2-135m/{dataset}/association.safetensors'
 	cat reports/bench/{workflow,evaluate,prune,prune_scaling,storage,nsa}.md > reports/bench/summary.md
+
+$(CT_VENV)/.installed:
+	python3 -m venv $(CT_VENV)
+	$(CT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CT_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "compressed-tensors[accelerate]==0.14.0.1" psutil  # psutil: imported, not declared
+	touch $@
 
 # llm-compressor pins another transformers, so it gets a venv of its own (a bench peer, not a dependency)
 LLMC_VENV ?= .venv-llmcompressor
@@ -88,7 +98,7 @@ bench-llmcompressor: setup $(LLMC_VENV)/.installed  ## prunescope beside llm-com
 # `make test PYTEST_XDIST=` runs everything in one process.
 PYTEST_XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 
-test: setup lint  ## Lint, then unit, workflow and end-to-end tests (offline, CPU)
+test: setup lint $(CT_VENV)/.installed  ## Lint, then unit, workflow and end-to-end tests (offline, CPU)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-scale: setup  ## Peak memory of every method at the 7B and 13B widths against the memory plan (20 min on 2 cores)

@@ -55,7 +55,8 @@ pull: setup  ## After cloning: every DVC-tracked output from the DVC remote, mar
 # One variant's export, on demand: VARIANT is its path under results/pruned ({model}/{method}/{pattern}/{calib}),
 # FORMAT the checkpoint format (prunescope.pruning.export.EXPORT_FORMATS); Snakemake prunes the variant first if needed.
 FORMAT ?= safetensors
-export: setup $(if $(filter compressed-tensors,$(FORMAT)),$(CT_VENV)/.installed)  ## A pruned variant as a checkpoint other tools load: results/exports/$(VARIANT)/$(FORMAT)
+EXPORT_NEEDS := $(if $(filter compressed-tensors,$(FORMAT)),$(CT_VENV)/.installed)
+export: setup $(EXPORT_NEEDS)  ## A pruned variant as a checkpoint other tools load: results/exports/$(VARIANT)/$(FORMAT)
 	@test -n "$(VARIANT)" || { echo "make export needs VARIANT={model}/{method}/{pattern}/{calib}, e.g." \
 	    "VARIANT=smollm2-135m/magnitude/unstructured-0.5/none"; exit 2; }
 	$(BIN)/snakemake --cores $(CORES) results/exports/$(VARIANT)/$(FORMAT)

@@ -142,6 +142,8 @@ def test_a_damaged_artifact_or_unknown_format_is_one_error_and_writes_nothing(sa
             export_variant(model_dir, "float32", artifact, out)
     with pytest.raises(ValueError, match=r"^unknown export format 'gguf': one of safetensors, compressed-tensors$"):
         export_variant(model_dir, "float32", artifact, tmp_path / "fresh", "gguf")
+    with pytest.raises(FileNotFoundError, match=r"compressed-tensors' python .*missing does not exist: `make export"):
+        export_variant(model_dir, "float32", artifact, tmp_path / "fresh", "compressed-tensors", tmp_path / "missing")
     assert not (tmp_path / "fresh").exists()
     assert {path.name: path.read_bytes() for path in (tmp_path / "export").iterdir()} == before  # the last good one
     assert sorted(path.name for path in tmp_path.iterdir()) == ["artifact", "export"]  # no temporary left behind

@@ -8,8 +8,9 @@ compressed-tensors: the same checkpoint with every pruned Linear stored in compr
 (sparse-bitmask; sparse-24-bitmask for 2:4), as llm-compressor wrote sparse models for vLLM. compressed-tensors removed
 its sparse compressors after 0.14, and 0.14.0.1, the last with them, requires transformers < 5 (this project runs 5),
 so the compression runs in a venv of its own (compressed_tensors_peer.py, with the package's own compressors).
-Readers: transformers 4.x with compressed-tensors 0.14 (tested); transformers 5 has no sparse decompression, and vLLM
-reads sparse-24-bitmask before v0.19.1 only (not run here).
+Readers (tested): compressed-tensors 0.14's decompressor for both formats, transformers 4.57's from_pretrained for
+sparse-24-bitmask only (compressed_tensors_peer.load); transformers 5 has no sparse decompression, and vLLM reads
+sparse-24-bitmask before v0.19.1 only (not run here).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def export_variant(model_dir: str | os.PathLike, dtype: str, artifact_dir: str |
     layer names, shapes, dtypes) before anything is written; a bad one leaves out_dir as it was.
     """
     check_export_format(fmt)
+    if fmt == COMPRESSED_TENSORS and not Path(compressed_tensors_python).is_file():  # before any block is written
+        raise FileNotFoundError(f"compressed-tensors' python {compressed_tensors_python} does not exist: "
+                                f"`make export FORMAT={COMPRESSED_TENSORS}` creates its venv")
     manifest = read_manifest(artifact_dir)
     with atomic_path(out_dir, directory=True) as folder:
         if fmt == SAFETENSORS:
@@ -87,9 +91,6 @@ def write_dense_checkpoint(model_dir, dtype: str, artifact_dir, folder) -> None:
 def compress_checkpoint(python: str | os.PathLike, work: Path, out: Path, manifest: dict) -> dict:
     """The dense checkpoint in work/dense with its pruned Linears compressed into out by compressed-tensors in its
     own venv; what it wrote (sparsity config, versions) for export.json."""
-    if not Path(python).is_file():
-        raise FileNotFoundError(f"compressed-tensors' python {python} does not exist: `make export FORMAT="
-                                f"{COMPRESSED_TENSORS}` creates its venv (.venv-compressed-tensors)")
     targets = work / "targets.json"
     targets.write_text(json.dumps([layer["name"] for layer in manifest["layers"]]))
     command = [str(python), compressed_tensors_peer.__file__, "write", str(work / "dense"), str(out),

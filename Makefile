@@ -11,7 +11,7 @@ TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.
 # it requires transformers < 5, so it gets a venv of its own (prunescope.pruning.compressed_tensors_peer runs there)
 CT_VENV ?= .venv-compressed-tensors
 
-.PHONY: setup run study dry-run report findings repro pull export bench bench-llmcompressor test test-scale lint plan
+.PHONY: setup run study models dry-run report findings repro pull export bench bench-llmcompressor test test-scale lint plan
 
 setup: $(VENV)/.installed
 
@@ -24,15 +24,22 @@ $(VENV)/.installed: pyproject.toml
 # `make run` is a newcomer's first run: every stage (dense, magnitude, Wanda, SparseGPT, the four task categories,
 # perplexity, NSA, the reports) on the small `quick` grid, under 10 minutes on 2 CPU cores. `make study` is the whole
 # study of params.yaml's grid (the embedded `mini` grid: sweeps, seeds, OWL, NSA-guided pruning), what `dvc repro`
-# reproduces and what reports/ holds. Both end by printing the run's summary (reports/summary.md).
+# reproduces and what reports/ holds. `make models` is the study on three real model families (grids.models). Each
+# grid writes its own reports folder (grids.<name>.reports) and each target ends by printing that run's summary.
 RUN_GRID ?= quick
+reports_of = $$($(BIN)/python -c 'import sys, yaml; print(yaml.safe_load(open("params.yaml"))["grids"][sys.argv[1]]["reports"])' $(1))
+
 run: setup  ## A first run: every stage on the quick grid (params.yaml grids.quick), then its summary
 	$(BIN)/snakemake --cores $(CORES) all --config grid=$(RUN_GRID)  # --config last: it takes every word after it
-	@cat reports/summary.md
+	@cat "$(call reports_of,$(RUN_GRID))/summary.md"
 
 study: setup  ## The whole study of params.yaml's grid (default: the embedded mini grid on CPU), then its summary
 	$(BIN)/snakemake --cores $(CORES) all
 	@cat reports/summary.md
+
+models: setup  ## The study on three real model families offline (grids.models: ~90 min on 2 CPU cores), then its summary
+	$(BIN)/snakemake --cores $(CORES) all --config grid=models
+	@cat "$(call reports_of,models)/summary.md"
 
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run all

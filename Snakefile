@@ -33,7 +33,7 @@ rule all:
     default_target: True
     input:
         STUDY_OUTPUTS,
-        "reports/summary.md",
+        f"{REPORTS}/summary.md",
 
 
 rule prepare_all:

@@ -78,30 +78,39 @@ def tiny_tokenizer(tmp_path_factory):
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def make_tiny_model(family: str, vocab_size: int, seed: int = 0):
-    """A 2-layer random decoder of the given family (hidden 64), in eval mode, fp32."""
+def make_tiny_model(family: str, vocab_size: int, seed: int = 0, layers: int = 2):
+    """A random decoder of the given family (hidden 64, 2 layers by default), in eval mode, fp32.
+
+    gemma3_text as Gemma 3 is built: sliding-window and full-attention layers alternating (a window of 4 tokens,
+    so tests' sequences exceed it), head_dim 32 != hidden / heads, tied head.
+    """
     import transformers as tf
 
     configs = {
         "llama": lambda: tf.LlamaConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512,
         ),
         "mistral": lambda: tf.MistralConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512, sliding_window=None,
         ),
         "qwen2": lambda: tf.Qwen2Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512,
         ),
         "opt": lambda: tf.OPTConfig(
-            hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=64, ffn_dim=128, num_hidden_layers=layers, num_attention_heads=4,
             word_embed_proj_dim=64, max_position_embeddings=512,
         ),
         "gpt_neox": lambda: tf.GPTNeoXConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
             max_position_embeddings=512,
+        ),
+        "gemma3_text": lambda: tf.Gemma3TextConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=32, max_position_embeddings=512, sliding_window=4,
+            layer_types=[("sliding_attention", "full_attention")[i % 2] for i in range(layers)],
         ),
     }
     config = configs[family]()

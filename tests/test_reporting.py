@@ -27,8 +27,10 @@ def write_result(tmp_path, dataset, category, method, acc, calib="none", pattern
     if scores is None:
         scores = [1] * round(acc * 10) + [0] * (10 - round(acc * 10))
     metrics = {"acc": acc, "acc_norm": acc, "n": len(scores)}
-    if per_example:
-        metrics["per_example"] = {"acc": scores, "acc_norm": scores}
+    if per_example:  # two choices, gold alternating; a wrong example answers the other choice
+        gold = [i % 2 for i in range(len(scores))]
+        metrics["per_example"] = {"acc": scores, "acc_norm": scores, "n_choices": [2] * len(scores), "gold": gold,
+                                  "choice": [g if right else 1 - g for g, right in zip(gold, scores, strict=True)]}
     result = {"model": "m", "dataset": dataset, "category": category, "method": method, "pattern": pattern,
               "calib": calib, "metrics": metrics, "params": params}
     if method != "dense":  # what the evaluate job records of the artifact (pruning_record)
@@ -127,6 +129,8 @@ def test_results_carry_their_per_example_scores(results):
     movies = results[(results["dataset"] == "movies") & (results["method"] == "dense")].iloc[0]
     assert movies["acc_per_example"] == movies["acc_norm_per_example"] == [1] * 8 + [0] * 2
     assert movies["path"].endswith("movies-dense-unstructured-0.5-none.json")
+    assert movies["gold_per_example"] == [0, 1] * 5 and movies["n_choices_per_example"] == [2] * 10
+    assert movies["choice_per_example"] == [0, 1] * 4 + [1, 0]  # the last two wrong: the other choice
 
 
 def test_identical_dense_and_pruned_change_nothing(tmp_path):
@@ -233,8 +237,9 @@ def test_table_and_figure_files_are_byte_stable(results, tmp_path):
     assert "| movies " in text[1]
     assert "\\toprule" in text[2] and "\\bottomrule" in text[2] and "wiki-raw-n4-l64" in text[2]
     assert "-0.200" in text[2] and "--" not in text[2].split("\\midrule")[1]  # two seeds: every std given
-    assert text[3].splitlines()[0] == ("model,method,pattern,calibration,category,datasets,seeds,n_examples,"
-                                       "dense_acc,acc_mean,acc_change,ci_low,ci_high")
+    assert text[3].splitlines()[0] == ("model,method,pattern,calibration,category,datasets,left_out,seeds,n_examples,"
+                                       "dense_acc,acc_mean,acc_change,ci_low,ci_high,headroom,headroom_low,"
+                                       "headroom_high")
     assert "95% CI" in text[4] and "| sentiment " in text[4] and "(1000 iterations)" in text[4]
     assert "95\\% CI" in text[5] and "\\toprule" in text[5]
     assert outputs[0][6][:4] == b"\x89PNG" and b"<svg" in outputs[0][7]
@@ -326,14 +331,24 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
 
 
 def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_path):
-    """Hand-made report tables: the summary names the category hurt most, perplexity as a multiple of dense averaged
-    over calibration seeds (x3 and x5 -> x4.00), guided and unlisted variants left out, and NSA's verdicts."""
-    drop_rows = [("wanda", "gensim-raw-n8-l64", "sentiment", -0.30), ("wanda", "gensim-raw-n8-l64", "qa", -0.05),
-                 ("magnitude", "none", "sentiment", -0.10), ("magnitude", "none", "qa", -0.20),
-                 ("ria", "none", "qa", -0.9)]  # not a studied variant: left out
+    """Hand-made report tables: the summary names the category hurt most (least headroom kept), perplexity as a
+    multiple of dense averaged over calibration seeds (x3 and x5 -> x4.00), guided and unlisted variants left out,
+    and NSA's verdicts."""
+    drop_rows = [("wanda", "gensim-raw-n8-l64", "sentiment", -0.30, 0.2),
+                 ("wanda", "gensim-raw-n8-l64", "qa", -0.05, 0.9),
+                 ("magnitude", "none", "sentiment", -0.10, 0.7), ("magnitude", "none", "qa", -0.20, 0.4),
+                 ("ria", "none", "qa", -0.9, 0.0)]  # not a studied variant: left out
     pd.DataFrame([{"model": "m", "method": method, "pattern": "unstructured-0.5", "calibration": calibration,
-                   "category": category, "acc_change": change} for method, calibration, category, change in drop_rows]
-                 ).to_csv(tmp_path / "drop.csv", index=False)
+                   "category": category, "datasets": 1, "acc_change": change, "ci_low": change - 0.01,
+                   "ci_high": change + 0.01, "headroom": headroom}
+                  for method, calibration, category, change, headroom in drop_rows]).to_csv(tmp_path / "drop.csv",
+                                                                                          index=False)
+    pd.DataFrame([{"model": "m", "category": category, "dataset": dataset, "at_floor": False}
+                  for category, dataset in (("sentiment", "reviews"), ("qa", "boolq"))]).to_csv(tmp_path / "floor.csv",
+                                                                                               index=False)
+    pd.DataFrame([{"model": "m", "category": "qa", "dataset": "boolq", "method": "wanda", "pattern": "unstructured-0.5",
+                   "calibration": "gensim-raw-n8-l64", "n_seeds": 2, "dense_constant": False, "constant_seeds": 0}]
+                 ).to_csv(tmp_path / "accuracy.csv", index=False)
     ppl_rows = [("dense", "", "", None, 10.0), ("wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0", None, 30.0),
                 ("wanda", "unstructured-0.5", "gensim-raw-n8-l64-s1", None, 50.0),
                 ("wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0", "sentiment", 20.0),  # guided: left out
@@ -348,16 +363,21 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     studied = [("m", "wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0"), ("m", "wanda", "unstructured-0.5",
                                                                          "gensim-raw-n8-l64-s1"),
                ("m", "magnitude", "unstructured-0.5", "none")]
+    tables = [str(tmp_path / name) for name in ("drop.csv", "floor.csv", "accuracy.csv")]
 
-    text = run_summary("quick", str(tmp_path / "drop.csv"), studied, str(tmp_path / "ppl.csv"),
-                       str(tmp_path / "nsa.csv"), str(tmp_path / "nsa.json"))
+    text = run_summary("quick", *tables, studied, str(tmp_path / "ppl.csv"), str(tmp_path / "nsa.csv"),
+                       str(tmp_path / "nsa.json"))
 
-    assert "- m wanda unstructured-0.5 (gensim-raw-n8-l64): sentiment -0.300, qa -0.050; hurt most: sentiment" in text
-    assert "- m magnitude unstructured-0.5 (none): sentiment -0.100, qa -0.200; hurt most: qa" in text
+    assert ("- m wanda unstructured-0.5 (gensim-raw-n8-l64): sentiment -0.300 (headroom kept 0.20), qa -0.050 "
+            "(headroom kept 0.90); hurt most: sentiment") in text
+    assert ("- m magnitude unstructured-0.5 (none): sentiment -0.100 (headroom kept 0.70), qa -0.200 (headroom kept "
+            "0.40); hurt most: qa") in text
     assert "ria" not in text
+    assert "- Every dataset is above floor" in text and "Every category change below has a 95% interval" in text
+    assert "one label" not in text and "same choice" not in text
     assert ("- m on heldout: dense 10.0; pruned / dense: wanda unstructured-0.5 x4.00, "
             "magnitude unstructured-0.5 x20.00") in text
     assert "lost their word: wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin beyond" in text
     assert "reports/tables/" in text and "make report" in text
-    no_extras = run_summary("quick", str(tmp_path / "drop.csv"), studied, None, None, None)
+    no_extras = run_summary("quick", *tables, studied, None, None, None)
     assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras

@@ -46,13 +46,25 @@ DEVICE_DTYPES = [("cpu", torch.float32),
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt", "gpt_neox", "gemma3_text"])
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_shared_context_scores_equal_lm_eval(tiny_tokenizer, family, batch_size, device, dtype):
+    """gemma3_text alternates full and sliding-window layers, its window (4 tokens) far shorter than the contexts."""
     model = make_tiny_model(family, len(tiny_tokenizer)).to(device, dtype)
-    requests = multiple_choice_requests(model, len(tiny_tokenizer))
-    ours = SharedContextLM(pretrained=model, tokenizer=tiny_tokenizer, batch_size=batch_size)
-    theirs = HFLM(pretrained=model, tokenizer=tiny_tokenizer, batch_size=4)
+    assert_scores_equal_lm_eval(model, tiny_tokenizer, batch_size, device, dtype)
+
+
+def test_a_sliding_window_on_every_layer_scores_as_lm_eval(tiny_tokenizer):
+    """Mistral with a 4-token window (one attention type, so one windowed mask), contexts of up to 40 tokens."""
+    model = make_tiny_model("mistral", len(tiny_tokenizer))
+    model.config.sliding_window = 4
+    assert_scores_equal_lm_eval(model, tiny_tokenizer, 3, "cpu", torch.float32)
+
+
+def assert_scores_equal_lm_eval(model, tokenizer, batch_size: int, device: str, dtype: torch.dtype) -> None:
+    requests = multiple_choice_requests(model, len(tokenizer))
+    ours = SharedContextLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    theirs = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
     with input_devices(model) as seen:
         our_answers = ours._loglikelihood_tokens(requests, disable_tqdm=True)
         their_answers = theirs._loglikelihood_tokens(requests, disable_tqdm=True)

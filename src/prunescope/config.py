@@ -93,8 +93,17 @@ def _check_references(params: dict) -> None:
     if params["grid"] not in params["grids"]:
         raise ParamsError(f"params.yaml: grid = {params['grid']!r} is not allowed: "
                           f"one of {', '.join(params['grids'])}")
+    design = params["claims"]["design"]
+    if design["effect"] > design["discordance"]:
+        raise ParamsError(f"params.yaml: claims.design.effect = {design['effect']} is not allowed: an accuracy change "
+                          f"needs at least that share of changed answers (discordance = {design['discordance']})")
+    folders: dict[str, str] = {}
     for grid_name, grid in params["grids"].items():
         prefix = f"grids.{grid_name}"
+        if grid["reports"] in folders:
+            raise ParamsError(f"params.yaml: {prefix}.reports = {grid['reports']!r} is not allowed: grid "
+                              f"{folders[grid['reports']]!r} writes its reports there; give each grid its own folder")
+        folders[grid["reports"]] = grid_name
         _check_names(f"{prefix}.models", grid["models"], params["models"])
         _check_names(f"{prefix}.datasets", grid["datasets"], params["datasets"])
         _check_names(f"{prefix}.nsa_datasets", grid["nsa_datasets"], dict.fromkeys(grid["datasets"]))

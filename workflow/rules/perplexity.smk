@@ -111,26 +111,26 @@ rule perplexity_report:
         results=EVAL_FILES,
     output:
         csv=report(
-            "reports/tables/perplexity.csv",
+            f"{REPORTS}/tables/perplexity.csv",
             caption="../report/perplexity_table.rst",
             category="Perplexity",
             subcategory="Dense and pruned",
         ),
-        markdown="reports/tables/perplexity.md",
+        markdown=f"{REPORTS}/tables/perplexity.md",
         correlation=report(
-            "reports/tables/perplexity_vs_accuracy.csv",
+            f"{REPORTS}/tables/perplexity_vs_accuracy.csv",
             caption="../report/perplexity_vs_accuracy.rst",
             category="Perplexity",
             subcategory="Perplexity vs accuracy",
         ),
-        correlation_md="reports/tables/perplexity_vs_accuracy.md",
+        correlation_md=f"{REPORTS}/tables/perplexity_vs_accuracy.md",
         png=report(
-            "reports/figures/perplexity_vs_accuracy.png",
+            f"{REPORTS}/figures/perplexity_vs_accuracy.png",
             caption="../report/perplexity_scatter.rst",
             category="Perplexity",
             subcategory="Perplexity vs accuracy",
         ),
-        svg="reports/figures/perplexity_vs_accuracy.svg",
+        svg=f"{REPORTS}/figures/perplexity_vs_accuracy.svg",
     log:
         "logs/report/perplexity_report.log",
     benchmark:

@@ -1,18 +1,22 @@
 # Tables, figures and headline metrics, from every result of the selected grid.
 
 REPORT_OUTPUTS = [
-    "reports/tables/accuracy.csv",
-    "reports/tables/accuracy.md",
-    "reports/tables/accuracy.tex",
-    "reports/tables/category_drop.csv",
-    "reports/tables/category_drop.md",
-    "reports/tables/category_drop.tex",
-    "reports/figures/accuracy_change.png",
-    "reports/figures/accuracy_change.svg",
-    "reports/metrics.json",
-    "reports/claims.csv",
-    "reports/claims.md",
-    "reports/claims.json",
+    f"{REPORTS}/tables/accuracy.csv",
+    f"{REPORTS}/tables/accuracy.md",
+    f"{REPORTS}/tables/accuracy.tex",
+    f"{REPORTS}/tables/category_drop.csv",
+    f"{REPORTS}/tables/category_drop.md",
+    f"{REPORTS}/tables/category_drop.tex",
+    f"{REPORTS}/tables/floor.csv",
+    f"{REPORTS}/tables/floor.md",
+    f"{REPORTS}/figures/accuracy_change.png",
+    f"{REPORTS}/figures/accuracy_change.svg",
+    f"{REPORTS}/metrics.json",
+    f"{REPORTS}/claims.csv",
+    f"{REPORTS}/claims.md",
+    f"{REPORTS}/claims.json",
+    f"{REPORTS}/tables/power.csv",
+    f"{REPORTS}/tables/power.md",
 ]
 
 
@@ -27,22 +31,29 @@ rule aggregate:
         perplexity=PERPLEXITY_FILES,
     output:
         csv=report(
-            "reports/tables/accuracy.csv",
+            f"{REPORTS}/tables/accuracy.csv",
             caption="../report/accuracy_table.rst",
             category="Accuracy",
             subcategory="Main grid",
         ),
-        markdown="reports/tables/accuracy.md",
-        latex="reports/tables/accuracy.tex",
+        markdown=f"{REPORTS}/tables/accuracy.md",
+        latex=f"{REPORTS}/tables/accuracy.tex",
         drop_csv=report(
-            "reports/tables/category_drop.csv",
+            f"{REPORTS}/tables/category_drop.csv",
             caption="../report/category_drop.rst",
             category="Accuracy",
             subcategory="Main grid",
         ),
-        drop_markdown="reports/tables/category_drop.md",
-        drop_latex="reports/tables/category_drop.tex",
-        metrics="reports/metrics.json",
+        drop_markdown=f"{REPORTS}/tables/category_drop.md",
+        drop_latex=f"{REPORTS}/tables/category_drop.tex",
+        floor_csv=report(
+            f"{REPORTS}/tables/floor.csv",
+            caption="../report/floor.rst",
+            category="Accuracy",
+            subcategory="Main grid",
+        ),
+        floor_markdown=f"{REPORTS}/tables/floor.md",
+        metrics=f"{REPORTS}/metrics.json",
     log:
         "logs/report/aggregate.log",
     benchmark:
@@ -58,6 +69,7 @@ rule aggregate:
         bootstrap_seed=0,
         base=SWEEP_BASE,
         perplexity=PERPLEXITY_PARAMS,
+        alpha=config["claims"]["alpha"],
     script:
         "../scripts/aggregate.py"
 
@@ -66,15 +78,15 @@ rule plot_accuracy_change:
     """Accuracy change vs dense with its bootstrap CI, by task category and pruning method and pattern (the main
     grid's variants at the base calibration source and format)."""
     input:
-        "reports/tables/category_drop.csv",
+        f"{REPORTS}/tables/category_drop.csv",
     output:
         png=report(
-            "reports/figures/accuracy_change.png",
+            f"{REPORTS}/figures/accuracy_change.png",
             caption="../report/accuracy_change.rst",
             category="Accuracy",
             subcategory="Main grid",
         ),
-        svg="reports/figures/accuracy_change.svg",
+        svg=f"{REPORTS}/figures/accuracy_change.svg",
     log:
         "logs/report/plot_accuracy_change.log",
     benchmark:
@@ -88,17 +100,41 @@ rule plot_accuracy_change:
         "../scripts/plot_accuracy_change.py"
 
 
+rule power:
+    """Per dataset: the examples it holds, the examples the claims' design (claims.design) needs, the examples the grid
+    evaluates and the power they give: what the grid's eval_limit costs in power."""
+    input:
+        manifests=expand("data/datasets/{dataset}.json", dataset=GRID["datasets"]),
+    output:
+        csv=f"{REPORTS}/tables/power.csv",
+        markdown=f"{REPORTS}/tables/power.md",
+    log:
+        "logs/report/power.log",
+    conda:
+        "../envs/prunescope.yaml"
+    params:
+        code=library_code("power.py"),  # the library code it runs (common.smk)
+        categories={d: config["datasets"][d]["category"] for d in GRID["datasets"]},
+        limit=GRID["eval_limit"],
+        claims=config["claims"],
+        tests=len(VARIANTS),
+    script:
+        "../scripts/power.py"
+
+
 rule summary:
     """The run's last word (make run and make study print it): headline numbers from the reports and where they are.
     It waits for every other output of `all`, so it is written last."""
     input:
-        category_drop="reports/tables/category_drop.csv",
-        perplexity="reports/tables/perplexity.csv" if GRID["perplexity_sources"] else [],
-        nsa_csv="reports/tables/nsa.csv" if GRID["nsa_datasets"] else [],
-        nsa_json="reports/nsa.json" if GRID["nsa_datasets"] else [],
+        category_drop=f"{REPORTS}/tables/category_drop.csv",
+        floor=f"{REPORTS}/tables/floor.csv",
+        accuracy=f"{REPORTS}/tables/accuracy.csv",
+        perplexity=f"{REPORTS}/tables/perplexity.csv" if GRID["perplexity_sources"] else [],
+        nsa_csv=f"{REPORTS}/tables/nsa.csv" if GRID["nsa_datasets"] else [],
+        nsa_json=f"{REPORTS}/nsa.json" if GRID["nsa_datasets"] else [],
         everything=lambda wc: STUDY_OUTPUTS,
     output:
-        "reports/summary.md",
+        f"{REPORTS}/summary.md",
     log:
         "logs/report/summary.log",
     conda:
@@ -122,12 +158,12 @@ rule claims:
         causal=NSA_CAUSAL_FILES,
     output:
         csv=report(
-            "reports/claims.csv",
+            f"{REPORTS}/claims.csv",
             caption="../report/claims.rst",
             category="Claims",
         ),
-        markdown="reports/claims.md",
-        metrics="reports/claims.json",
+        markdown=f"{REPORTS}/claims.md",
+        metrics=f"{REPORTS}/claims.json",
     log:
         "logs/report/claims.log",
     benchmark:

@@ -1,6 +1,7 @@
 from prunescope.config import evaluation_params, perplexity_params
 from prunescope.io import write_json
 from prunescope.reporting.drops import category_drop_table, write_category_drop
+from prunescope.reporting.floor import answer_shares, floor_table, write_floor
 from prunescope.reporting.perplexity import perplexity_summary
 from prunescope.reporting.sweeps import accuracy_changes, calibration_headline
 from prunescope.reporting.tables import accuracy_table, headline_metrics, load_results, write_table
@@ -9,7 +10,10 @@ from prunescope.runlog import job_log
 with job_log(snakemake.log[0]):
     o, p = snakemake.output, snakemake.params
     results = load_results(snakemake.input.results, evaluation_params(p.evaluation, p.limit), p.pruning)
-    table, drops = accuracy_table(results), category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed)
+    floors = floor_table(results, p.alpha)
+    write_floor(floors, o.floor_csv, o.floor_markdown, p.alpha)
+    table = accuracy_table(results, floors, answer_shares(results))
+    drops = category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed, floors)
     write_table(table, o.csv, o.markdown, o.latex)
     write_category_drop(drops, o.drop_csv, o.drop_markdown, o.drop_latex, p.bootstrap_iters)
     perplexity = perplexity_summary(snakemake.input.perplexity, perplexity_params(p.perplexity), p.pruning, results)

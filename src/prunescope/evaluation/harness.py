@@ -64,7 +64,8 @@ def evaluate_tasks(model, tokenizer, task_dirs: dict[str, str | os.PathLike], ba
     All tasks go through one lm-eval run, so their requests share batches and the task setup is paid once.
     Each task's metrics: acc, acc_norm, their standard errors (None when lm-eval computes none, e.g. with
     bootstrap_iters 0), n, the number of examples scored, and per_example: each example's acc and acc_norm
-    (0 or 1) in document order, which the bootstrap confidence intervals of the reports resample.
+    (0 or 1) in document order, which the bootstrap confidence intervals of the reports resample, and its choice,
+    gold and n_choices (extract_per_example).
     lm_class: the lm-eval model class that scores (default SharedContextLM; lm-eval's HFLM for comparison).
     """
     from lm_eval import evaluator
@@ -109,13 +110,37 @@ def extract_metrics(results: dict, task_name: str) -> dict:
 
 
 def extract_per_example(results: dict, task_name: str) -> dict[str, list[int]]:
-    """Each example's score per metric (0 or 1), sorted by doc_id, from lm-eval's logged samples."""
+    """Each example's score per metric (0 or 1), and what it answered, sorted by doc_id, from lm-eval's samples.
+
+    Besides acc and acc_norm: choice, the index of the choice with the highest log-likelihood (acc's prediction,
+    ties to the first as lm-eval breaks them), gold, the right choice's index, and n_choices. The reports need them
+    to tell a model that answers one label every time, and to measure chance and the majority-label rate of the
+    examples actually scored (reporting.floor).
+    """
     samples = sorted((s for s in results["samples"][task_name] if s["filter"] == "none"), key=lambda s: s["doc_id"])
     doc_ids = [sample["doc_id"] for sample in samples]
     n = int(results["n-samples"][task_name]["effective"])
     if doc_ids != list(range(n)):
         raise ValueError(f"{task_name}: lm-eval logged samples for doc_ids {doc_ids}, expected 0 .. {n - 1} once each")
-    return {name: [int(sample[name]) for sample in samples] for name in METRICS}
+    per_example = {name: [int(sample[name]) for sample in samples] for name in METRICS}
+    answers = [_answer(sample, task_name) for sample in samples]
+    for i, name in enumerate(ANSWER_FIELDS):
+        per_example[name] = [answer[i] for answer in answers]
+    return per_example
+
+
+ANSWER_FIELDS = ("choice", "gold", "n_choices")
+
+
+def _answer(sample: dict, task_name: str) -> tuple[int, int, int]:
+    """(argmax choice, gold choice, number of choices) of one logged multiple-choice sample; its filtered_resps hold
+    one (log-likelihood, is_greedy) pair per choice."""
+    loglikelihoods = [float(response[0]) for response in sample["filtered_resps"]]
+    gold = sample["target"]
+    if not loglikelihoods or isinstance(gold, list | tuple) or not 0 <= int(gold) < len(loglikelihoods):
+        raise ValueError(f"{task_name}, doc {sample['doc_id']}: expected one gold choice index among "
+                         f"{len(loglikelihoods)} scored choices, got target {gold!r}")
+    return int(np.argmax(loglikelihoods)), int(gold), len(loglikelihoods)
 
 
 def environment_info(device: str) -> dict:

@@ -6,9 +6,10 @@ one example share their context, and only the continuation positions are ever re
 each distinct context with all of its continuations into one sequence: an attention mask lets every
 continuation see the context and its own earlier tokens only, and position ids restart after the context
 for each continuation, so every token is computed exactly as in its own context + continuation sequence.
-The output head and log-softmax run only at the positions that predict a continuation token. The answers
-are lm-eval's (log-probability, is-greedy) pairs, equal to HFLM's up to float rounding (tested); everything
-else (prompts, metrics, aggregation) stays lm-eval's.
+Sliding-window layers (Gemma 3's local layers, Mistral) get a mask of their own that also hides keys a window or
+more positions back, as the model's own masks do. The output head and log-softmax run only at the positions that
+predict a continuation token. The answers are lm-eval's (log-probability, is-greedy) pairs, equal to HFLM's up to
+float rounding (tested); everything else (prompts, metrics, aggregation) stays lm-eval's.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def packed_logprobs(model, rows: list[Packed], pad_id: int, vocab_size: int | No
     the read positions."""
     device = input_device(model)
     ids, positions, segments = left_pad(rows, pad_id, device)
-    hidden = model.base_model(input_ids=ids, position_ids=positions,
-                              attention_mask=packed_mask(segments, model.dtype)).last_hidden_state
+    mask = layer_masks(model.config, packed_allowed(segments), positions, model.dtype)
+    hidden = model.base_model(input_ids=ids, position_ids=positions, attention_mask=mask).last_hidden_state
     width = ids.shape[1]
     reads = [(row, width - len(packed.tokens) + index)
              for row, packed in enumerate(rows) for read in packed.reads for index in read]
@@ -153,13 +154,36 @@ def left_pad(rows: list[Packed], pad_id: int, device) -> tuple[torch.Tensor, tor
     return ids.to(device), positions.to(device), segments.to(device)
 
 
-def packed_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask [rows, 1, query, key]: a token sees the earlier context tokens and the earlier
-    tokens of its own continuation; padding sees only itself (its outputs are never read)."""
+def packed_allowed(segments: torch.Tensor) -> torch.Tensor:
+    """Which keys each query sees [rows, query, key]: the earlier context tokens and the earlier tokens of its own
+    continuation; padding sees only itself (its outputs are never read)."""
     query, key = segments[:, :, None], segments[:, None, :]
     width = segments.shape[1]
     causal = torch.ones((width, width), dtype=torch.bool, device=segments.device).tril()
     allowed = causal & (key != PADDING) & ((key == CONTEXT) | (key == query))
-    allowed |= torch.eye(width, dtype=torch.bool, device=segments.device)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)  # on the model's device, as the ids
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    return allowed | torch.eye(width, dtype=torch.bool, device=segments.device)
+
+
+def attention_windows(config) -> dict[str | None, int | None]:
+    """{attention type: sliding window in tokens, None for full attention} of the model's layers: per
+    config.layer_types where the config has them (Gemma 3, Qwen2), else one type (None) windowed by
+    config.sliding_window if set (Mistral)."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not layer_types:
+        return {None: window}
+    return {kind: window if kind == "sliding_attention" else None for kind in dict.fromkeys(layer_types)}
+
+
+def layer_masks(config, allowed: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype
+                ) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Additive attention mask(s) [rows, 1, query, key] from `allowed` [rows, query, key]: a sliding-window type
+    also hides keys `window` or more positions (position ids, not packed columns) before the query, as transformers'
+    sliding_window_overlay does. One tensor for a model of one attention type; else {layer type: mask}, which
+    models with config.layer_types take as their ready mask mapping."""
+    masks = {}
+    for kind, window in attention_windows(config).items():
+        seen = allowed if window is None else allowed & (positions[:, :, None] - positions[:, None, :] < window)
+        mask = torch.zeros(seen.shape, dtype=dtype, device=seen.device)  # on the model's device, as the ids
+        masks[kind] = mask.masked_fill(~seen, torch.finfo(dtype).min)[:, None]
+    return masks if len(masks) > 1 else next(iter(masks.values()))

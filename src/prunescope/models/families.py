@@ -51,6 +51,8 @@ FAMILIES = {
                ("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.project_in"), "fc2"),
         Family("gpt_neox", "gpt_neox.layers", ("gpt_neox.embed_in", "gpt_neox.emb_dropout", "gpt_neox.rotary_emb"),
                "mlp.dense_4h_to_h"),
+        # Gemma 3 text: the embedding scale lives in embed_tokens; one rotary module serves both attention types
+        Family("gemma3_text", "model.layers", _ROTARY_DECODER, "mlp.down_proj"),
     )
 }
 

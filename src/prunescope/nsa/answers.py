@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from prunescope.evaluation.scoring import Packed, packed_logprobs
+from prunescope.evaluation.scoring import Packed, layer_masks, packed_logprobs
 from prunescope.models.offload import input_device
 
 if TYPE_CHECKING:
@@ -112,10 +112,10 @@ def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Te
                 tokens += choice[:-1]
                 positions += range(length, length + len(choice) - 1)
                 segments += [len(parents) - 1] * (len(choice) - 1)
-    ids = torch.tensor([tokens], device=device)
-    mask = _tree_mask(torch.tensor(segments), torch.tensor(positions), parents, model.dtype).to(device)
-    hidden = model.base_model(input_ids=ids, position_ids=torch.tensor([positions], device=device),
-                              attention_mask=mask).last_hidden_state[0]
+    ids, position_ids = torch.tensor([tokens], device=device), torch.tensor([positions], device=device)
+    allowed = _tree_allowed(torch.tensor(segments), torch.tensor(positions), parents).to(device)
+    mask = layer_masks(model.config, allowed[None], position_ids, model.dtype)
+    hidden = model.base_model(input_ids=ids, position_ids=position_ids, attention_mask=mask).last_hidden_state[0]
     logprobs = torch.log_softmax(model.get_output_embeddings()(hidden[torch.tensor(reads, device=device)]).float(),
                                  dim=-1)
     return margin(_choice_sums(logprobs, example.choices * len(rows)).view(len(rows), len(example.choices)),
@@ -131,10 +131,10 @@ def _choice_sums(logprobs: torch.Tensor, choices: Sequence[Sequence[int]]) -> to
         0, owners, logprobs.gather(1, targets[:, None])[:, 0])
 
 
-def _tree_mask(segments: torch.Tensor, positions: torch.Tensor, parents: list[tuple[int, int]],
-               dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [1, 1, query, key] for variant_margins' tree: visible[s, a] = the positions of segment a that
-    segment s sees (all of its own; an ancestor's below the smallest branch position on the way up; none else)."""
+def _tree_allowed(segments: torch.Tensor, positions: torch.Tensor, parents: list[tuple[int, int]]) -> torch.Tensor:
+    """Which keys each query sees [query, key] in variant_margins' tree: visible[s, a] = the positions of segment a
+    that segment s sees (all of its own; an ancestor's below the smallest branch position on the way up; none
+    else); scoring.layer_masks adds sliding windows."""
     count = len(parents)
     cutoff = torch.zeros((count, count), dtype=torch.long)
     for segment in range(count):
@@ -146,8 +146,7 @@ def _tree_mask(segments: torch.Tensor, positions: torch.Tensor, parents: list[tu
             bound = min(bound, branch)
     width = len(segments)
     earlier = torch.ones((width, width), dtype=torch.bool).tril()
-    allowed = earlier & (positions[None, :] < cutoff[segments[:, None], segments[None, :]])
-    return torch.zeros((width, width), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+    return earlier & (positions[None, :] < cutoff[segments[:, None], segments[None, :]])
 
 
 def example_batches(examples: Sequence[Example], batch_size: int) -> list[list[int]]:

@@ -1,9 +1,11 @@
 """Sequential block driver shared by every method.
 
-Block 0's inputs and every keyword argument it receives are captured wholesale from the model's own forward
-(a pre-hook that stops the forward), so rotary embeddings, masks and cache flags of new transformers versions
-need no per-family code. Each block is then moved alone to the device, run densely over the calibration batches
-while hooks accumulate fp32 statistics, pruned, and run again to feed its pruned outputs to the next block.
+Block 0's inputs and the arguments every block receives are captured wholesale from the model's own forward
+(each block's forward replaced by a recorder that passes its input through), so rotary embeddings, masks and cache
+flags of new transformers versions need no per-family code, and models that hand each block the mask and position
+embeddings of its own attention type (Gemma 3's sliding-window and full layers) get them block by block. Each block
+is then moved alone to the device, run densely over the calibration batches while hooks accumulate fp32
+statistics, pruned, and run again to feed its pruned outputs to the next block.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ Residence = Callable[[int, nn.Module, torch.device], contextlib.AbstractContextM
 
 
 class _StopForward(Exception):
-    """Raised by the capture hook once block 0's arguments are recorded."""
+    """Raised by the capture recorder once the last block's arguments are recorded."""
 
 
 def prune_model(model: nn.Module, family: str, method: str, sparsity: float, structure: str,
@@ -236,36 +238,48 @@ def _sequential(model: nn.Module, adapter: Family, calibration: torch.Tensor, ba
                 device: torch.device, description: str, gram: bool, residence: Residence, visit: Callable) -> None:
     """Per block: dense pass with hooks (collecting the Gram sums only if `gram`), visit(index, block, stats) (which
     prunes it, or only measures), then a pass whose outputs feed the next block."""
-    layer_types = set(getattr(model.config, "layer_types", None) or ())
-    if len(layer_types) > 1:
-        raise ValueError(f"this model mixes attention types {sorted(layer_types)}; the driver reuses block 0's "
-                         "arguments for every block, so only uniform attention is supported")
-    inputs = _capture_block_inputs(model, adapter, calibration, batch_size, device)
+    hidden, arguments = _capture_block_inputs(model, adapter, calibration, batch_size, device)
     for index, block in enumerate(tqdm(adapter.blocks(model), desc=description)):
+        calls, arguments[index] = arguments[index], None  # tensors shared with later blocks stay referenced there
         with residence(index, block, device):
             with collect_inputs(block_linears(block), gram) as stats:
-                for hidden, args, kwargs in inputs:
-                    block(hidden, *args, **kwargs)
+                for states, (args, kwargs) in zip(hidden, calls, strict=True):
+                    block(states, *args, **kwargs)
             visit(index, block, stats)
             del stats
-            inputs = [(_hidden_states(block(hidden, *args, **kwargs)), args, kwargs) for hidden, args, kwargs in inputs]
+            hidden = [_hidden_states(block(states, *args, **kwargs))
+                      for states, (args, kwargs) in zip(hidden, calls, strict=True)]
         logger.debug("%s: block %d done", description, index)
 
 
 def _capture_block_inputs(model: nn.Module, adapter: Family, calibration: torch.Tensor, batch_size: int,
-                          device: torch.device) -> list[tuple[torch.Tensor, tuple, dict]]:
-    """Run the model up to block 0 once per batch; record (hidden_states, other args, kwargs) on `device`.
+                          device: torch.device) -> tuple[list[torch.Tensor], list[list[tuple[tuple, dict]]]]:
+    """Run the model's own forward once per batch with every block's forward replaced by a recorder that stores its
+    arguments and passes its input through: block 0's hidden states per batch, and arguments[block][batch] =
+    (args after the hidden states, kwargs), on `device`.
 
-    Captured per batch so batch-shaped kwargs always match their hidden states.
+    No block is computed (blocks may sit on the meta device; only the pre-block modules are moved to `device`), and
+    what blocks share (one mask or rotary pair per attention type) is the same tensor object, held once. Captured
+    per batch so batch-shaped arguments always match their hidden states.
     """
-    captured = []
+    blocks = adapter.blocks(model)
+    hidden: list[torch.Tensor] = []
+    arguments: list[list[tuple[tuple, dict]]] = [[] for _ in blocks]
 
-    def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden, args[1:], kwargs))
-        raise _StopForward
+    def recorder(index: int) -> Callable:
+        def record(*args: Any, **kwargs: Any) -> torch.Tensor:
+            states = args[0] if args else kwargs.pop("hidden_states")
+            if index == 0:
+                hidden.append(states)
+            arguments[index].append((args[1:], kwargs))
+            if index == len(blocks) - 1:
+                raise _StopForward
+            return states
+        return record
 
-    handle = adapter.blocks(model)[0].register_forward_pre_hook(stop, with_kwargs=True)
+    saved = [block.__dict__.get("forward") for block in blocks]  # an instance forward (a hook's) is put back
+    for index, block in enumerate(blocks):
+        block.forward = recorder(index)
     try:
         with contextlib.ExitStack() as stack:
             for module in adapter.pre_block_modules(model):
@@ -274,8 +288,12 @@ def _capture_block_inputs(model: nn.Module, adapter: Family, calibration: torch.
                 with contextlib.suppress(_StopForward):
                     model(input_ids=batch.to(device), use_cache=False)
     finally:
-        handle.remove()
-    return captured
+        for block, forward in zip(blocks, saved, strict=True):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward
+    return hidden, arguments
 
 
 def _hidden_states(output: torch.Tensor | tuple) -> torch.Tensor:

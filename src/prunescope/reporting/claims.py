@@ -39,6 +39,8 @@ from scipy import stats
 from prunescope.config import NO_CALIBRATION, parse_calibration_key, parse_pattern_key
 from prunescope.io import atomic_path, read_result, write_json
 from prunescope.reporting.drops import percentile_interval, resample_examples, row_rng
+from prunescope.reporting.floor import above_floor, headroom_statistic
+from prunescope.reporting.multiplicity import holm
 from prunescope.reporting.tables import CATEGORIES, calibration_group
 
 CLAIMS = {
@@ -96,17 +98,6 @@ class Row:
 
 
 # ---------------------------------------------------------------------------------------------- the statistics
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (Holm 1979): the i-th smallest of m becomes the running maximum of
-    (m - i + 1) p_(i), capped at 1, in the original order."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    stepped = np.maximum.accumulate(np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order]))
-    adjusted = np.empty_like(p)
-    adjusted[order] = stepped
-    return adjusted
 
 
 def mcnemar_p(x: Sequence[int], y: Sequence[int]) -> float:
@@ -239,9 +230,14 @@ def _grid_hint(grid: str) -> str:
 # ---------------------------------------------------------------------------------------------- the claims
 
 
-def sentiment_hurt_most(results: pd.DataFrame, base_group: str, grid: str, settings: Settings) -> list[Row]:
-    """Per model, method and pattern (base calibration, or none): sentiment's accuracy change minus each other
-    category's. Sentiment is hurt most when every difference is negative: an intersection-union test whose p is the
+def sentiment_hurt_most(results: pd.DataFrame, base_group: str, grid: str, settings: Settings,
+                        floors: pd.DataFrame) -> list[Row]:
+    """Per model, method and pattern (base calibration, or none), and pooled over the grid's models when it has
+    several: sentiment's retained headroom minus each other category's (floor.headroom_statistic). The headroom, not
+    the accuracy change, because categories differ in how far their dense accuracy is above the floor; and only above-
+    floor datasets (floors: floor.floor_table), because a model at chance has nothing to lose there: each row's note
+    names the datasets left out, and a scope with no sentiment dataset, or no other category, above floor is not
+    tested. Sentiment is hurt most when every difference is negative: an intersection-union test whose p is the
     largest of the comparisons' p (the row shows that closest category); when some category is hurt more, the row
     shows that one, its p multiplied by the number of other categories (Bonferroni)."""
     claim = "sentiment_hurt_most"
@@ -253,38 +249,66 @@ def sentiment_hurt_most(results: pd.DataFrame, base_group: str, grid: str, setti
     dense = data[data["method"] == "dense"]
     pruned = data[data["method"] != "dense"].assign(calibration=lambda d: d["calib"].map(calibration_group))
     pruned = pruned[pruned["calibration"].isin([NO_CALIBRATION, base_group])]
-    rows = []
-    for (model, method, pattern, calibration), group in pruned.groupby(
-            ["model", "method", "pattern", "calibration"], sort=True):
-        scope = f"{model} {method} {pattern} {calibration}"
-        scores = {d: {"pruned": s} for d, s in arm_scores(group).items()}
-        for d, s in arm_scores(dense[dense["model"] == model]).items():
-            if d in scores:
-                scores[d]["dense"] = s
-        by_category = {c: [d for d in datasets_of(group, c) if "dense" in scores[d]] for c in categories}
-        others = [c for c in categories if c != "sentiment" and by_category[c]]
-        if not by_category["sentiment"] or not others:
-            continue
-        seeds = {"pruned": seed_labels(group), "dense": ("dense",)}
-        point, draws = bootstrap_means(scores, seeds, settings.bootstrap_iters, row_rng(settings.seed, scope))
+    floor_of = {(row.model, row.dataset): (row.floor, row.at_floor) for row in floors.itertuples()}
+    variant_keys = ["method", "pattern", "calibration"]
+    scopes = [(f"{model} {method} {pattern} {calibration}", group) for (model, method, pattern, calibration), group
+              in pruned.groupby(["model", *variant_keys], sort=True)]
+    if pruned["model"].nunique() > 1:
+        scopes += [(f"all {group['model'].nunique()} models {method} {pattern} {calibration}", group)
+                   for (method, pattern, calibration), group in pruned.groupby(variant_keys, sort=True)]
+    rows = [_hurt_most(claim, scope, group, dense, floor_of, categories, settings) for scope, group in scopes]
+    return [row for row in rows if row is not None]
 
-        def gap(other: str, by_category=by_category) -> Callable[[Means], np.ndarray]:
-            sentiment = mean_difference(by_category["sentiment"], "pruned", "dense")
-            return lambda m: sentiment(m) - mean_difference(by_category[other], "pruned", "dense")(m)
 
-        gaps = {c: measure(gap(c), point, draws, settings.bootstrap_iters) for c in others}
-        against = [c for c, g in gaps.items() if g["effect"] >= 0]
-        if against:
-            other = min(against, key=lambda c: (gaps[c]["p"], -gaps[c]["effect"]))
-            factor, p = len(gaps), min(1.0, len(gaps) * gaps[other]["p"])
-        else:
-            other = max(gaps, key=lambda c: (gaps[c]["p"], gaps[c]["effect"]))  # ties: the smallest gap
-            factor, p = 1, gaps[other]["p"]
-        n = round(np.mean([len(scores[d]["dense"]) for c in ["sentiment", *others] for d in by_category[c]]))
-        rows.append(Row(claim, scope, f"sentiment change - {other} change (of {len(gaps)} other categories)",
-                        "negative", "accuracy", n=n, test=BOOTSTRAP, factor=factor,
-                        **{**gaps[other], "p": p}))
-    return rows
+def _hurt_most(claim: str, scope: str, group: pd.DataFrame, dense: pd.DataFrame, floor_of: Mapping,
+               categories: Sequence[str], settings: Settings) -> Row | None:
+    """sentiment_hurt_most's row for one scope (one model's variant, or one variant pooled over models): each
+    (model, dataset) is a unit with its own dense and pruned arms and floor; None when sentiment or every other
+    category has no dense result."""
+    scores, seeds, units, left = {}, {}, {c: [] for c in categories}, {c: [] for c in categories}
+    pooled = group["model"].nunique() > 1
+    for model, rows in group.groupby("model", sort=True):
+        arms = (f"pruned {model}", f"dense {model}")
+        seeds |= {arms[0]: seed_labels(rows), arms[1]: ("dense",)}
+        dense_scores = arm_scores(dense[dense["model"] == model])
+        for dataset, values in arm_scores(rows).items():
+            if dataset not in dense_scores:
+                continue
+            category = rows.loc[rows["dataset"] == dataset, "category"].iloc[0]
+            floor, at_floor = floor_of[model, dataset]
+            if at_floor:
+                left[category].append(f"{model} {dataset}" if pooled else dataset)
+                continue
+            scores[f"{model} {dataset}"] = {arms[0]: values, arms[1]: dense_scores[dataset]}
+            units[category].append((f"{model} {dataset}", *arms, floor, len(values)))
+    present = [c for c in categories if units[c] or left[c]]
+    if "sentiment" not in present or len(present) < 2:
+        return None
+    note = "; ".join(f"{c}: {', '.join(left[c])}" for c in categories if left[c])
+    note = f"left out as at floor: {note}" if note else ""
+    others = [c for c in present if c != "sentiment" and units[c]]
+    if not units["sentiment"] or not others:
+        which = "sentiment" if not units["sentiment"] else "other category"
+        return Row(claim, scope, note=f"not tested: no {which} dataset is above floor ({note}; "
+                                      f"reports/tables/floor.md)")
+    point, draws = bootstrap_means(scores, seeds, settings.bootstrap_iters, row_rng(settings.seed, scope))
+    gaps = {c: measure(_difference(headroom_statistic(units["sentiment"]), headroom_statistic(units[c])), point,
+                       draws, settings.bootstrap_iters) for c in others}
+    against = [c for c, g in gaps.items() if g["effect"] >= 0]
+    if against:
+        other = min(against, key=lambda c: (gaps[c]["p"], -gaps[c]["effect"]))
+        factor, p = len(gaps), min(1.0, len(gaps) * gaps[other]["p"])
+    else:
+        other = max(gaps, key=lambda c: (gaps[c]["p"], gaps[c]["effect"]))  # ties: the smallest gap
+        factor, p = 1, gaps[other]["p"]
+    n = round(np.mean([unit[-1] for c in ["sentiment", *others] for unit in units[c]]))
+    return Row(claim, scope, f"sentiment - {other} retained headroom (of {len(gaps)} other categories)", "negative",
+               "retained headroom", n=n, test=BOOTSTRAP, factor=factor, note=note, **{**gaps[other], "p": p})
+
+
+def _difference(first: Callable[[Means], np.ndarray], second: Callable[[Means], np.ndarray]
+                ) -> Callable[[Means], np.ndarray]:
+    return lambda means: first(means) - second(means)
 
 
 def calibration_changes_result(results: pd.DataFrame, grid: str, settings: Settings) -> list[Row]:
@@ -579,22 +603,29 @@ def claims_table(rows: Sequence[Row], settings: Settings) -> pd.DataFrame:
 def all_claims(results: pd.DataFrame, guided: pd.DataFrame, perplexity_points: pd.DataFrame,
                drops: pd.DataFrame | None,
                causal_paths: Iterable[str], sources: Mapping[str, dict], base_group: str, grid: str,
-               settings: Settings) -> pd.DataFrame:
-    """Every claim's rows, in CLAIMS order, as one table."""
-    rows = (sentiment_hurt_most(results, base_group, grid, settings)
-            + calibration_changes_result(results, grid, settings)
-            + calibration_over_method(results, grid, settings)
-            + task_calibration_helps_own_task(results, sources, grid, settings)
+               settings: Settings, floors: pd.DataFrame) -> pd.DataFrame:
+    """Every claim's rows, in CLAIMS order, as one table. floors (floor.floor_table): the accuracy claims use only
+    above-floor datasets (sentiment_hurt_most says which it left out; perplexity_points and drops come filtered)."""
+    kept = above_floor(results, floors)
+    kept_guided = above_floor(guided, floors) if len(guided) else guided
+    guided_rows = nsa_guided_recovers(kept, kept_guided, grid, settings)
+    if len(guided) and kept_guided.empty:
+        guided_rows = [Row("nsa_guided_recovers", "all", note="not tested: every dataset of the protected categories "
+                                                               "is at floor (reports/tables/floor.md)")]
+    rows = (sentiment_hurt_most(results, base_group, grid, settings, floors)
+            + calibration_changes_result(kept, grid, settings)
+            + calibration_over_method(kept, grid, settings)
+            + task_calibration_helps_own_task(kept, sources, grid, settings)
             + perplexity_predicts_damage(perplexity_points, grid, settings)
             + nsa_drop_tracks_accuracy(drops, grid, settings)
             + nsa_neurons_causal(causal_paths, grid, settings)
-            + nsa_guided_recovers(results, guided, grid, settings))
+            + guided_rows)
     return claims_table(rows, settings)
 
 
-def headline(table: pd.DataFrame) -> dict:
-    """For reports/claims.json (a DVC metric): verdict counts over the table and per claim, and each row's verdict,
-    effect and Holm p."""
+def headline(table: pd.DataFrame, at_floor: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """For reports/claims.json (a DVC metric): verdict counts over the table and per claim, each row's verdict,
+    effect and Holm p, and the datasets every accuracy claim left out as at floor (floor.at_floor_by_model)."""
     counts = {verdict: int((table["verdict"] == verdict).sum()) for verdict in VERDICTS}
     claims: dict = {}
     for claim in CLAIMS:
@@ -603,16 +634,19 @@ def headline(table: pd.DataFrame) -> dict:
             row.scope: {"verdict": row.verdict, **({} if row.verdict == "not tested" else {
                 "effect": round(float(row.effect), 4), "p_holm": round(float(row.p_holm), 6)})}
             for row in rows.itertuples()}}
-    return {"counts": counts, "claims": claims}
+    return {"counts": counts, "at_floor": {model: list(datasets) for model, datasets in (at_floor or {}).items()},
+            "claims": claims}
 
 
-def write_claims(table: pd.DataFrame, csv_path: str, markdown_path: str, json_path: str, settings: Settings) -> None:
-    """The table as CSV (every column), as Markdown (a section per claim) and its headline as JSON, atomically."""
+def write_claims(table: pd.DataFrame, csv_path: str, markdown_path: str, json_path: str, settings: Settings,
+                 at_floor: Mapping[str, Sequence[str]] | None = None) -> None:
+    """The table as CSV (every column), as Markdown (a section per claim) and its headline as JSON, atomically;
+    at_floor (floor.at_floor_by_model) is named at the top of the Markdown and in the JSON."""
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(markdown_path) as tmp:
-        tmp.write_text(claims_markdown(table, settings), encoding="utf-8")
-    write_json(json_path, headline(table))
+        tmp.write_text(claims_markdown(table, settings, at_floor), encoding="utf-8")
+    write_json(json_path, headline(table, at_floor))
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -623,15 +657,22 @@ def _p(value: float) -> str:
     return "--" if pd.isna(value) else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
-def claims_markdown(table: pd.DataFrame, settings: Settings) -> str:
+def claims_markdown(table: pd.DataFrame, settings: Settings, at_floor: Mapping[str, Sequence[str]] | None = None
+                    ) -> str:
     counts = {v: int((table["verdict"] == v).sum()) for v in VERDICTS}
     tested = sum(counts[v] for v in VERDICTS[:3])
-    lines = ["# Claims: what the data say", "",
-             f"{tested} tested comparisons ({counts['supported']} supported, {counts['contradicted']} contradicted, "
-             f"{counts['inconclusive']} inconclusive) and {counts['not tested']} not tested. Holm's correction over "
-             f"the {tested} tests at alpha = {settings.alpha}; 95% intervals from {settings.bootstrap_iters} bootstrap "
-             f"draws; 'to resolve': data at which an effect of the observed size is found at alpha / {tested} with "
-             f"{settings.power:.0%} power (see prunescope.reporting.claims).", ""]
+    lines = ["# Claims: what the data say", ""]
+    if at_floor:
+        listed = "; ".join(f"{model}: {', '.join(datasets)}" for model, datasets in at_floor.items())
+        lines += [f"**Left out as at floor** (the dense model is not clearly above chance and the majority label "
+                  f"there, so pruning cannot show damage; reports/tables/floor.md): {listed}. No accuracy claim "
+                  f"below uses them; categories are compared by retained headroom, (pruned - floor) / "
+                  f"(dense - floor).", ""]
+    lines += [f"{tested} tested comparisons ({counts['supported']} supported, {counts['contradicted']} contradicted, "
+              f"{counts['inconclusive']} inconclusive) and {counts['not tested']} not tested. Holm's correction over "
+              f"the {tested} tests at alpha = {settings.alpha}; 95% intervals from {settings.bootstrap_iters} "
+              f"bootstrap draws; 'to resolve': data at which an effect of the observed size is found at alpha / "
+              f"{tested} with {settings.power:.0%} power (see prunescope.reporting.claims).", ""]
     if tested and 2 / (settings.bootstrap_iters + 1) >= settings.alpha / tested:
         lines += [f"**Too few bootstrap draws:** the smallest bootstrap p, 2 / ({settings.bootstrap_iters} + 1), is "
                   f"not below alpha / {tested}, so no bootstrap-tested row can pass Holm's first step: raise "
@@ -651,6 +692,9 @@ def claims_markdown(table: pd.DataFrame, settings: Settings) -> str:
                 "Holm p": rows["p_holm"].map(_p), "verdict": rows["verdict"],
                 "to resolve": [f"{r.resolve_n} {r.resolve_unit}" if not pd.isna(r.resolve_n) else "--"
                                for r in rows.itertuples()]})
+            notes = rows["note"].fillna("").astype(str)
+            if (notes != "").any():
+                view["note"] = notes.where(notes != "", "--").to_numpy()
             lines += [view.to_markdown(index=False)]
         lines.append("")
     return "\n".join(lines)

@@ -12,15 +12,77 @@ from prunescope.reporting.tables import CATEGORIES, calibration_group, studied
 
 
 def accuracy_lines(category_drop: pd.DataFrame, variants: Iterable[Sequence[str]]) -> list[str]:
-    """One line per studied variant: its accuracy change vs dense per category and the category hurt most."""
+    """One line per studied variant: per category its accuracy change vs dense and retained headroom over the
+    above-floor datasets (or 'at floor'), and the category hurt most: the one keeping the least headroom (the
+    largest drop when the table has no headroom)."""
     rows = category_drop[studied(category_drop, "calibration", variants)]
     lines = []
     for (model, method, pattern, calibration), group in rows.groupby(
             ["model", "method", "pattern", "calibration"], sort=False):
-        change = group.set_index("category")["acc_change"]
-        cells = ", ".join(f"{category} {change[category]:+.3f}" for category in CATEGORIES if category in change)
-        lines.append(f"- {model} {method} {pattern} ({calibration}): {cells}; hurt most: {change.idxmin()}")
+        group = group.set_index("category")
+        cells = []
+        for category in [c for c in CATEGORIES if c in group.index]:
+            row = group.loc[category]
+            if pd.isna(row["acc_change"]):
+                cells.append(f"{category} at floor")
+                continue
+            headroom = "" if pd.isna(row["headroom"]) else f" (headroom kept {row['headroom']:.2f})"
+            cells.append(f"{category} {row['acc_change']:+.3f}{headroom}")
+        measured = group.dropna(subset=["acc_change"])
+        by = "headroom" if measured["headroom"].notna().all() else "acc_change"
+        worst = (f"{measured[by].idxmin()}" if len(measured) > 1
+                 else "-- (fewer than two categories above floor)")
+        lines.append(f"- {model} {method} {pattern} ({calibration}): {', '.join(cells)}; hurt most: {worst}")
     return lines
+
+
+def caveat_lines(floors: pd.DataFrame, accuracy: pd.DataFrame, category_drop: pd.DataFrame,
+                 variants: Iterable[Sequence[str]], where: str = "reports") -> list[str]:
+    """What to know before reading a number, in words: the at-floor datasets, categories left with no dataset, the
+    variants answering one label, and the category changes whose 95% interval includes zero."""
+    lines = []
+    floored = floors[floors["at_floor"]]
+    if len(floored):
+        listed = "; ".join(f"{model}: " + ", ".join(f"{row.dataset} ({row.category})" for row in group.itertuples())
+                           for model, group in floored.groupby("model", sort=True))
+        lines.append(f"- At floor, so pruning cannot show damage there: the dense model does not do clearly better "
+                     f"than guessing or than always giving the most common answer. Every category average, headroom "
+                     f"and claim below leaves them out ({listed}; {where}/tables/floor.md).")
+    else:
+        lines.append("- Every dataset is above floor: the dense model clearly beats guessing and the most common "
+                     f"answer on each ({where}/tables/floor.md).")
+    drops = category_drop[studied(category_drop, "calibration", variants)]
+    empty = drops[drops["datasets"] == 0].drop_duplicates(["model", "category"])
+    if len(empty):
+        lines.append("- No dataset above floor, so no numbers for: " + "; ".join(
+            f"{row.model} {row.category}" for row in empty.itertuples()) + ".")
+    constant = _constant_answers(accuracy, variants)
+    if constant:
+        lines.append(f"- Answering the same choice on at least 95% of a dataset's examples (a constant answer, not "
+                     f"a reading of the task): {'; '.join(constant)}.")
+    measured = drops.dropna(subset=["acc_change"])
+    zero = measured[measured["ci_low"].isna() | ((measured["ci_low"] <= 0) & (measured["ci_high"] >= 0))]
+    if len(zero):
+        cells = "; ".join(
+            f"{model} {method} {pattern} ({calibration}): {', '.join(map(str, group['category']))}"
+            for (model, method, pattern, calibration), group in zero.groupby(
+                ["model", "method", "pattern", "calibration"], sort=False))
+        lines.append(f"- These category changes are not distinguishable from no change (their 95% interval includes "
+                     f"zero, or there is none): {cells}.")
+    elif len(measured):
+        lines.append("- Every category change below has a 95% interval that excludes zero.")
+    return lines
+
+
+def _constant_answers(accuracy: pd.DataFrame, variants: Iterable[Sequence[str]]) -> list[str]:
+    """'model dense on dataset' and 'model method pattern (calibration) on dataset (k of S seeds)' for each constant
+    answerer among the dense models and the studied variants."""
+    dense = accuracy[accuracy["dense_constant"].fillna(False).astype(bool)].drop_duplicates(["model", "dataset"])
+    found = [f"{row.model} dense on {row.dataset}" for row in dense.itertuples()]
+    pruned = accuracy[studied(accuracy, "calibration", variants) & (accuracy["constant_seeds"].fillna(0) > 0)]
+    found += [f"{row.model} {row.method} {row.pattern} ({row.calibration}) on {row.dataset} ({int(row.constant_seeds)} "
+              f"of {int(row.n_seeds)} seeds)" for row in pruned.itertuples()]
+    return found
 
 
 def perplexity_lines(perplexity: pd.DataFrame, variants: Iterable[Sequence[str]]) -> list[str]:
@@ -53,24 +115,32 @@ def nsa_lines(nsa_table: pd.DataFrame, causal: dict) -> list[str]:
     return lines
 
 
-def run_summary(grid_name: str, category_drop_csv: str, variants: Iterable[Sequence[str]],
-                perplexity_csv: str | None, nsa_csv: str | None, nsa_json: str | None) -> str:
-    """The run's summary (markdown): headline numbers per section that the grid has, then where everything is."""
+def run_summary(grid_name: str, category_drop_csv: str, floor_csv: str, accuracy_csv: str,
+                variants: Iterable[Sequence[str]], perplexity_csv: str | None, nsa_csv: str | None,
+                nsa_json: str | None) -> str:
+    """The run's summary (markdown): first what to know before reading a number (caveat_lines), then headline numbers
+    per section that the grid has, then where everything is."""
     read = {"keep_default_na": False, "na_values": [""]}
-    parts = [f"# prunescope: grid `{grid_name}`", "",
-             "## Accuracy change vs dense (mean per category; 95% CIs in reports/tables/category_drop.md)",
-             *accuracy_lines(pd.read_csv(category_drop_csv, **read), variants)]
+    variants = list(variants)
+    category_drop = pd.read_csv(category_drop_csv, **read)
+    where = Path(category_drop_csv).parents[1].as_posix()  # the grid's reports folder
+    parts = [f"# prunescope: grid `{grid_name}`", "", "## Read this first",
+             *caveat_lines(pd.read_csv(floor_csv, **read), pd.read_csv(accuracy_csv, **read), category_drop,
+                           variants, where), "",
+             "## Accuracy change vs dense (mean per category over its above-floor datasets; headroom kept: (pruned - "
+             f"floor) / (dense - floor), 1 = nothing lost; 95% CIs in {where}/tables/category_drop.md)",
+             *accuracy_lines(category_drop, variants)]
     if perplexity_csv:
-        parts += ["", "## Perplexity (reports/tables/perplexity.md)",
+        parts += ["", f"## Perplexity ({where}/tables/perplexity.md)",
                   *perplexity_lines(pd.read_csv(perplexity_csv, **read), variants)]
     if nsa_csv and nsa_json:
         causal = json.loads(Path(nsa_json).read_text())["causal"]
-        parts += ["", "## Neuron Semantic Attribution (reports/tables/nsa.md)",
+        parts += ["", f"## Neuron Semantic Attribution ({where}/tables/nsa.md)",
                   *nsa_lines(pd.read_csv(nsa_csv, **read), causal)]
     parts += ["", "## Where the results are",
-              "- tables: reports/tables/*.md (and .csv)",
-              "- figures: reports/figures/ (png and svg)",
-              "- headline metrics: reports/metrics.json (`dvc metrics show`)",
-              "- every claim of the study with its test and verdict: reports/claims.md (counts in reports/claims.json)",
+              f"- tables: {where}/tables/*.md (and .csv); which datasets are at floor: {where}/tables/floor.md",
+              f"- figures: {where}/figures/ (png and svg)",
+              f"- headline metrics: {where}/metrics.json (`dvc metrics show`)",
+              f"- every claim of the study, its test and verdict: {where}/claims.md (counts in {where}/claims.json)",
               "- one HTML report of every table and figure: `make report` -> reports/report.html"]
     return "\n".join(parts) + "\n"

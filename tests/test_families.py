@@ -1,0 +1,197 @@
+"""Gemma 3 (gemma3_text) and Qwen2 through the whole library on tiny random models: every pruning method and
+structure, OWL, the artifact round trip, the streamed run, the safetensors export and NSA, each checked against the
+model's own computation. The tiny Gemma 3 alternates 4-token sliding-window and full layers (head_dim 32, not
+hidden / heads = 16; tied head); every sequence here is longer than its window."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import make_tiny_model
+from prunescope.models import get_family
+from prunescope.models.prepare import load_model
+from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples, variant_margins
+from prunescope.nsa.causal import causal_curve
+from prunescope.nsa.neurons import ablated, activation_stats
+from prunescope.nsa.words import Example, occurrence_attributions, tokenize_words
+from prunescope.pruning import apply_artifact, model_weights, prune_model, pruned_layer_names, save_artifact
+from prunescope.pruning.driver import block_linears
+from prunescope.pruning.export import export_variant
+from prunescope.pruning.owl import OwlOptions, block_sparsities, outlier_ratio
+from prunescope.pruning.stats import collect_inputs
+from prunescope.pruning.wanda import wanda_scores
+from test_streamed import CALIBRATION as STREAMED_CALIBRATION
+from test_streamed import artifact_bytes, saved_model, streamed_run
+
+FAMILIES = ["gemma3_text", "qwen2"]
+VOCAB = 300  # the tiny tokenizer's
+CPU = torch.device("cpu")
+CALIBRATION = torch.randint(0, VOCAB, (4, 12), generator=torch.Generator().manual_seed(0))
+OPTIONS = {"sparsegpt": {"blocksize": 32}}
+
+
+def pruned(family: str, method: str, structure: str = "unstructured", model=None, **arguments):
+    model = make_tiny_model(family, VOCAB) if model is None else model
+    calibration = None if method == "magnitude" else CALIBRATION
+    return model, prune_model(model, family, method, arguments.pop("sparsity", 0.5), structure, calibration, 2, CPU,
+                              OPTIONS.get(method, {}), **arguments)
+
+
+def assert_bit_equal(expected: torch.nn.Module, actual: torch.nn.Module) -> None:
+    for (name, want), got in zip(expected.state_dict().items(), actual.state_dict().values(), strict=True):
+        assert torch.equal(want.view(torch.uint8), got.view(torch.uint8)), name  # +0.0 vs -0.0 too
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "2:4"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "ria"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_method_prunes_every_block_linear_and_the_artifact_gives_the_model_back(tmp_path, family, method,
+                                                                                       structure):
+    dense = make_tiny_model(family, VOCAB)
+    model, result = pruned(family, method, structure, copy.deepcopy(dense))
+    names = pruned_layer_names(model, family)
+    assert sorted(result.masks) == sorted(names) and len(names) == 2 * 7  # q k v o gate up down per block
+    for name in names:
+        mask, weight = result.mask(name), model.get_submodule(name).weight
+        assert (weight[~mask] == 0).all()
+        if structure == "2:4":
+            assert ((~mask).reshape(mask.shape[0], -1, 4).sum(-1) == 2).all(), name
+        else:
+            assert (~mask).sum() == mask.numel() // 2, name
+    untouched = {key for key in dense.state_dict() if key.removesuffix(".weight") not in names}
+    assert any("embed_tokens" in key for key in untouched)
+    assert all(torch.equal(dense.state_dict()[key], model.state_dict()[key]) for key in untouched)
+
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {"model": f"tiny-{family}"})
+    apply_artifact(dense, tmp_path / "artifact")
+    assert_bit_equal(model, dense)
+    assert (dense.get_output_embeddings().weight is dense.get_input_embeddings().weight) == (family == "gemma3_text")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_owl_block_sparsities_come_from_the_models_own_activations(family):
+    """OWL's outlier ratios recomputed from Wanda scores whose input norms are taken in the model's own forward
+    (hooks on every Linear), not the driver's block-by-block replay: the same block sparsities."""
+    model = make_tiny_model(family, VOCAB, layers=4)
+    blocks = get_family(family).blocks(model)
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        stats = [stack.enter_context(collect_inputs(block_linears(block), gram=False)) for block in blocks]
+        for batch in CALIBRATION.split(2):
+            model(input_ids=batch, use_cache=False)
+    ratios = [outlier_ratio([wanda_scores(layer.weight, stats[index][name].col_norms)
+                             for name, layer in block_linears(block).items()], 5.0)
+              for index, block in enumerate(blocks)]
+    sizes = [sum(layer.weight.numel() for layer in block_linears(block).values()) for block in blocks]
+    _, result = pruned(family, "wanda", model=model, sparsity=0.7, owl=OwlOptions(m=5.0, lam=0.08))
+    assert len(set(ratios)) > 1
+    assert result.layer_sparsity["blocks"] == pytest.approx(block_sparsities(ratios, sizes, 0.7, 0.08), abs=1e-9)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_streamed_pruning_writes_the_in_memory_artifact(tmp_path, family):
+    """Blocks read from the checkpoint one at a time (on the meta device during the capture) give the artifact of
+    the model pruned in memory, byte for byte."""
+    folder = saved_model(family, tmp_path / "model")
+    streamed_run(folder, family, "sparsegpt", "float32", tmp_path, tmp_path / "streamed")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    result = prune_model(model, family, "sparsegpt", 0.5, "unstructured", STREAMED_CALIBRATION, 2, CPU, {})
+    save_artifact(result, model_weights(model), tmp_path / "in_memory", {"model": "tiny"})
+    assert artifact_bytes(tmp_path / "streamed") == artifact_bytes(tmp_path / "in_memory")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_safetensors_export_loads_with_from_pretrained_and_computes_the_pruned_model(tmp_path, tiny_tokenizer,
+                                                                                     family):
+    folder = tmp_path / "model"
+    make_tiny_model(family, VOCAB).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    model, _ = load_model(folder, "float32", CPU)
+    _, result = pruned(family, "sparsegpt", model=model)
+    save_artifact(result, model_weights(model), tmp_path / "artifact", {"model": f"tiny-{family}"})
+    export_variant(folder, "float32", tmp_path / "artifact", tmp_path / "export", "safetensors")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export", dtype=torch.float32).eval()
+    assert_bit_equal(model, loaded)
+    ids = CALIBRATION[:2]
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+PROMPTS = ["the movie was wonderful and the acting was great", "is the sky blue on a clear day",
+           "she went home early because she felt tired after work"]
+
+
+def examples(tokenizer) -> list[Example]:
+    """Prompts of 7 to 11 tokens (past the 4-token window) with multi-token choices."""
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    choices = [encode(c) for c in (" terrible", " wonderful and great", " no")]
+    return [Example(tokenize_words(tokenizer, text), choices, label, "correct")
+            for text, label in zip(PROMPTS, (0, 2, 1), strict=True)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nsa_scores_are_each_prompts_own_forward(tiny_tokenizer, family):
+    """NSA's packed scorers against full forwards: choice_logprobs by hand from the logits, score_examples (prompts
+    packed with their choices) and variant_margins (occlusion's tree of shared prefixes) against gold_margin."""
+    model = make_tiny_model(family, VOCAB)
+    found = examples(tiny_tokenizer)
+    assert min(len(e.prompt.input_ids) for e in found) > 4  # gemma3_text's window
+    margins, _ = score_examples(model, found, batch_size=2)
+    with torch.no_grad():
+        example = found[0]
+        prompt = example.prompt.input_ids
+        got = choice_logprobs(model, [prompt], example.choices)[0]
+        for choice, value in zip(example.choices, got, strict=True):
+            logits = torch.log_softmax(model(input_ids=torch.tensor([prompt + choice])).logits[0], -1)
+            assert float(value) == pytest.approx(sum(float(logits[len(prompt) - 1 + i, t])
+                                                     for i, t in enumerate(choice)), abs=1e-4)
+        for example, margin in zip(found, margins, strict=True):
+            assert margin == pytest.approx(float(gold_margin(model, example, torch.tensor([example.prompt.input_ids]))),
+                                           abs=1e-4)
+        pad = tiny_tokenizer.pad_token_id
+        variants = [list(prompt)] + [[pad if i in changed else t for i, t in enumerate(prompt)]
+                                     for changed in ([0], [len(prompt) // 2], [1, len(prompt) - 1])]
+        got = variant_margins(model, found[0], torch.tensor(variants))
+        for row, variant in enumerate(variants):
+            assert float(got[row]) == pytest.approx(float(gold_margin(model, found[0], torch.tensor([variant]))[0]),
+                                                    abs=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nsa_steps_run_and_agree_with_direct_measurement(tiny_tokenizer, family):
+    """Occlusion is the margin's fall with a word's tokens replaced; activation statistics see every prompt token
+    of the MLP's intermediate; the causal curve's matched point is the margin change of plain ablation."""
+    model = make_tiny_model(family, VOCAB)
+    adapter = get_family(family)
+    found = examples(tiny_tokenizer)
+    pad = tiny_tokenizer.pad_token_id
+    example = found[0]
+    ids = example.prompt.input_ids
+    scores = occurrence_attributions(model, example, "occlusion", pad, batch_size=4, steps=1)
+    with torch.no_grad():
+        intact = float(gold_margin(model, example, torch.tensor([ids]))[0])
+        for word, score in scores.items():
+            occluded = [pad if w == word else i for i, w in zip(ids, example.prompt.token_words, strict=True)]
+            assert score == pytest.approx(intact - float(gold_margin(model, example, torch.tensor([occluded]))[0]),
+                                          abs=1e-4)
+    words = [torch.tensor([0 if w >= 0 else -1 for w in e.prompt.token_words]) for e in found]
+    stats = activation_stats(model, adapter, found, words, [0, 1], 1, importance=True)
+    width = adapter.mlp_out(adapter.blocks(model)[0]).in_features
+    assert stats[1].tokens == sum(len(e.prompt.input_ids) for e in found) and stats[1].sums.shape == (width,)
+    assert stats[1].neuron_importance.abs().sum() > 0
+
+    match = {0: torch.zeros(1, width), 1: torch.zeros(1, width)}
+    match[1][0, [3, 9]] = torch.tensor([2.0, 1.0])
+    match[0][0, 5] = 0.5
+    matched = {0: [5], 1: [3, 9]}
+    curve = causal_curve(model, adapter, found, match, matched, {0: stats[0].mean, 1: stats[1].mean}, width,
+                         limit=2, draws=2, seed=0, batch_size=2)
+    base = sum(score_examples(model, found)[0]) / len(found)
+    for point in (p for p in curve["curve"] if p["ablation"] == "zero"):
+        with ablated(model, adapter, {int(layer): n for layer, n in point["matched"].items()}):
+            margins, _ = score_examples(model, found)
+        assert point["matched_margin_change"] == pytest.approx(sum(margins) / len(margins) - base, abs=1e-5)

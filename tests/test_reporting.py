@@ -330,10 +330,12 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_path):
+def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_path, monkeypatch):
     """Hand-made report tables: the summary names the category hurt most (least headroom kept), perplexity as a
     multiple of dense averaged over calibration seeds (x3 and x5 -> x4.00), guided and unlisted variants left out,
-    and NSA's verdicts."""
+    NSA's verdicts, and the grid's own reports folder (where its tables are)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports/quick/tables").mkdir(parents=True)
     drop_rows = [("wanda", "gensim-raw-n8-l64", "sentiment", -0.30, 0.2),
                  ("wanda", "gensim-raw-n8-l64", "qa", -0.05, 0.9),
                  ("magnitude", "none", "sentiment", -0.10, 0.7), ("magnitude", "none", "qa", -0.20, 0.4),
@@ -363,7 +365,9 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     studied = [("m", "wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0"), ("m", "wanda", "unstructured-0.5",
                                                                          "gensim-raw-n8-l64-s1"),
                ("m", "magnitude", "unstructured-0.5", "none")]
-    tables = [str(tmp_path / name) for name in ("drop.csv", "floor.csv", "accuracy.csv")]
+    for name in ("drop.csv", "floor.csv", "accuracy.csv"):
+        (tmp_path / name).rename(tmp_path / "reports/quick/tables" / name)
+    tables = [f"reports/quick/tables/{name}" for name in ("drop.csv", "floor.csv", "accuracy.csv")]
 
     text = run_summary("quick", *tables, studied, str(tmp_path / "ppl.csv"), str(tmp_path / "nsa.csv"),
                        str(tmp_path / "nsa.json"))
@@ -378,6 +382,6 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     assert ("- m on heldout: dense 10.0; pruned / dense: wanda unstructured-0.5 x4.00, "
             "magnitude unstructured-0.5 x20.00") in text
     assert "lost their word: wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin beyond" in text
-    assert "reports/tables/" in text and "make report" in text
+    assert "reports/quick/tables/" in text and "reports/tables/" not in text and "make report" in text
     no_extras = run_summary("quick", *tables, studied, None, None, None)
     assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras

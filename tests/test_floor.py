@@ -85,6 +85,22 @@ def test_floor_table_marks_the_chance_level_constant_answerer_and_keeps_the_clea
     assert flat["p_holm"] == pytest.approx(flat["p_majority"])
 
 
+def test_a_dataset_with_choices_of_its_own_has_chance_as_its_floor_and_no_constant_answer():
+    """timedial's gold answer is always the third of its own list, which the model never sees (each choice is scored
+    as a continuation): 'always the third' is no answer a model can give, so 20 of 30 right over 3 choices is above
+    floor (against chance 1/3), where the index majority (1.0) would bury it; its answers are never 'one label'."""
+    gold, choice = [2] * 30, [2] * 20 + [0] * 10
+    results = pd.DataFrame([row("timedial", "qa", "dense", choice, gold, 3), row("timedial", "qa", "wanda", [2] * 30,
+                                                                                  gold, 3, f"{CALIB}-s0")])
+    by_index = floor.floor_table(results, 0.05).iloc[0]
+    assert by_index["majority"] == 1.0 and by_index["at_floor"]
+    own = floor.floor_table(results, 0.05, own_choices={"timedial"}).iloc[0]
+    assert pd.isna(own["majority"]) and own["floor"] == pytest.approx(1 / 3) and not own["at_floor"]
+    assert own["p_holm"] == pytest.approx(upper_tail(20, 30, 1 / 3), rel=1e-9)
+    assert floor.answer_shares(results)["constant"].tolist() == [False, True]  # by position wanda always says "2"
+    assert floor.answer_shares(results, own_choices={"timedial"}).empty
+
+
 def test_holm_runs_over_each_models_datasets_alone():
     """A second model at floor everywhere does not change the first model's adjusted p-values."""
     one = floor.floor_table(planted(), 0.05)

@@ -1,5 +1,8 @@
 # Tables, figures and headline metrics, from every result of the selected grid.
 
+# datasets whose examples carry choices of their own (no label set: their floor is chance, reporting.floor)
+OWN_CHOICES = [dataset for dataset in GRID["datasets"] if config["datasets"][dataset]["choices"] is None]
+
 REPORT_OUTPUTS = [
     f"{REPORTS}/tables/accuracy.csv",
     f"{REPORTS}/tables/accuracy.md",
@@ -70,6 +73,7 @@ rule aggregate:
         base=SWEEP_BASE,
         perplexity=PERPLEXITY_PARAMS,
         alpha=config["claims"]["alpha"],
+        own_choices=OWN_CHOICES,
     script:
         "../scripts/aggregate.py"
 
@@ -180,5 +184,6 @@ rule claims:
         sources={name: config["calibration_sources"][name] for name in GRID["calibration"]["sources"]},
         base=SWEEP_BASE,
         grid=config["grid"],
+        own_choices=OWN_CHOICES,
     script:
         "../scripts/claims.py"

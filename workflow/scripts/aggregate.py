@@ -10,9 +10,9 @@ from prunescope.runlog import job_log
 with job_log(snakemake.log[0]):
     o, p = snakemake.output, snakemake.params
     results = load_results(snakemake.input.results, evaluation_params(p.evaluation, p.limit), p.pruning)
-    floors = floor_table(results, p.alpha)
+    floors = floor_table(results, p.alpha, p.own_choices)
     write_floor(floors, o.floor_csv, o.floor_markdown, p.alpha)
-    table = accuracy_table(results, floors, answer_shares(results))
+    table = accuracy_table(results, floors, answer_shares(results, own_choices=p.own_choices))
     drops = category_drop_table(results, p.bootstrap_iters, p.bootstrap_seed, floors)
     write_table(table, o.csv, o.markdown, o.latex)
     write_category_drop(drops, o.drop_csv, o.drop_markdown, o.drop_latex, p.bootstrap_iters)

@@ -11,7 +11,7 @@ with job_log(snakemake.log[0]):
     expected = evaluation_params(p.evaluation, p.limit)
     results, guided = load_results(i.results, expected, p.pruning), load_results(i.guided, expected, p.pruning)
     settings = Settings(**p.claims)
-    floors = floor_table(results, settings.alpha)  # the aggregate rule's floor.csv, from the same results
+    floors = floor_table(results, settings.alpha, p.own_choices)  # as the aggregate rule, from the same results
     kept = above_floor(results, floors)  # no accuracy claim draws on an at-floor dataset
     points = variant_points(perplexity_table(load_perplexity(i.perplexity, perplexity_params(p.perplexity),
                                                              p.pruning)), kept)

@@ -73,6 +73,7 @@ class Settings:
     bootstrap_iters: int = 9999
     seed: int = 0
     high_sparsity: float = 0.6
+    design: dict | None = None  # the example-count design (reporting.power), read by the power rule
 
 
 @dataclass

@@ -5,8 +5,10 @@ answer reads as a gain of the difference in label shares, and a category of such
 (model, dataset) gets a floor, max(chance, majority-label rate), on the examples actually scored:
 
 - chance: the mean over examples of 1 / number of choices (what a uniform guess scores);
-- majority-label rate: the share of the most frequent gold choice index (what answering one label, or with
-  per-example choice lists one position, every time scores).
+- majority-label rate: the share of the most frequent gold label (what answering one label every time scores). Only
+  for datasets with one set of label words: where each example has its own choices, scored as continuations and
+  never listed in the prompt, a choice's position is nothing the model sees or can repeat (timedial's answer is
+  always the third of its list), so the floor there is chance alone and no variant is flagged as answering one label.
 
 The dense model is above floor when an exact one-sided binomial test (scipy.stats.binomtest, alternative "greater")
 puts its correct count clearly above both rates. With varying choice counts the number right under chance is a
@@ -24,7 +26,7 @@ headroom statistic the claims compare categories by (headroom_statistic; the for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,10 +75,11 @@ def p_above(correct: int, n: int, rate: float) -> float:
     return float(stats.binomtest(int(correct), int(n), float(rate), alternative="greater").pvalue)
 
 
-def floor_table(results: pd.DataFrame, alpha: float) -> pd.DataFrame:
+def floor_table(results: pd.DataFrame, alpha: float, own_choices: Collection[str] = ()) -> pd.DataFrame:
     """One row per model and dataset of the dense results: the dense accuracy, chance, the majority-label rate, the
     floor (their maximum), both one-sided p-values, the Holm-adjusted p of the larger over the model's datasets, and
-    at_floor (adjusted p >= alpha); also the dense model's most frequent answer and its share."""
+    at_floor (adjusted p >= alpha); also the dense model's most frequent answer and its share. own_choices: the
+    datasets whose examples have choices of their own (no majority label: their floor is chance)."""
     dense = results[(results["method"] == "dense") & _plain(results)]
     duplicated = dense[dense.duplicated(["model", "dataset"], keep=False)]
     if len(duplicated):
@@ -87,25 +90,30 @@ def floor_table(results: pd.DataFrame, alpha: float) -> pd.DataFrame:
         n, correct = len(gold), int((choice == gold).sum())
         if correct != round(row.acc * n):
             raise ValueError(f"{row.path}: its per-example answers get {correct} of {n} right, but acc = {row.acc}")
-        chance, majority = chance_rate(n_choices), majority_rate(gold)
-        answer, share = _top_answer(choice)
+        chance = chance_rate(n_choices)
+        majority = None if row.dataset in own_choices else majority_rate(gold)
+        answer, share = (None, None) if row.dataset in own_choices else _top_answer(choice)
         rows.append({"model": row.model, "category": row.category, "dataset": row.dataset, "n": n,
-                     "dense_acc": correct / n, "chance": chance, "majority": majority, "floor": max(chance, majority),
-                     "p_chance": p_above(correct, n, chance), "p_majority": p_above(correct, n, majority),
+                     "dense_acc": correct / n, "chance": chance, "majority": majority,
+                     "floor": max(chance, majority or 0.0), "p_chance": p_above(correct, n, chance),
+                     "p_majority": None if majority is None else p_above(correct, n, majority),
                      "dense_answer": answer, "dense_answer_share": share})
     table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
     for _, index in table.groupby("model", sort=False).groups.items():
-        table.loc[index, "p_holm"] = holm(table.loc[index, ["p_chance", "p_majority"]].max(axis=1))
+        table.loc[index, "p_holm"] = holm(table.loc[index, ["p_chance", "p_majority"]].astype(float).max(axis=1))
     table["at_floor"] = (table["p_holm"] >= alpha).astype(bool)
     table["category"] = pd.Categorical(table["category"], CATEGORIES, ordered=True)
     return table.sort_values(["model", "category", "dataset"], kind="stable").reset_index(drop=True)
 
 
-def answer_shares(results: pd.DataFrame, threshold: float = CONSTANT_SHARE) -> pd.DataFrame:
-    """One row per result (dense and pruned; NSA-guided left out): the choice index it answers most often, its share
-    of the examples, and constant: whether that share is >= threshold (the variant answers one label)."""
+def answer_shares(results: pd.DataFrame, threshold: float = CONSTANT_SHARE, own_choices: Collection[str] = ()
+                  ) -> pd.DataFrame:
+    """One row per result (dense and pruned; NSA-guided left out) of a dataset with one set of label words (not in
+    own_choices): the choice index it answers most often, its share of the examples, and constant: whether that share
+    is >= threshold (the variant answers one label)."""
     rows = []
-    for row in results[_plain(results)].itertuples():
+    plain = results[_plain(results)]
+    for row in plain[~plain["dataset"].isin(list(own_choices))].itertuples():
         answer, share = _top_answer(answers_of(row)[0])
         rows.append({"model": row.model, "category": row.category, "dataset": row.dataset, "method": row.method,
                      "pattern": row.pattern, "calib": row.calib, "answer": answer, "share": share,

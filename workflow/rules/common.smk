@@ -6,6 +6,7 @@ from prunescope.config import (
     NO_CALIBRATION,
     ParamsError,
     Variant,
+    eval_limit,
     grid_variants,
     guided_variants,
     studied_variants,
@@ -59,6 +60,8 @@ VARIANTS = grid_variants(GRID, config["calibration_sources"])
 SWEEP_BASE = sweep_base(GRID, config["calibration_sources"])  # what the sweeps and the calibration analysis hold
 STUDIED = studied_variants(GRID, config["calibration_sources"])  # what NSA compares
 GUIDED = guided_variants(GRID, config["calibration_sources"])
+# examples per dataset: the grid's number, or with `power` what claims.design needs over the grid's variants
+EVAL_LIMIT = eval_limit(GRID["eval_limit"], config["claims"], len(VARIANTS))
 
 
 wildcard_constraints:

@@ -19,7 +19,7 @@ rule build_task:
     params:
         code=library_code("build_task.py"),  # the library code it runs (common.smk)
         template=lambda wc: config["datasets"][wc.dataset]["template"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         seed=config["evaluation"]["subsample_seed"],
     script:
         "../scripts/build_task.py"
@@ -49,7 +49,7 @@ rule evaluate_dense:
         datasets=GRID["datasets"],
         categories=[config["datasets"][d]["category"] for d in GRID["datasets"]],
         evaluation=config["evaluation"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
     script:
         "../scripts/evaluate.py"
 

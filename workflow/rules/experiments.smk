@@ -83,7 +83,7 @@ rule experiment_report:
     params:
         code=library_code("experiment_report.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         pruning=config["pruning"],
         base=SWEEP_BASE,
         sweep_methods=GRID["sweeps"]["methods"],

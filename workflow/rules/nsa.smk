@@ -228,7 +228,7 @@ rule nsa_report:
     params:
         code=library_code("nsa_report.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         pruning=config["pruning"],
         heatmap_inputs=NSA_HEATMAP_INPUTS,
     script:

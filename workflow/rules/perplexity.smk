@@ -141,7 +141,7 @@ rule perplexity_report:
         code=library_code("perplexity_report.py"),  # the library code it runs (common.smk)
         perplexity=PERPLEXITY_PARAMS,
         evaluation=config["evaluation"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         pruning=config["pruning"],
     script:
         "../scripts/perplexity_report.py"

@@ -66,7 +66,7 @@ rule aggregate:
     params:
         code=library_code("aggregate.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         pruning=config["pruning"],
         bootstrap_iters=config["evaluation"]["bootstrap_iters"],
         bootstrap_seed=0,
@@ -119,7 +119,7 @@ rule power:
     params:
         code=library_code("power.py"),  # the library code it runs (common.smk)
         categories={d: config["datasets"][d]["category"] for d in GRID["datasets"]},
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         claims=config["claims"],
         tests=len(VARIANTS),
     script:
@@ -177,7 +177,7 @@ rule claims:
     params:
         code=library_code("claims.py"),  # the library code it runs (common.smk)
         evaluation=config["evaluation"],
-        limit=GRID["eval_limit"],
+        limit=EVAL_LIMIT,
         pruning=config["pruning"],
         perplexity=PERPLEXITY_PARAMS,
         claims=config["claims"],

@@ -216,6 +216,8 @@ def test_nsa_drop_tracks_accuracy_planted_and_missing():
     assert verdicts(claims.nsa_drop_tracks_accuracy(drops, "mini", SETTINGS)) == ["supported"]
     missing = claims.nsa_drop_tracks_accuracy(None, "mini", SETTINGS)
     assert verdicts(missing) == ["not tested"] and "grids.mini.nsa_datasets" in missing[0].note
+    floored = claims.nsa_drop_tracks_accuracy(drops.iloc[:0], "mini", SETTINGS)  # every NSA dataset at floor
+    assert verdicts(floored) == ["not tested"] and "at floor" in floored[0].note
 
 
 def causal_file(folder: Path, matched_shift: float) -> str:

@@ -101,6 +101,14 @@ def test_a_dataset_with_choices_of_its_own_has_chance_as_its_floor_and_no_consta
     assert floor.answer_shares(results, own_choices={"timedial"}).empty
 
 
+def test_only_datasets_whose_examples_differ_in_choices_have_choices_of_their_own():
+    """strategyqa offers Yes / No on every example (a constant answer is possible: it has a majority label); timedial
+    offers each example its own phrases."""
+    yes_no = [{"choices": ["Yes", "No"], "label": i % 2} for i in range(4)]
+    phrases = [{"choices": [f"{i} days", f"{i} hours", "never"], "label": 2} for i in range(4)]
+    assert floor.own_choice_datasets({"strategyqa": yes_no, "timedial": phrases}) == {"timedial"}
+
+
 def test_holm_runs_over_each_models_datasets_alone():
     """A second model at floor everywhere does not change the first model's adjusted p-values."""
     one = floor.floor_table(planted(), 0.05)

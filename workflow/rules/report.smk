@@ -1,8 +1,5 @@
 # Tables, figures and headline metrics, from every result of the selected grid.
 
-# datasets whose examples carry choices of their own (no label set: their floor is chance, reporting.floor)
-OWN_CHOICES = [dataset for dataset in GRID["datasets"] if config["datasets"][dataset]["choices"] is None]
-
 REPORT_OUTPUTS = [
     f"{REPORTS}/tables/accuracy.csv",
     f"{REPORTS}/tables/accuracy.md",
@@ -32,6 +29,7 @@ rule aggregate:
         results=EVAL_FILES,
         similarity=SIMILARITY_FILES,
         perplexity=PERPLEXITY_FILES,
+        records=DATASET_FILES,  # which datasets offer one list of choices (a majority label: reporting.floor)
     output:
         csv=report(
             f"{REPORTS}/tables/accuracy.csv",
@@ -73,7 +71,6 @@ rule aggregate:
         base=SWEEP_BASE,
         perplexity=PERPLEXITY_PARAMS,
         alpha=config["claims"]["alpha"],
-        own_choices=OWN_CHOICES,
     script:
         "../scripts/aggregate.py"
 
@@ -156,6 +153,7 @@ rule claims:
     test, Holm's correction over the table, a verdict, and for an inconclusive one the data that would resolve it."""
     input:
         results=EVAL_FILES,
+        records=DATASET_FILES,  # which datasets offer one list of choices (a majority label: reporting.floor)
         guided=GUIDED_EVAL_FILES,
         perplexity=PERPLEXITY_FILES,
         compare=NSA_COMPARE_FILES,
@@ -184,6 +182,5 @@ rule claims:
         sources={name: config["calibration_sources"][name] for name in GRID["calibration"]["sources"]},
         base=SWEEP_BASE,
         grid=config["grid"],
-        own_choices=OWN_CHOICES,
     script:
         "../scripts/claims.py"

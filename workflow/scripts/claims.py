@@ -1,6 +1,9 @@
+from pathlib import Path
+
 from prunescope.config import calibration_key, evaluation_params, perplexity_params
+from prunescope.data.prepare import read_dataset
 from prunescope.reporting.claims import Settings, all_claims, write_claims
-from prunescope.reporting.floor import above_floor, at_floor_by_model, floor_table
+from prunescope.reporting.floor import above_floor, at_floor_by_model, floor_table, own_choice_datasets
 from prunescope.reporting.nsa import drop_table
 from prunescope.reporting.perplexity import load_perplexity, perplexity_table, variant_points
 from prunescope.reporting.tables import calibration_group, load_results
@@ -11,7 +14,8 @@ with job_log(snakemake.log[0]):
     expected = evaluation_params(p.evaluation, p.limit)
     results, guided = load_results(i.results, expected, p.pruning), load_results(i.guided, expected, p.pruning)
     settings = Settings(**p.claims)
-    floors = floor_table(results, settings.alpha, p.own_choices)  # as the aggregate rule, from the same results
+    own_choices = own_choice_datasets({Path(path).stem: read_dataset(path) for path in i.records})
+    floors = floor_table(results, settings.alpha, own_choices)  # as the aggregate rule, from the same results
     kept = above_floor(results, floors)  # no accuracy claim draws on an at-floor dataset
     points = variant_points(perplexity_table(load_perplexity(i.perplexity, perplexity_params(p.perplexity),
                                                              p.pruning)), kept)

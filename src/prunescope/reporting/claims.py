@@ -492,8 +492,12 @@ def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Se
     activation drop and the accuracy drop (nsa.drop_table; None without NSA). Positive: the neurons lose more where
     the accuracy falls more."""
     claim = "nsa_drop_tracks_accuracy"
-    if drops is None or drops.empty:
+    if drops is None:
         return [Row(claim, "all", note=f"not tested: the grid has no NSA dataset: add one to "
+                                       f"{_grid_hint(grid)}.nsa_datasets")]
+    if drops.empty:
+        return [Row(claim, "all", note="not tested: every NSA dataset is at floor for its model (reports/tables/"
+                                       f"floor.md): add an NSA dataset the dense model does above floor to "
                                        f"{_grid_hint(grid)}.nsa_datasets")]
     scope = "all NSA datasets and variants"
     flat = _without_spread(len(drops), {"matched-neuron drop": drops["mean_relative_drop"],

@@ -106,6 +106,12 @@ def floor_table(results: pd.DataFrame, alpha: float, own_choices: Collection[str
     return table.sort_values(["model", "category", "dataset"], kind="stable").reset_index(drop=True)
 
 
+def own_choice_datasets(records: Mapping[str, Sequence[dict]]) -> set[str]:
+    """The datasets (name -> prepared records) whose examples do not all offer one list of choices: there a
+    choice's position is no answer the model can repeat, so they have no majority label."""
+    return {name for name, rows in records.items() if len({tuple(row["choices"]) for row in rows}) > 1}
+
+
 def answer_shares(results: pd.DataFrame, threshold: float = CONSTANT_SHARE, own_choices: Collection[str] = ()
                   ) -> pd.DataFrame:
     """One row per result (dense and pruned; NSA-guided left out) of a dataset with one set of label words (not in
@@ -157,13 +163,16 @@ def headroom_statistic(units: Sequence[tuple[str, str, str, float, int]]) -> Cal
 def write_floor(table: pd.DataFrame, csv_path: str, markdown_path: str, alpha: float) -> None:
     """The floor table as CSV (every column) and Markdown (3 decimals, p-values in full)."""
     write_csv(table, csv_path)
-    view = table.assign(**{column: table[column].map(lambda value: f"{value:.3f}") for column in
+    def shown(form: str):  # "--" where a dataset has no majority label (choices of its own)
+        return lambda value: "--" if pd.isna(value) else format(value, form)
+
+    view = table.assign(**{column: table[column].map(shown(".3f")) for column in
                            ("dense_acc", "chance", "majority", "floor")},
-                        **{column: table[column].map(lambda p: f"{p:.3g}")
-                           for column in ("p_chance", "p_majority", "p_holm")},
+                        **{column: table[column].map(shown(".3g")) for column in ("p_chance", "p_majority", "p_holm")},
                         at_floor=table["at_floor"].map({True: "AT FLOOR", False: "above"}),
-                        dense_answer=[f"{answer} ({share:.0%})" for answer, share in
-                                      zip(table["dense_answer"], table["dense_answer_share"], strict=True)])
+                        dense_answer=["--" if pd.isna(answer) else f"choice {int(answer)} ({share:.0%})"
+                                      for answer, share in zip(table["dense_answer"], table["dense_answer_share"],
+                                                               strict=True)])
     view = view.drop(columns=["dense_answer_share"]).rename(columns={
         "dense_acc": "dense", "majority": "majority rate", "p_chance": "p vs chance", "p_majority": "p vs majority",
         "p_holm": "Holm p", "at_floor": "status", "dense_answer": "dense's most frequent answer"})

@@ -191,15 +191,3 @@ def test_calibration_formats_apply_where_the_source_supports_them():
     assert calibs == ["gensim_wiki-raw-n32-l256-s0", "strategyqa_train-icl-n32-l256-s0",
                       "strategyqa_train-cot-n32-l256-s0", "movie_reviews_train-icl-n32-l256-s0"]
 
-
-def test_eval_limit_power_is_what_the_design_needs_over_the_grids_variants():
-    """`power` resolves to reporting.power's count for claims.design (about 800 for a 5-point change over 10
-    variants: tests/test_power.py checks it against simulation); more variants to correct for need more examples."""
-    from prunescope.config import eval_limit
-    from prunescope.reporting.power import Design, examples_for_change
-
-    claims = PARAMS["claims"]
-    design = Design(**claims["design"], alpha=claims["alpha"], power=claims["power"], tests=10)
-    assert eval_limit("power", claims, 10) == examples_for_change(design) > eval_limit("power", claims, 1)
-    assert eval_limit(64, claims, 10) == 64 and eval_limit(None, claims, 10) is None
-    validate_params(_mutated(("grids", "mini", "eval_limit"), "power"))

@@ -204,9 +204,10 @@ def reference_sparsegpt():
 
 
 @pytest.mark.parametrize("nm", [None, (2, 4), (4, 8)])
-def test_sparsegpt_equals_a_literal_port_of_the_reference_loop_bit_for_bit(nm):
-    """Same Hessian, dead input included: identical masks and identical fp32 weights (not merely close), across
-    several column blocks and a ragged last one."""
+def test_sparsegpt_equals_a_literal_port_of_the_reference_loop(nm):
+    """Same Hessian, dead input included: identical masks, and fp32 weights equal to round-off (within 4 ulp-scale
+    relative error, 5e-7 measured), across several column blocks and a ragged last one. Bit-equality holds only where
+    both paths get one kernel order: on AVX-512 CPUs (AMD EPYC) the two float paths differ in the last bits."""
     generator = torch.Generator().manual_seed(11)
     x = correlated_inputs(300, 72, seed=12)
     x[:, 5] = 0.0
@@ -215,7 +216,11 @@ def test_sparsegpt_equals_a_literal_port_of_the_reference_loop_bit_for_bit(nm):
     ours = sparsegpt.prune_layer(weight, stats, 0.5, nm, blocksize=16)
     keep, pruned = reference_sparsegpt()(weight, stats.gram * (2.0 / stats.n_sequences), 0.5, nm, blocksize=16)
     assert torch.equal(ours.mask, keep)
-    assert torch.equal(ours.weight, pruned)
+    torch.testing.assert_close(ours.weight, pruned, rtol=4e-6, atol=4e-6)
+    planted = pruned.clone()
+    planted[0, int(keep[0].nonzero()[0])] += 1e-4  # one kept weight off by a hundred times the tolerance: caught
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(ours.weight, planted, rtol=4e-6, atol=4e-6)
 
 
 def test_sparsegpt_runs_the_eager_loop_where_graph_capture_fails(monkeypatch, caplog):

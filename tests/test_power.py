@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prunescope.reporting.claims import mcnemar_p
-from prunescope.reporting.power import Design, examples_for_change, power_at, power_table
+from prunescope.reporting.power import Design, examples_for_change, grid_eval_limit, power_at, power_table
 
 DESIGN = Design(effect=0.05, discordance=0.15, alpha=0.05, power=0.8, tests=10)
 
@@ -52,3 +52,10 @@ def test_the_table_says_which_cap_bit():
     assert rows.loc["small", "power"] < rows.loc["big", "power"] < 0.8
     everything = power_table({"big": 5000}, {"big": "sentiment"}, None, DESIGN).iloc[0]
     assert everything["evaluated"] == 5000 and everything["short_by"] == "" and everything["power"] > 0.99
+
+
+def test_eval_limit_power_is_what_the_design_needs_over_the_grids_variants():
+    """`power` resolves to the count for claims.design at claims.power; more variants to correct for need more."""
+    claims = {"alpha": 0.05, "power": 0.8, "design": {"effect": 0.05, "discordance": 0.15}}
+    assert grid_eval_limit("power", claims, 10) == examples_for_change(DESIGN) > grid_eval_limit("power", claims, 1)
+    assert grid_eval_limit(64, claims, 10) == 64 and grid_eval_limit(None, claims, 10) is None

@@ -388,13 +388,3 @@ def guided_variants(grid: dict, sources: dict) -> list[tuple[str, Variant]]:
     return [(category, v) for category in guided["categories"] for v in studied_variants(grid, sources)
             if v.method in guided["methods"] and v.pattern.startswith("unstructured")]
 
-
-def eval_limit(limit: int | str | None, claims: dict, variants: int) -> int | None:
-    """A grid's examples per dataset: its eval_limit, or for `power` the count claims.design needs at claims.power
-    with Holm over `variants` comparisons per dataset (each dataset then caps it at what it holds)."""
-    if limit != "power":
-        return limit
-    from prunescope.reporting.power import Design, examples_for_change
-
-    return examples_for_change(Design(**claims["design"], alpha=claims["alpha"], power=claims["power"],
-                                      tests=variants))

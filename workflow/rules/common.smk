@@ -6,7 +6,6 @@ from prunescope.config import (
     NO_CALIBRATION,
     ParamsError,
     Variant,
-    eval_limit,
     grid_variants,
     guided_variants,
     studied_variants,
@@ -15,6 +14,7 @@ from prunescope.config import (
     validate_params,
 )
 from prunescope.pruning.export import check_export_format
+from prunescope.reporting.power import grid_eval_limit
 from prunescope.rulecode import code_digest
 
 try:
@@ -61,7 +61,7 @@ SWEEP_BASE = sweep_base(GRID, config["calibration_sources"])  # what the sweeps 
 STUDIED = studied_variants(GRID, config["calibration_sources"])  # what NSA compares
 GUIDED = guided_variants(GRID, config["calibration_sources"])
 # examples per dataset: the grid's number, or with `power` what claims.design needs over the grid's variants
-EVAL_LIMIT = eval_limit(GRID["eval_limit"], config["claims"], len(VARIANTS))
+EVAL_LIMIT = grid_eval_limit(GRID["eval_limit"], config["claims"], len(VARIANTS))
 
 
 wildcard_constraints:

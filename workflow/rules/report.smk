@@ -107,7 +107,12 @@ rule power:
     input:
         manifests=expand("data/datasets/{dataset}.json", dataset=GRID["datasets"]),
     output:
-        csv=f"{REPORTS}/tables/power.csv",
+        csv=report(
+            f"{REPORTS}/tables/power.csv",
+            caption="../report/power.rst",
+            category="Accuracy",
+            subcategory="Main grid",
+        ),
         markdown=f"{REPORTS}/tables/power.md",
     log:
         "logs/report/power.log",

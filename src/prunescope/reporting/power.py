@@ -54,6 +54,15 @@ def power_at(n: int, design: Design) -> float:
     return float(stats.norm.cdf(z))
 
 
+def grid_eval_limit(limit: int | str | None, claims: Mapping, variants: int) -> int | None:
+    """A grid's examples per dataset: its eval_limit, or for `power` the count claims.design needs at claims.power
+    with Holm over `variants` comparisons per dataset (each dataset then caps it at what it holds)."""
+    if limit != "power":
+        return limit
+    return examples_for_change(Design(**claims["design"], alpha=claims["alpha"], power=claims["power"],
+                                      tests=variants))
+
+
 def power_table(available: Mapping[str, int], categories: Mapping[str, str], limit: int | None,
                 design: Design) -> pd.DataFrame:
     """Per dataset: the examples it holds, the examples the design needs, the examples the grid evaluates (its

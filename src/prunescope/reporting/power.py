@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from scipy import stats
+if TYPE_CHECKING:
+    import pandas as pd
 
-from prunescope.reporting.tables import write_csv, write_markdown
+# The Snakefile resolves `eval_limit: power` with this module at every parse: the design needs only the standard
+# library, and pandas is imported where a table is made.
+NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Design:
 
 def examples_for_change(design: Design) -> int:
     """Examples per dataset at which the design's change is found with the design's power."""
-    z_level, z_power = stats.norm.ppf(1 - design.level / 2), stats.norm.ppf(design.power)
+    z_level, z_power = NORMAL.inv_cdf(1 - design.level / 2), NORMAL.inv_cdf(design.power)
     psi, delta = design.discordance, design.effect
     return math.ceil((z_level * math.sqrt(psi) + z_power * math.sqrt(psi - delta**2)) ** 2 / delta**2)
 
@@ -50,8 +54,8 @@ def examples_for_change(design: Design) -> int:
 def power_at(n: int, design: Design) -> float:
     """The probability that n examples find the design's change (the same approximation, solved for the power)."""
     psi, delta = design.discordance, design.effect
-    z = (math.sqrt(n) * delta - stats.norm.ppf(1 - design.level / 2) * math.sqrt(psi)) / math.sqrt(psi - delta**2)
-    return float(stats.norm.cdf(z))
+    z = (math.sqrt(n) * delta - NORMAL.inv_cdf(1 - design.level / 2) * math.sqrt(psi)) / math.sqrt(psi - delta**2)
+    return NORMAL.cdf(z)
 
 
 def grid_eval_limit(limit: int | str | None, claims: Mapping, variants: int) -> int | None:
@@ -67,6 +71,8 @@ def power_table(available: Mapping[str, int], categories: Mapping[str, str], lim
                 design: Design) -> pd.DataFrame:
     """Per dataset: the examples it holds, the examples the design needs, the examples the grid evaluates (its
     eval_limit, capped by what the dataset holds) and the power they give; `short_by` says which cap bit."""
+    import pandas as pd
+
     needed = examples_for_change(design)
     rows = []
     for dataset, n_available in available.items():
@@ -78,6 +84,8 @@ def power_table(available: Mapping[str, int], categories: Mapping[str, str], lim
 
 
 def write_power(table: pd.DataFrame, design: Design, csv_path: str, markdown_path: str) -> None:
+    from prunescope.reporting.tables import write_csv, write_markdown
+
     write_csv(table, csv_path)
     write_markdown(table, markdown_path, (
         f"Examples per dataset to find an accuracy change of {design.effect:g} (with {design.discordance:g} of the "

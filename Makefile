@@ -37,7 +37,7 @@ study: setup  ## The whole study of params.yaml's grid (default: the embedded mi
 	$(BIN)/snakemake --cores $(CORES) all
 	@cat reports/summary.md
 
-models: setup  ## The study on three real model families offline (grids.models: ~3 h on 2 CPU cores), then its summary
+models: setup  ## The study on the three real models offline (grids.models: about 90 min on 2 CPU cores), then its summary
 	$(BIN)/snakemake --cores $(CORES) all --config grid=models
 	@cat "$(call reports_of,models)/summary.md"
 

@@ -80,11 +80,19 @@ def test_workflow_bench_sums_benchmark_files_per_rule(tmp_path):
     os.utime(old, (1_000, 1_000))
     workflow = bench_module("workflow")
     assert workflow.stage_costs(tmp_path, 0.0) == [
-        {"stage": "prune", "jobs": 2, "seconds_total": 40.0, "seconds_mean": 20.0, "seconds_max": 30.0,
-         "max_rss_mib": 1100},
-        {"stage": "evaluate", "jobs": 1, "seconds_total": 5.5, "seconds_mean": 5.5, "seconds_max": 5.5,
-         "max_rss_mib": 1500}]
+        {"stage": "prune", "model": "-", "jobs": 2, "seconds_total": 40.0, "seconds_mean": 20.0, "seconds_max": 30.0,
+         "cpu_seconds_total": 2.0, "max_rss_mib": 1100},
+        {"stage": "evaluate", "model": "-", "jobs": 1, "seconds_total": 5.5, "seconds_mean": 5.5, "seconds_max": 5.5,
+         "cpu_seconds_total": 1.0, "max_rss_mib": 1500}]
     assert [row["jobs"] for row in workflow.stage_costs(tmp_path, 2_000.0)] == [1, 1]  # only this run's jobs
+    (tmp_path / "prune/n/c.tsv").parent.mkdir()
+    (tmp_path / "prune/n/c.tsv").write_text(header + "2.0\t0:00:02\t10.0\t1\t1\t1\t1\t1\t1\t1.5\n")
+    (tmp_path / "build_task").mkdir()
+    (tmp_path / "build_task/movie_reviews.tsv").write_text(header + "1.0\t0:00:01\t10.0\t1\t1\t1\t1\t1\t1\t0.5\n")
+    by_model = {(row["stage"], row["model"]): (row["jobs"], row["cpu_seconds_total"])
+                for row in workflow.stage_costs(tmp_path, 0.0, by_model=True)}
+    assert by_model == {("prune", "m"): (2, 2.0), ("prune", "n"): (1, 1.5), ("evaluate", "m"): (1, 1.0),
+                        ("build_task", "-"): (1, 0.5)}  # a rule without a model folder
 
 
 def test_evaluate_bench_gives_the_same_scores_as_stock_lm_eval(tiny_tokenizer, tmp_path):

@@ -91,6 +91,14 @@ BAD = [
      "{n}"),
     (("models", "gemma3-270m", "sha256"), KeyError, "models.gemma3-270m", "sha256"),
     (("claims", "design", "effect"), 0.3, "claims.design.effect = 0.3", "discordance = 0.15"),
+    (("grids", "models", "exclude", 0, "model"), "smollm2-135m", "grids.models.exclude[0].model = 'smollm2-135m'",
+     "qwen2.5-coder-1.5b"),
+    (("grids", "models", "exclude", 0, "source"), "wikitext2", "grids.models.exclude[0].source = 'wikitext2'",
+     "gensim_lee"),
+    (("grids", "models", "exclude", 0), {}, "grids.models.exclude[0]", "model, method"),
+    (("grids", "models", "nsa_models"), ["gemma3-270m", "llama-7b"], "grids.models.nsa_models[1] = 'llama-7b'",
+     "qwen2.5-coder-1.5b"),
+    (("grids", "models", "perplexity_windows"), 0, "grids.models.perplexity_windows = 0", ">= 1"),
 ]
 
 
@@ -160,6 +168,25 @@ def test_grid_variants_give_magnitude_no_calibration_then_the_sweeps():
     # sweeps: 4 methods x 7 sparsities + 3 calibrated methods x (5 nsamples + 4 seqlens), then OWL at 0.7 for
     # magnitude, wanda and sparsegpt (their uniform 0.7 variants are the sparsity sweep's already)
     assert len(paper) == 14 * (3 + 3 * 3 * 3) + 4 * 7 + 3 * (5 + 4) + 3
+
+
+def test_exclude_drops_the_matching_main_variants_and_nsa_runs_on_its_models():
+    grid = copy.deepcopy(PARAMS["grids"]["models"])
+    grid["exclude"] = [{"model": "qwen2.5-coder-1.5b", "source": "gensim_lee"},
+                       {"method": "sparsegpt", "structure": "2:4"}]
+    variants = grid_variants(grid, PARAMS["calibration_sources"])
+    paths = {v.path for v in variants}
+    assert "qwen2.5-coder-1.5b/wanda/unstructured-0.5/gensim_lee-raw-n16-l256-s0" not in paths
+    assert "qwen2.5-coder-1.5b/wanda/unstructured-0.5/gensim_wiki-raw-n16-l256-s0" in paths
+    assert "qwen2.5-coder-1.5b/magnitude/unstructured-0.5/none" in paths  # `source` never matches no calibration
+    assert "gemma3-270m/wanda/2of4-0.5/gensim_lee-raw-n16-l256-s0" in paths
+    assert not any(v.method == "sparsegpt" and v.pattern == "2of4-0.5" for v in variants)
+    # 3 models x (2 magnitude + 2 calibrated x 2 patterns x 2 sources) = 30, less the 1.5B's 4 Lee variants, less
+    # the 2:4 SparseGPT ones left (the 1.5B's Wikipedia one, 2 sources for each other model)
+    assert len(variants) == 30 - 4 - 5
+    grid["nsa_models"] = ["gemma3-270m"]
+    grid["nsa_guided"] = {"categories": ["sentiment"], "methods": ["wanda"]}
+    assert {v.model for _, v in guided_variants(grid, PARAMS["calibration_sources"])} == {"gemma3-270m"}
 
 
 def test_owl_variants_pair_owl_with_uniform_and_give_magnitude_calibration():

@@ -57,8 +57,10 @@ def test_dry_run_plans_the_whole_grid(tmp_path, params, grid, profile, models):
     spec, n_nsa = params["grids"][grid], len(params["grids"][grid]["nsa_datasets"])
     variants, guided = grid_variants(spec, params["calibration_sources"]), guided_variants(spec,
                                                                                           params["calibration_sources"])
-    assert int(counts["nsa_words"]) == int(counts["nsa_association"]) == int(counts["nsa_causal"]) == n_models * n_nsa
-    studied = studied_variants(spec, params["calibration_sources"])
+    nsa_models = spec["nsa_models"] or spec["models"]
+    n_nsa_runs = len(nsa_models) * n_nsa
+    assert int(counts["nsa_words"]) == int(counts["nsa_association"]) == int(counts["nsa_causal"]) == n_nsa_runs
+    studied = [v for v in studied_variants(spec, params["calibration_sources"]) if v.model in nsa_models]
     assert int(counts["nsa_compare"]) == len(studied) * n_nsa  # each studied variant against the dense NSA
     assert int(counts.get("prune_guided", 0)) == int(counts.get("evaluate_guided", 0)) == len(guided)
     assert counts["nsa_report"] == "1" and counts["power"] == "1"

@@ -107,6 +107,12 @@ def _check_references(params: dict) -> None:
         _check_names(f"{prefix}.models", grid["models"], params["models"])
         _check_names(f"{prefix}.datasets", grid["datasets"], params["datasets"])
         _check_names(f"{prefix}.nsa_datasets", grid["nsa_datasets"], dict.fromkeys(grid["datasets"]))
+        _check_names(f"{prefix}.nsa_models", grid["nsa_models"] or [], dict.fromkeys(grid["models"]))
+        for i, rule in enumerate(grid["exclude"]):
+            for key, registry in (("model", grid["models"]), ("method", grid["methods"]),
+                                  ("source", grid["calibration"]["sources"])):
+                if key in rule:
+                    _check_names(f"{prefix}.exclude[{i}].{key}", [rule[key]], dict.fromkeys(registry))
         _check_names(f"{prefix}.calibration.sources", grid["calibration"]["sources"], params["calibration_sources"])
         calibration_pairs(grid["calibration"], params["calibration_sources"], prefix=f"{prefix}.calibration")
         for i, pattern in enumerate(grid["patterns"]):
@@ -327,7 +333,22 @@ def main_variants(grid: dict, sources: dict) -> list[Variant]:
     for model, method, pattern in itertools.product(grid["models"], grid["methods"], grid["patterns"]):
         keys = calib_keys if method in CALIBRATED else [NO_CALIBRATION]
         variants += [Variant(model, method, pattern_key(pattern["structure"], pattern["sparsity"]), k) for k in keys]
-    return variants
+    return [v for v in variants if not any(excludes(rule, v) for rule in grid["exclude"])]
+
+
+def excludes(rule: dict, variant: Variant) -> bool:
+    """Whether an `exclude` entry of a grid matches the variant (every key it names; `source` never matches a
+    variant without calibration)."""
+    structure, sparsity = parse_pattern_key(variant.pattern)
+    source = None if variant.calib == NO_CALIBRATION else parse_calibration_key(variant.calib)["source"]
+    facts = {"model": variant.model, "method": variant.method, "structure": structure, "sparsity": sparsity,
+             "source": source}
+    return all(facts[key] == value for key, value in rule.items())
+
+
+def nsa_models(grid: dict) -> list[str]:
+    """The grid's models NSA runs on (`nsa_models`, null: all of them)."""
+    return grid["models"] if grid["nsa_models"] is None else grid["nsa_models"]
 
 
 def studied_variants(grid: dict, sources: dict) -> list[Variant]:
@@ -386,5 +407,5 @@ def guided_variants(grid: dict, sources: dict) -> list[tuple[str, Variant]]:
     methods, once per protected category."""
     guided = grid["nsa_guided"]
     return [(category, v) for category in guided["categories"] for v in studied_variants(grid, sources)
-            if v.method in guided["methods"] and v.pattern.startswith("unstructured")]
+            if v.method in guided["methods"] and v.pattern.startswith("unstructured") and v.model in nsa_models(grid)]
 

@@ -8,6 +8,7 @@ from prunescope.config import (
     Variant,
     grid_variants,
     guided_variants,
+    nsa_models,
     studied_variants,
     sweep_base,
     parse_calibration_key,
@@ -99,17 +100,19 @@ SIMILARITY_FILES = [
     path.replace("data/calibration/", "results/similarity/").replace(".safetensors", ".json")
     for path in CALIBRATION_FILES
 ]
+NSA_MODELS = nsa_models(GRID)
 NSA_COMPARE_FILES = [
     f"results/nsa/{v.model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
     for dataset in GRID["nsa_datasets"]
     for v in STUDIED
+    if v.model in NSA_MODELS
 ]
 NSA_CAUSAL_FILES = expand(
-    "results/nsa/{model}/{dataset}/causal.json", model=GRID["models"], dataset=GRID["nsa_datasets"]
+    "results/nsa/{model}/{dataset}/causal.json", model=NSA_MODELS, dataset=GRID["nsa_datasets"]
 )
 # token heatmaps, one per model and NSA dataset: a row per variant of the first calibration key (or data-free)
 FIRST_CALIB = next((v.calib for v in STUDIED if v.calib != NO_CALIBRATION), NO_CALIBRATION)
-NSA_HEATMAPS = [(model, dataset) for model in GRID["models"] for dataset in GRID["nsa_datasets"]]
+NSA_HEATMAPS = [(model, dataset) for model in NSA_MODELS for dataset in GRID["nsa_datasets"]]
 NSA_HEATMAP_INPUTS = [
     [
         f"results/nsa/{model}/{dataset}/{v.method}/{v.pattern}/{v.calib}.json"
@@ -151,6 +154,7 @@ NSA_REPORT_OUTPUTS = (
 
 # Perplexity: windows per model and source, one result per model variant and source (NSA-guided variants too).
 PERPLEXITY_PARAMS = {key: config["perplexity"][key] for key in ("seqlen", "windows", "batch_size")}
+PERPLEXITY_PARAMS["windows"] = GRID["perplexity_windows"] or PERPLEXITY_PARAMS["windows"]
 PERPLEXITY_WINDOW_FILES = expand(
     "data/perplexity/{model}/{source}.safetensors", model=GRID["models"], source=GRID["perplexity_sources"]
 )

@@ -41,7 +41,7 @@ rule perplexity_windows:
         separator=lambda wc: config["perplexity"]["sources"][wc.source]["separator"],
         pick=lambda wc: config["perplexity"]["sources"][wc.source]["pick"],
         seqlen=config["perplexity"]["seqlen"],
-        windows=config["perplexity"]["windows"],
+        windows=PERPLEXITY_PARAMS["windows"],
     script:
         "../scripts/perplexity_windows.py"
 

@@ -48,7 +48,8 @@ def stage_costs(benchmarks: Path, since: float, by_model: bool = False) -> list[
             continue
         header, *values = path.read_text(encoding="utf-8").splitlines()
         record = dict(zip(header.split("\t"), values[-1].split("\t"), strict=True))
-        rss, cpu = (float(record[key]) if record[key] not in ("", "NA", "-") else 0.0 for key in ("max_rss", "cpu_time"))
+        rss, cpu = (float(record[key]) if record[key] not in ("", "NA", "-") else 0.0
+                    for key in ("max_rss", "cpu_time"))
         stage, *rest = path.relative_to(benchmarks).parts
         jobs[stage, rest[0] if by_model and len(rest) > 1 else "-"].append((float(record["s"]), cpu, rss))
     rows = []

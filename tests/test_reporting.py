@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from prunescope import io
-from prunescope.config import variant_options
+from prunescope.config import left_out, variant_options
 from prunescope.io import ChecksumError
 from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
@@ -384,4 +384,9 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     assert "lost their word: wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin beyond" in text
     assert "reports/quick/tables/" in text and "reports/tables/" not in text and "make report" in text
     no_extras = run_summary("quick", *tables, studied, None, None, None)
-    assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras
+    assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras and "Left out" not in no_extras
+    grid = {"models": ["m", "big"], "exclude": [{"model": "big", "source": "lee"}], "nsa_models": ["m"],
+            "nsa_datasets": ["reviews"]}
+    budget = run_summary("quick", *tables, studied, None, None, None, left_out(grid))
+    assert ("- Left out of this grid for its compute budget (grids.quick): variants with model big, source lee; "
+            "NSA on m only.\n") in budget.split("## Accuracy")[0]  # read before any number

@@ -50,7 +50,7 @@ CLAIMS = {
                                "(Ji et al., ICLR 2025)",
     "task_calibration_helps_own_task": "Task-derived calibration helps its own task (Bandari et al., EMNLP 2024)",
     "perplexity_predicts_damage": "Perplexity predicts the task damage",
-    "nsa_drop_tracks_accuracy": "NSA's matched-neuron drop tracks the accuracy drop",
+    "nsa_drop_tracks_accuracy": "NSA's effect-weighted matched-pair drop tracks the accuracy drop",
     "nsa_neurons_causal": "NSA-matched neurons are causal: ablating them beats ablating random ones",
     "nsa_guided_recovers": "NSA-guided pruning recovers the protected category at equal sparsity",
 }
@@ -488,9 +488,9 @@ def _without_spread(points: int, columns: Mapping[str, pd.Series]) -> str:
 
 
 def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Settings) -> list[Row]:
-    """Across (NSA dataset, pruned variant) pairs: Spearman's rho between the matched neurons' mean relative
-    activation drop and the accuracy drop (nsa.drop_table; None without NSA). Positive: the neurons lose more where
-    the accuracy falls more."""
+    """Across (NSA dataset, pruned variant) pairs: Spearman's rho between the matched pairs' relative drop weighted
+    by their dense effect (a pair that carried nothing cannot move it) and the accuracy drop (nsa.drop_table; None
+    without NSA). Positive: the pairs lose more where the accuracy falls more."""
     claim = "nsa_drop_tracks_accuracy"
     if drops is None:
         return [Row(claim, "all", note=f"not tested: the grid has no NSA dataset: add one to "
@@ -500,14 +500,14 @@ def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Se
                                        f"floor.md): add an NSA dataset the dense model does above floor to "
                                        f"{_grid_hint(grid)}.nsa_datasets")]
     scope = "all NSA datasets and variants"
-    flat = _without_spread(len(drops), {"matched-neuron drop": drops["mean_relative_drop"],
+    flat = _without_spread(len(drops), {"weighted matched-pair drop": drops["weighted_relative_drop"],
                                         "accuracy drop": drops["acc_drop"]})
     if flat:
         return [Row(claim, scope, note=f"not tested: {flat}")]
-    measured = spearman_row(drops["mean_relative_drop"].to_numpy(float), drops["acc_drop"].to_numpy(float), settings,
-                            row_rng(settings.seed, scope))
-    return [Row(claim, scope, "Spearman rho of matched-neuron drop vs accuracy drop, across (dataset, variant)",
-                "positive", **measured)]
+    measured = spearman_row(drops["weighted_relative_drop"].to_numpy(float), drops["acc_drop"].to_numpy(float),
+                            settings, row_rng(settings.seed, scope))
+    return [Row(claim, scope, "Spearman rho of the effect-weighted matched-pair drop vs accuracy drop, across "
+                "(dataset, variant)", "positive", **measured)]
 
 
 def nsa_neurons_causal(causal_paths: Iterable[str], grid: str, settings: Settings) -> list[Row]:

@@ -100,18 +100,19 @@ def perplexity_lines(perplexity: pd.DataFrame, variants: Iterable[Sequence[str]]
 
 
 def nsa_lines(nsa_table: pd.DataFrame, causal: dict) -> list[str]:
-    """Per NSA dataset: each variant's share of matched neurons that lost their word (the mean over calibration
-    seeds), and whether ablating the matched neurons moves the answer margin beyond random neurons."""
+    """Per NSA dataset: each variant's relative drop of the matched pairs weighted by their dense effect (the mean
+    over calibration seeds; a pair that carried nothing cannot move it), and whether ablating the matched neurons
+    moves the answer margin beyond random neurons."""
     lines = []
     table = nsa_table.assign(calibration=nsa_table["calib"].map(calibration_group))
     for (model, dataset), group in table.groupby(["model", "dataset"], sort=False):
-        shares = group.groupby(["method", "pattern", "calibration"], sort=False)["fraction_dropped"].mean()
+        shares = group.groupby(["method", "pattern", "calibration"], sort=False)["weighted_relative_drop"].mean()
         cells = ", ".join(f"{method} {pattern} {share:.2f}" for (method, pattern, _), share in shares.items())
         beyond = causal.get(dataset, {}).get("mean", {}).get("beyond_random")
         verdict = "" if beyond is None else (
             "; ablating the matched neurons moves the margin beyond random ones" if beyond
             else "; ablating the matched neurons moves the margin no more than random ones")
-        lines.append(f"- {model} {dataset}: share of matched neurons that lost their word: {cells}{verdict}")
+        lines.append(f"- {model} {dataset}: matched word-neuron pairs' effect lost (weighted): {cells}{verdict}")
     return lines
 
 

@@ -18,7 +18,8 @@ from prunescope.models.prepare import load_model
 from prunescope.nsa.answers import choice_logprobs, gold_margin, mean_embedding, score_examples, variant_margins
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
-from prunescope.nsa.words import Example, occurrence_attributions, tokenize_words
+from prunescope.nsa.prompts import Example, tokenize_words
+from prunescope.nsa.words import occurrence_attributions
 from prunescope.pruning import apply_artifact, model_weights, prune_model, pruned_layer_names, save_artifact
 from prunescope.pruning.driver import block_linears
 from prunescope.pruning.export import export_variant

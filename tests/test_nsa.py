@@ -51,14 +51,9 @@ from prunescope.nsa.neurons import (
     resumed_at,
     token_activations,
 )
+from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
 from prunescope.nsa.stages import heatmap_example, protected_neurons
-from prunescope.nsa.words import (
-    Example,
-    influential_words,
-    occurrence_attributions,
-    render_with_spans,
-    tokenize_words,
-)
+from prunescope.nsa.words import influential_words, occurrence_attributions
 
 PLANTED_WORDS = ["wonderful", "great", "superb"]
 OTHER_WORDS = ["dull", "boring", "plain", "long", "slow", "odd"]
@@ -569,7 +564,7 @@ MEMORY_PROBE = """
 import json, resource, sys, torch, transformers as tf
 from prunescope.models.families import get_family
 from prunescope.nsa.neurons import activation_stats
-from prunescope.nsa.words import Example, TokenizedPrompt
+from prunescope.nsa.prompts import Example, TokenizedPrompt
 torch.manual_seed(0)
 torch.set_num_threads(1)
 config = tf.LlamaConfig(hidden_size=64, intermediate_size=8192, num_hidden_layers=2, num_attention_heads=4,

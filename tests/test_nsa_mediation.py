@@ -26,7 +26,7 @@ from prunescope.nsa.mediation import (
     word_occurrences,
 )
 from prunescope.nsa.neurons import ablated, activation_stats
-from prunescope.nsa.words import Example, render_with_spans, tokenize_words
+from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
 
 POSITIVE = ["great", "superb", "lovely"]
 NEGATIVE = ["awful", "bad", "poor"]

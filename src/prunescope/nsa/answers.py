@@ -9,16 +9,12 @@ raises every choice alike does not move it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from prunescope.evaluation.scoring import Packed, layer_masks, packed_logprobs
 from prunescope.models.offload import input_device
-
-if TYPE_CHECKING:
-    from prunescope.nsa.words import Example
-
+from prunescope.nsa.prompts import Example
 
 OCCLUDED = -1  # a token id occlusion writes where a word was: embedded as the baseline (mean_embedding)
 EMBEDDING_CHUNK = 32768  # vocabulary rows embedded at a time for the mean embedding

@@ -35,7 +35,8 @@ from prunescope.nsa.mediation import (
     pushed_groups,
 )
 from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
-from prunescope.nsa.words import Example, influential_words, render_with_spans, tokenize_words
+from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
+from prunescope.nsa.words import influential_words
 
 logger = logging.getLogger(__name__)
 TOP_WORDS_SHOWN = 5

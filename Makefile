@@ -58,8 +58,8 @@ report: study  ## One self-contained HTML report of every table and figure, chec
 	$(BIN)/python -m prunescope.browser reports/report.html --screenshot reports/report.png \
 	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv' --expect 'reports/claims.csv'
 
-findings: setup  ## The README's Findings block, generated from reports/claims.csv (which `make study` writes)
-	$(BIN)/python -m prunescope.reporting.claims README.md reports/claims.csv
+findings: setup  ## The README's Findings block, generated from reports/models/claims.csv (which `make models` writes)
+	$(BIN)/python -m prunescope.reporting.claims README.md reports/models/claims.csv
 
 repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

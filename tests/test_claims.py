@@ -310,8 +310,8 @@ def test_readme_findings_block_is_replaced_from_the_table(tmp_path):
 
 
 def test_readme_findings_equal_what_the_committed_claims_csv_generates():
-    csv = ROOT / "reports/claims.csv"
+    csv = ROOT / claims.FINDINGS_SOURCE
     if not csv.exists():
-        pytest.skip("reports/claims.csv is not committed yet: a full run writes it, then `make findings`")
+        pytest.skip(f"{claims.FINDINGS_SOURCE} is not committed yet: `make models` writes it, then `make findings`")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert claims.readme_with_findings(readme, claims.read_claims(csv)) == readme, "run `make findings`"

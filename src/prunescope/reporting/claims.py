@@ -62,6 +62,7 @@ MCNEMAR = "exact McNemar"
 BOOTSTRAP = "paired bootstrap (examples; seeds)"
 PERMUTATION = "permutation (Spearman)"
 README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"
+FINDINGS_SOURCE = "reports/models/claims.csv"  # the README's Findings: the study on models that can do the tasks
 
 
 @dataclass(frozen=True)
@@ -708,11 +709,11 @@ def claims_markdown(table: pd.DataFrame, settings: Settings, at_floor: Mapping[s
 # ---------------------------------------------------------------------------------------------- README findings
 
 
-def findings_markdown(table: pd.DataFrame) -> str:
-    """The README's Findings block: per claim, its verdict counts and its most significant row's numbers (lowest Holm
-    p, then p, then the largest effect), or why it was not tested."""
-    lines = ["Generated from `reports/claims.csv` by `make findings`; the numbers, tests and verdicts are in "
-             "`reports/claims.md`.", ""]
+def findings_markdown(table: pd.DataFrame, source: str = FINDINGS_SOURCE) -> str:
+    """The README's Findings block from the claims table at `source`: per claim, its verdict counts and its most
+    significant row's numbers (lowest Holm p, then p, then the largest effect), or why it was not tested."""
+    lines = [f"Generated from `{source}` by `make findings`; the numbers, tests and verdicts are in "
+             f"`{Path(source).with_suffix('.md').as_posix()}`.", ""]
     for claim, text in CLAIMS.items():
         rows = table[table["claim"] == claim]
         tested = rows[rows["verdict"] != "not tested"]
@@ -730,13 +731,13 @@ def findings_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_with_findings(readme: str, table: pd.DataFrame) -> str:
-    """The README text with the block between the findings markers replaced by findings_markdown(table)."""
+def readme_with_findings(readme: str, table: pd.DataFrame, source: str = FINDINGS_SOURCE) -> str:
+    """The README text with the block between the findings markers replaced by findings_markdown(table, source)."""
     pattern = re.compile(re.escape(README_START) + r"\n.*?" + re.escape(README_END), re.S)
     if not pattern.search(readme):
         raise ValueError(f"README.md has no {README_START} ... {README_END} block: put both markers, each on its own "
                          "line, where the findings belong")
-    return pattern.sub(lambda _: f"{README_START}\n{findings_markdown(table)}{README_END}", readme)
+    return pattern.sub(lambda _: f"{README_START}\n{findings_markdown(table, source)}{README_END}", readme)
 
 
 def read_claims(path: str | Path) -> pd.DataFrame:
@@ -744,13 +745,14 @@ def read_claims(path: str | Path) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str]) -> None:
-    """`python -m prunescope.reporting.claims README.md reports/claims.csv`: rewrite the README's findings block."""
+    """`python -m prunescope.reporting.claims README.md reports/models/claims.csv`: rewrite the README's findings
+    block."""
     if len(argv) != 2:
-        sys.exit("usage: python -m prunescope.reporting.claims README.md reports/claims.csv")
+        sys.exit(f"usage: python -m prunescope.reporting.claims README.md {FINDINGS_SOURCE}")
     readme, csv_path = map(Path, argv)
     if not csv_path.exists():
         sys.exit(f"{csv_path} does not exist: run the workflow first (make run)")
-    text = readme_with_findings(readme.read_text(encoding="utf-8"), read_claims(csv_path))
+    text = readme_with_findings(readme.read_text(encoding="utf-8"), read_claims(csv_path), csv_path.as_posix())
     with atomic_path(readme) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

@@ -44,18 +44,28 @@ models: setup  ## The study on the three real models offline (grids.models: abou
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run all
 
+# `make report` ends with a check in headless Chromium (prunescope.browser finds $CHROMIUM, else chromium or
+# chromium-browser on PATH): without one it stops here, before the study runs, instead of failing after the work.
+ifneq ($(filter report,$(MAKECMDGOALS)),)
+CHROMIUM_FOUND := $(shell for c in "$(CHROMIUM)" chromium chromium-browser; do [ -n "$$c" ] && command -v "$$c" && break; done)
+ifeq ($(CHROMIUM_FOUND),)
+$(error make report needs Chromium for its browser check and found none ($$CHROMIUM, chromium or chromium-browser on PATH): install it (apt-get install -y chromium) or set CHROMIUM=/path/to/chromium)
+endif
+endif
+
 report: study  ## One self-contained HTML report of every table and figure, checked in headless Chromium
 	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
 	$(BIN)/python -m prunescope.browser reports/report.html --screenshot reports/report.png \
 	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv' --expect 'reports/claims.csv'
 
-findings: setup  ## The README's Findings block, generated from reports/claims.csv (which `make study` writes)
-	$(BIN)/python -m prunescope.reporting.claims README.md reports/claims.csv
+findings: setup  ## The README's Findings block, generated from reports/models/claims.csv (which `make models` writes)
+	$(BIN)/python -m prunescope.reporting.claims README.md reports/models/claims.csv
 
 repro: setup  ## DVC reproduction of every stage whose code, params or inputs changed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 pull: setup  ## After cloning: every DVC-tracked output from the DVC remote, marked up to date for Snakemake
+	@$(BIN)/dvc remote default >/dev/null 2>&1 || { echo 'no DVC remote: add one with `$(BIN)/dvc remote add -d storage <path|s3://...|ssh://...>` (docs/reproducibility.md), or rebuild everything without one: `make repro`' >&2; exit 1; }
 	$(BIN)/dvc pull
 	$(BIN)/snakemake --cores 1 --touch all
 

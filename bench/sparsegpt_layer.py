@@ -1,6 +1,7 @@
 """SparseGPT's parts on one Linear at the 7B shapes, each beside its baseline: the Gram accumulation in fp32 GEMMs
 against half-precision tensor cores with fp32 accumulation (CUDA only), and our column loop against a literal port
-of the reference's (IST-DASLab/sparsegpt fasterprune, with methods.md's exact-k mask), on the same Hessian.
+of the reference's (IST-DASLab/sparsegpt fasterprune, with our exact-k mask: docs/methods.md#count-and-tie-rules),
+on the same Hessian.
 
     python bench/sparsegpt_layer.py --device cuda            # q_proj (4096 x 4096) and down_proj (4096 x 11008)
     python bench/sparsegpt_layer.py --device cpu --shapes 64x128 --nsamples 4 --seqlen 64
@@ -28,7 +29,7 @@ from prunescope.pruning.stats import InputStats  # noqa: E402
 def reference_loop(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,
                    percdamp: float = 0.01, blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference fasterprune, line for line (Q1, Err1, the per-column clone and the 7-kernel update), except the
-    unstructured count: exactly floor(G * s) per block, lower index first on ties (methods.md), where the reference
+    unstructured count: exactly floor(G * s) per block, lower index first on ties (docs/methods.md), where the reference
     prunes every score <= the k-th. Returns (keep-mask, pruned weight)."""
     W = weight.clone().float()
     H = hessian.clone()

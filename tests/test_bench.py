@@ -114,7 +114,7 @@ def test_evaluate_bench_gives_the_same_scores_as_stock_lm_eval(tiny_tokenizer, t
 
 def test_nsa_bench_compares_packed_and_resumed_scoring_with_their_baselines(tiny_tokenizer):
     from prunescope.models.families import get_family
-    from prunescope.nsa.words import Example, tokenize_words
+    from prunescope.nsa.prompts import Example, tokenize_words
 
     encode = lambda text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     choices = [encode(c) for c in (" terrible", " wonderful and great")]

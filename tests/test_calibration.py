@@ -122,7 +122,7 @@ def test_gensim_wiki_corpus_is_plain_article_text(tmp_path):
     out = tmp_path / "wiki.jsonl"
     assert extract_gensim_text("wiki", out) == 96  # 106 articles less every 10th, held out for perplexity
     texts = [d["text"] for d in read_jsonl(out)]
-    assert sum(len(t.split()) for t in texts) > 400_000  # offline.md: ~480k words, 434k of them for calibration
+    assert sum(len(t.split()) for t in texts) > 400_000  # the 96 calibration articles: 434k words (docs/methods.md)
     assert texts[0].startswith("Anarchism is a political philosophy")
     assert not any("#REDIRECT" in t or "'''" in t or "  " in t for t in texts)
 

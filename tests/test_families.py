@@ -15,10 +15,11 @@ from transformers import AutoModelForCausalLM
 from conftest import make_tiny_model
 from prunescope.models import get_family
 from prunescope.models.prepare import load_model
-from prunescope.nsa.answers import choice_logprobs, gold_margin, score_examples, variant_margins
+from prunescope.nsa.answers import choice_logprobs, gold_margin, mean_embedding, score_examples, variant_margins
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
-from prunescope.nsa.words import Example, occurrence_attributions, tokenize_words
+from prunescope.nsa.prompts import Example, tokenize_words
+from prunescope.nsa.words import occurrence_attributions
 from prunescope.pruning import apply_artifact, model_weights, prune_model, pruned_layer_names, save_artifact
 from prunescope.pruning.driver import block_linears
 from prunescope.pruning.export import export_variant
@@ -168,16 +169,16 @@ def test_nsa_steps_run_and_agree_with_direct_measurement(tiny_tokenizer, family)
     model = make_tiny_model(family, VOCAB)
     adapter = get_family(family)
     found = examples(tiny_tokenizer)
-    pad = tiny_tokenizer.pad_token_id
+    baseline = mean_embedding(model)
     example = found[0]
-    ids = example.prompt.input_ids
-    scores = occurrence_attributions(model, example, "occlusion", pad, batch_size=4, steps=1)
+    ids = torch.tensor([example.prompt.input_ids])
+    scores = occurrence_attributions(model, example, "occlusion", baseline, batch_size=4, steps=1)
     with torch.no_grad():
-        intact = float(gold_margin(model, example, torch.tensor([ids]))[0])
+        intact = float(gold_margin(model, example, ids)[0])
         for word, score in scores.items():
-            occluded = [pad if w == word else i for i, w in zip(ids, example.prompt.token_words, strict=True)]
-            assert score == pytest.approx(intact - float(gold_margin(model, example, torch.tensor([occluded]))[0]),
-                                          abs=1e-4)
+            embeds = model.get_input_embeddings()(ids)
+            embeds[0, torch.tensor(example.prompt.token_words) == word] = baseline
+            assert score == pytest.approx(intact - float(gold_margin(model, example, ids, embeds)[0]), abs=1e-4)
     words = [torch.tensor([0 if w >= 0 else -1 for w in e.prompt.token_words]) for e in found]
     stats = activation_stats(model, adapter, found, words, [0, 1], 1, importance=True)
     width = adapter.mlp_out(adapter.blocks(model)[0]).in_features
@@ -195,3 +196,57 @@ def test_nsa_steps_run_and_agree_with_direct_measurement(tiny_tokenizer, family)
         with ablated(model, adapter, {int(layer): n for layer, n in point["matched"].items()}):
             margins, _ = score_examples(model, found)
         assert point["matched_margin_change"] == pytest.approx(sum(margins) / len(margins) - base, abs=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES])
+def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
+    """Mediated matching's exact effect of a neuron on one word occurrence, recomputed by hand: the word's input
+    embeddings replaced by the vocabulary's mean embedding (occluded), that neuron's activations recorded there and
+    written into the intact forward; the margin's fall is the exact effect. Every family (OPT's 2-D activations,
+    Gemma's scaled embeddings and sliding windows, multi-token choices), forced and chosen candidates alike."""
+    from prunescope.nsa.answers import margin
+    from prunescope.nsa.mediation import MediationOptions, mediation_sums, word_occurrences
+
+    model = make_tiny_model(family, VOCAB)
+    adapter = get_family(family)
+    example = examples(tiny_tokenizer)[1]
+    vocabulary = sorted({example.prompt.words[w] for w in example.prompt.token_words if w >= 0})
+    word, positions = word_occurrences(example, {w: i for i, w in enumerate(vocabulary)})[0]
+    sums = mediation_sums(model, adapter, [example], vocabulary, [0, 1], options=MediationOptions(0.1, 0.0, 3, 2))
+    layer, neuron = (int(i) for i in torch.nonzero(sums.exact_count[:, word])[0])
+    ids = torch.tensor([example.prompt.input_ids])
+    embeds = model.get_input_embeddings()(ids).detach()
+    occluded = embeds.clone()
+    occluded[0, positions] = mean_embedding(model)
+    module = adapter.mlp_out(adapter.blocks(model)[layer])
+    length, recorded = ids.shape[1], []
+
+    def record(_module, args):
+        if not recorded:  # the prompt's pass
+            recorded.append(args[0].reshape(1, -1, args[0].shape[-1])[0, :length, neuron].clone())
+
+    def patch(_module, args):
+        if recorded and len(recorded) == 1:
+            recorded.append(None)
+            activation = args[0].reshape(1, -1, args[0].shape[-1]).clone()
+            activation[0, :length, neuron] = recorded[0]
+            return (activation.reshape(args[0].shape), *args[1:])
+        return None
+
+    with torch.no_grad():
+        intact = margin(choice_logprobs(model, [example.prompt.input_ids], example.choices, embeds), example.label)
+        handle = module.register_forward_pre_hook(record)
+        occluded_margin = margin(choice_logprobs(model, [example.prompt.input_ids], example.choices, occluded),
+                                 example.label)
+        handle.remove()
+        handle = module.register_forward_pre_hook(patch)
+        patched = margin(choice_logprobs(model, [example.prompt.input_ids], example.choices, embeds), example.label)
+        handle.remove()
+    effect = float(intact - occluded_margin)
+    sign = 1.0 if effect >= 0 else -1.0
+    assert float(sums.effect[word]) == pytest.approx(abs(effect), abs=1e-5)
+    assert float(sums.exact[layer, word, neuron]) == pytest.approx(sign * float(intact - patched), abs=1e-5)
+    forced = mediation_sums(model, adapter, [example], vocabulary, [0, 1], options=MediationOptions(0.1, 0.0, 3, 2),
+                            forced={word: [(layer, neuron)]})
+    assert float(forced.exact[layer, word, neuron]) == pytest.approx(float(sums.exact[layer, word, neuron]), abs=1e-5)
+    assert int(forced.exact_count.sum()) == 1 and float(forced.first_order.abs().sum()) == 0

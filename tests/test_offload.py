@@ -32,7 +32,7 @@ from prunescope.models.offload import (
     offloaded_weights_reread_in_backward,
 )
 from prunescope.models.prepare import load_model
-from prunescope.nsa.answers import score_examples
+from prunescope.nsa.answers import mean_embedding, score_examples
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.words import ATTRIBUTIONS, occurrence_attributions
@@ -194,7 +194,7 @@ def test_nsa_recording_ablation_and_resumed_causal_curve_are_unchanged(model_dir
             ablation = score_examples(model, examples, batch_size=3)
         curve = causal_curve(model, family, examples, scores, matched, means, 128, limit=3, draws=2, seed=0,
                              batch_size=4)
-        words = [occurrence_attributions(model, examples[0], method, tokenizer.pad_token_id, 4, 4)
+        words = [occurrence_attributions(model, examples[0], method, mean_embedding(model), 4, 4)
                  for method in ATTRIBUTIONS]
         return {layer: vars(s) for layer, s in stats.items()}, ablation, curve, words
 

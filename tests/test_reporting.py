@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from prunescope import io
-from prunescope.config import variant_options
+from prunescope.config import left_out, variant_options
 from prunescope.io import ChecksumError
 from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
@@ -359,7 +359,7 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
                    "source": "heldout", "perplexity": ppl, "ratio": ppl / 10.0}
                   for method, pattern, calib, protect, ppl in ppl_rows]).to_csv(tmp_path / "ppl.csv", index=False)
     pd.DataFrame([{"model": "m", "dataset": "reviews", "method": "wanda", "pattern": "unstructured-0.5",
-                   "calib": f"gensim-raw-n8-l64-s{seed}", "fraction_dropped": share}  # seeds averaged: 0.25
+                   "calib": f"gensim-raw-n8-l64-s{seed}", "weighted_relative_drop": share}  # seeds averaged: 0.25
                   for seed, share in ((0, 0.2), (1, 0.3))]).to_csv(tmp_path / "nsa.csv", index=False)
     (tmp_path / "nsa.json").write_text(json.dumps({"causal": {"reviews": {"mean": {"beyond_random": True}}}}))
     studied = [("m", "wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0"), ("m", "wanda", "unstructured-0.5",
@@ -381,7 +381,13 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     assert "one label" not in text and "same choice" not in text
     assert ("- m on heldout: dense 10.0; pruned / dense: wanda unstructured-0.5 x4.00, "
             "magnitude unstructured-0.5 x20.00") in text
-    assert "lost their word: wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin beyond" in text
+    assert ("effect lost (weighted): wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin "
+            "beyond") in text
     assert "reports/quick/tables/" in text and "reports/tables/" not in text and "make report" in text
     no_extras = run_summary("quick", *tables, studied, None, None, None)
-    assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras
+    assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras and "Left out" not in no_extras
+    grid = {"models": ["m", "big"], "exclude": [{"model": "big", "source": "lee"}], "nsa_models": ["m"],
+            "nsa_datasets": ["reviews"]}
+    budget = run_summary("quick", *tables, studied, None, None, None, left_out(grid))
+    assert ("- Left out of this grid for its compute budget (grids.quick): variants with model big, source lee; "
+            "NSA on m only.\n") in budget.split("## Accuracy")[0]  # read before any number

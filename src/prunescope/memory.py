@@ -509,7 +509,7 @@ def format_table(predictions: list[Prediction], breakdown: bool = False) -> str:
 
 
 def format_markdown(predictions: list[Prediction]) -> str:
-    """One markdown row per model: each stage's peak GPU / host GiB side by side (the README's table)."""
+    """One markdown row per model: each stage's peak GPU / host GiB side by side (docs/scaling.md's table)."""
     stages = list(dict.fromkeys(prediction.stage for prediction in predictions))
     rows: dict[str, dict[str, Prediction]] = {}
     for prediction in predictions:

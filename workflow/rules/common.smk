@@ -8,6 +8,7 @@ from prunescope.config import (
     Variant,
     grid_variants,
     guided_variants,
+    left_out,
     nsa_models,
     studied_variants,
     sweep_base,

@@ -1,3 +1,4 @@
+from prunescope.nsa.mediation import MediationOptions
 from prunescope.nsa.stages import learn_association
 from prunescope.runlog import job_device, job_log
 
@@ -6,4 +7,5 @@ with job_log(snakemake.log[0]):
     learn_association(snakemake.input.model, p.model_spec["dtype"], p.model_spec["family"], snakemake.input.records,
                       p.template, p.examples, p.sample_seed, snakemake.input.words, nsa["layers"],
                       nsa["std_floor"], nsa["epochs"], nsa["lr"], nsa["lambda"], nsa["neurons_per_word"], nsa["seed"],
-                      job_device(snakemake.threads), snakemake.output.association, offload=snakemake.config["offload"])
+                      job_device(snakemake.threads), snakemake.output.association, offload=snakemake.config["offload"],
+                      mediation=MediationOptions.from_params(nsa) if nsa["matching"] == "mediated" else None)

@@ -1,3 +1,4 @@
+from prunescope.nsa.mediation import MediationOptions
 from prunescope.nsa.stages import compare_variant
 from prunescope.runlog import job_device, job_log
 
@@ -7,4 +8,5 @@ with job_log(snakemake.log[0]):
                     snakemake.input.records, p.template, p.examples, p.sample_seed,
                     snakemake.input.association, nsa["drop_threshold"], nsa["std_floor"], nsa["epochs"], nsa["lr"],
                     nsa["lambda"], nsa["seed"], job_device(snakemake.threads), snakemake.output[0],
-                    labels=dict(snakemake.wildcards), offload=snakemake.config["offload"])
+                    labels=dict(snakemake.wildcards), offload=snakemake.config["offload"],
+                    mediation=MediationOptions.from_params(nsa))

@@ -6,4 +6,4 @@ with job_log(snakemake.log[0]):
     select_words(snakemake.input.model, p.model_spec["dtype"], snakemake.input.records, p.template,
                  p.examples, p.sample_seed, nsa["top_k_words"], nsa["min_count"], nsa["attribution"],
                  nsa["attribution_batch"], nsa["ig_steps"], job_device(snakemake.threads), snakemake.output[0],
-                 offload=snakemake.config["offload"])
+                 offload=snakemake.config["offload"], floor=nsa["attribution_floor"], share=nsa["attribution_share"])

@@ -1,2 +1,2 @@
-"""Neuron Semantic Attribution (methods.md): influential words, the learned neuron-word association, dense vs
-pruned comparison and the causal ablation check."""
+"""Neuron Semantic Attribution (docs/methods.md#neuron-semantic-attribution): influential words, the learned
+neuron-word association, dense vs pruned comparison and the causal ablation check."""

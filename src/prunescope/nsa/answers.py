@@ -9,15 +9,40 @@ raises every choice alike does not move it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from prunescope.evaluation.scoring import Packed, layer_masks, packed_logprobs
 from prunescope.models.offload import input_device
+from prunescope.nsa.prompts import Example
 
-if TYPE_CHECKING:
-    from prunescope.nsa.words import Example
+OCCLUDED = -1  # a token id occlusion writes where a word was: embedded as the baseline (mean_embedding)
+EMBEDDING_CHUNK = 32768  # vocabulary rows embedded at a time for the mean embedding
+
+
+def mean_embedding(model) -> torch.Tensor:
+    """The mean input embedding over the vocabulary (as the model embeds: Gemma's scale included): occlusion's
+    baseline, which favours no label when the vocabulary does not (tested on a planted model), and keeps every
+    other token at its position."""
+    embed = model.get_input_embeddings()
+    rows = embed.weight.shape[0]
+    total = torch.zeros(embed.weight.shape[1], dtype=torch.float64, device=embed.weight.device)
+    with torch.no_grad():
+        for start in range(0, rows, EMBEDDING_CHUNK):
+            ids = torch.arange(start, min(start + EMBEDDING_CHUNK, rows), device=embed.weight.device)
+            total += embed(ids).to(torch.float64).sum(0)
+    return (total / rows).to(embed.weight.dtype)
+
+
+def embedded(model, ids: torch.Tensor, baseline: torch.Tensor | None) -> torch.Tensor:
+    """The model's input embeddings of `ids`, with `baseline` wherever an id is OCCLUDED."""
+    occluded = ids == OCCLUDED
+    embeds = model.get_input_embeddings()(ids.clamp_min(0))
+    if occluded.any():
+        if baseline is None:
+            raise ValueError("occluded tokens need a baseline embedding")
+        embeds = torch.where(occluded[..., None], baseline.to(embeds.dtype), embeds)
+    return embeds
 
 
 def single_token(choices: Sequence[Sequence[int]]) -> bool:
@@ -79,9 +104,10 @@ def gold_margin(model, example: Example, prompt_ids: torch.Tensor, prompt_embeds
     return margin(choice_logprobs(model, prompt_ids.tolist(), example.choices, prompt_embeds), example.label)
 
 
-def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Tensor:
+def variant_margins(model, example: Example, variants: torch.Tensor, baseline: torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """The gold margin after each row of `variants` (the example's prompt with some tokens replaced, as occlusion
-    makes them), with the tokens a row shares with the prompt computed once.
+    makes them: OCCLUDED ids are embedded as `baseline`), with the tokens a row shares with the prompt computed once.
 
     One packed sequence holds the prompt, then each row from its first changed token on, then each row's choices: a
     tree of segments. A token sees the earlier tokens of its own segment and, up the tree, its ancestors' tokens
@@ -115,7 +141,8 @@ def variant_margins(model, example: Example, variants: torch.Tensor) -> torch.Te
     ids, position_ids = torch.tensor([tokens], device=device), torch.tensor([positions], device=device)
     allowed = _tree_allowed(torch.tensor(segments), torch.tensor(positions), parents).to(device)
     mask = layer_masks(model.config, allowed[None], position_ids, model.dtype)
-    hidden = model.base_model(input_ids=ids, position_ids=position_ids, attention_mask=mask).last_hidden_state[0]
+    hidden = model.base_model(inputs_embeds=embedded(model, ids, baseline), position_ids=position_ids,
+                              attention_mask=mask).last_hidden_state[0]
     logprobs = torch.log_softmax(model.get_output_embeddings()(hidden[torch.tensor(reads, device=device)]).float(),
                                  dim=-1)
     return margin(_choice_sums(logprobs, example.choices * len(rows)).view(len(rows), len(example.choices)),

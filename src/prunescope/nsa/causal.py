@@ -18,7 +18,7 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.nsa.answers import batch_scores, example_batches
 from prunescope.nsa.neurons import ABLATIONS, ablated, recorded_outputs, resumed_at
-from prunescope.nsa.words import Example
+from prunescope.nsa.prompts import Example
 
 
 def k_values(limit: int) -> list[int]:

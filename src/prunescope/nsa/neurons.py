@@ -18,7 +18,7 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import gold_margin
-from prunescope.nsa.words import Example
+from prunescope.nsa.prompts import Example
 
 
 @dataclass

@@ -16,6 +16,7 @@ from prunescope.data.records import subsample_records
 from prunescope.io import atomic_path, read_result, sha256_file, verify_sha256, write_result
 from prunescope.models.families import get_family
 from prunescope.models.offload import loaded_model
+from prunescope.nsa.answers import mean_embedding
 from prunescope.nsa.causal import causal_curve, check_supply, ranked_neurons
 from prunescope.nsa.compare import (
     drop_row,
@@ -26,8 +27,16 @@ from prunescope.nsa.compare import (
     weighted_drop,
 )
 from prunescope.nsa.matching import fit_association, top_words, zsums_from_stats
+from prunescope.nsa.mediation import (
+    MediationOptions,
+    mediated_matches,
+    mediated_tensors,
+    mediation_sums,
+    pushed_groups,
+)
 from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
-from prunescope.nsa.words import Example, influential_words, render_with_spans, tokenize_words
+from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
+from prunescope.nsa.words import influential_words
 
 logger = logging.getLogger(__name__)
 TOP_WORDS_SHOWN = 5
@@ -51,18 +60,22 @@ def nsa_examples(tokenizer, dataset_path: str | os.PathLike, template: str, limi
 
 def select_words(model_dir: str, dtype: str, dataset_path: str, template: str, limit: int | None, seed: int,
                  top_k: int, min_count: int, attribution: str, batch_size: int, steps: int, device: torch.device,
-                 out_path: str | os.PathLike, offload: Mapping | None = None) -> dict:
-    """Step 1 on the dense model: the influential vocabulary with each word's group."""
+                 out_path: str | os.PathLike, offload: Mapping | None = None, floor: float = 0.0,
+                 share: float = 0.0) -> dict:
+    """Step 1 on the dense model: the influential vocabulary with each word's group (floor, share: the attribution
+    floor in nats and as a share of the example's total |attribution|)."""
     with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
         examples = nsa_examples(tokenizer, dataset_path, template, limit, seed)
-        vocabulary = influential_words(model, examples, top_k, min_count, attribution, tokenizer.pad_token_id,
-                                       batch_size, steps)
+        vocabulary = influential_words(model, examples, top_k, min_count, attribution, mean_embedding(model),
+                                       batch_size, steps, floor, share)
     if not vocabulary:
-        raise ValueError(f"no word of {dataset_path} raises the gold answer's margin among the top {top_k} of at least "
-                         f"{min_count} examples ({attribution}): lower nsa.min_count or raise the grid's nsa_examples")
+        raise ValueError(f"no word of {dataset_path} raises the gold answer's margin by at least {floor} nats and "
+                         f"{share} of the example's total among the top {top_k} of at least {min_count} examples "
+                         f"({attribution}): lower nsa.attribution_floor, nsa.attribution_share or nsa.min_count, or "
+                         "raise the grid's nsa_examples")
     result = {"words": vocabulary, "examples": len(examples), "top_k": top_k, "min_count": min_count,
-              "attribution": attribution, "baseline_token": tokenizer.convert_ids_to_tokens(tokenizer.pad_token_id),
-              "dataset_sha256": sha256_file(dataset_path)}
+              "attribution": attribution, "baseline": "the vocabulary's mean input embedding",
+              "attribution_floor": floor, "attribution_share": share, "dataset_sha256": sha256_file(dataset_path)}
     write_result(out_path, result)
     logger.info("%d influential words from %d examples (%s)", len(vocabulary), len(examples), attribution)
     return result
@@ -96,34 +109,49 @@ def _associations(stats: dict[int, LayerStats], floor: float, epochs: int, lr: f
 def learn_association(model_dir: str, dtype: str, family: str, dataset_path: str, template: str, limit: int | None,
                       sample_seed: int, words_path: str, layers: Sequence[int] | None, floor: float, epochs: int,
                       lr: float, lam: float, k: int, seed: int, device: torch.device, out_path: str | os.PathLike,
-                      offload: Mapping | None = None) -> None:
-    """Step 2 on the dense model, in one streaming pass: per layer A, each pair's causal importance (mean
-    activation x gradient of the gold margin over the word's tokens) and the neurons' mean activation
-    (safetensors: association<L>, importance<L>, mean<L>), plus <out>.json with the vocabulary, groups, sha256, the
-    matched pairs with their dense activation and importance, each associated neuron's top words and the token
-    heatmap's example."""
+                      offload: Mapping | None = None, mediation: MediationOptions | None = None) -> None:
+    """Step 2 on the dense model: which neurons carry each word (safetensors association<L>, importance<L>, mean<L>)
+    plus <out>.json with the vocabulary, groups, sha256, the matched pairs, each associated neuron's top words and
+    the token heatmap's example.
+
+    With `mediation` (nsa.matching: mediated), association<L> is each pair's exact mediated share of the word's
+    effect where matched (else 0) and importance<L> its exact mediated effect in nats (nsa.mediation); groups come
+    from the label each word pushes toward. Without it (paper), one streaming pass learns A and each pair's causal
+    importance (mean activation x gradient of the gold margin over the word's tokens)."""
     words = read_result(words_path, "nsa_words")["words"]
     vocabulary = sorted(words)
     with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
         examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
-        stats = _stats(model, family, examples, vocabulary, layers, importance=True, desc="dense activations")
-        associations = _associations(stats, floor, epochs, lr, lam, seed)
-        importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
-        matches = []
-        for layer, association in associations.items():
-            scores = match_scores(association, importance[layer])
-            means = stats[layer].word_means()
-            matches += [{"layer": layer, "word": vocabulary[w], "group": words[vocabulary[w]]["group"], "neuron": n,
-                         "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
-                         "importance": round(float(importance[layer][w, n]), 6), "dense": round(float(means[w, n]), 6)}
-                        for w, n in matched_pairs(scores, k)]
+        stats = _stats(model, family, examples, vocabulary, layers, importance=mediation is None,
+                       desc="dense activations")
+        if mediation is None:
+            associations = _associations(stats, floor, epochs, lr, lam, seed)
+            importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
+            groups = [words[w]["group"] for w in vocabulary]
+            matches = []
+            for layer, association in associations.items():
+                scores = match_scores(association, importance[layer])
+                means = stats[layer].word_means()
+                matches += [{"layer": layer, "word": vocabulary[w], "group": groups[w], "neuron": n,
+                             "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
+                             "importance": round(float(importance[layer][w, n]), 6),
+                             "dense": round(float(means[w, n]), 6)}
+                            for w, n in matched_pairs(scores, k)]
+        else:
+            studied = sorted(stats)
+            sums = mediation_sums(model, get_family(family), examples, vocabulary, studied, mediation)
+            groups = pushed_groups(sums, examples, [words[w]["group"] for w in vocabulary])
+            matches = mediated_matches(sums, vocabulary, groups, studied, mediation.share_floor,
+                                       mediation.effect_floor)
+            associations, importance = mediated_tensors(sums, matches, vocabulary, studied)
         with atomic_path(out_path) as tmp:
             save_file({f"{name}{layer}": tensor.float().contiguous() for layer in associations
                        for name, tensor in (("association", associations[layer]), ("importance", importance[layer]),
                                             ("mean", stats[layer].mean))}, tmp)
             digest = sha256_file(tmp)
         write_result(Path(out_path).with_suffix(".json"), {
-            "vocabulary": vocabulary, "groups": [words[w]["group"] for w in vocabulary], "sha256": digest,
+            "vocabulary": vocabulary, "groups": groups, "sha256": digest,
+            "matching": "paper" if mediation is None else "mediated",
             "examples": len(examples), "neurons_per_word": k, "std_floor": floor, "matches": matches,
             "example": heatmap_example(model, get_family(family), tokenizer, examples, vocabulary, matches),
             "top_words": {f"{layer}:{neuron}": ranked for layer, a in associations.items()
@@ -164,31 +192,52 @@ def heatmap_example(model, family, tokenizer, examples: Sequence[Example], vocab
 def compare_variant(model_dir: str, dtype: str, family: str, pruned_dir: str, dataset_path: str, template: str,
                     limit: int | None, sample_seed: int, association_path: str, threshold: float, floor: float,
                     epochs: int, lr: float, lam: float, seed: int, device: torch.device, out_path: str | os.PathLike,
-                    labels: dict, offload: Mapping | None = None) -> dict:
-    """Step 3: matched pairs' activation drops on the pruned model, per group (plain and importance-weighted),
-    and semantic retention of the association refitted on the pruned model."""
+                    labels: dict, offload: Mapping | None = None, mediation: MediationOptions | None = None) -> dict:
+    """Step 3 on the pruned model, per matched pair and per group (plain and weighted by the dense effect).
+
+    Mediated matching (the association says which): each pair's exact mediated effect, patched on the same
+    occluded inputs, before (dense) and after pruning; semantic retention is the share of the matched pairs' summed
+    dense mediated effect the pruned model keeps. Paper matching: each pair's mean activation over the word's
+    tokens, and semantic retention of the association refitted on the pruned model."""
     tensors, info = load_association(association_path)
     vocabulary, groups = info["vocabulary"], info["groups"]
+    mediated = info.get("matching") == "mediated"
+    if mediated and mediation is None:
+        raise ValueError(f"{association_path} matched by mediated effect: compare_variant needs its MediationOptions")
     with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
         examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
         layers = sorted(tensors["association"])
-        pruned = _stats(model, family, examples, vocabulary, layers, importance=False, desc="pruned activations")
-        refitted = _associations(pruned, floor, epochs, lr, lam, seed)
         index = {word: i for i, word in enumerate(vocabulary)}
-        means = {layer: stats.word_means() for layer, stats in pruned.items()}
         drops = []
-        for match in info["matches"]:
-            after = float(means[match["layer"]][index[match["word"]], match["neuron"]])
-            drops.append({**drop_row(match["word"], match["neuron"], match["dense"], after, match["importance"]),
-                          "layer": match["layer"]})
-        retention = [value for layer in layers
-                     for value in semantic_retention(tensors["association"][layer], refitted[layer]).values()]
+        if mediated:
+            forced: dict[int, list[tuple[int, int]]] = {}
+            for match in info["matches"]:
+                forced.setdefault(index[match["word"]], []).append((layers.index(match["layer"]), match["neuron"]))
+            after = mediation_sums(model, get_family(family), examples, vocabulary, layers, mediation, forced,
+                                   desc="pruned mediated effects").exact_mean()
+            for match in info["matches"]:
+                pruned_effect = float(after[layers.index(match["layer"]), index[match["word"]], match["neuron"]])
+                drops.append({**drop_row(match["word"], match["neuron"], match["exact"], pruned_effect,
+                                         match["exact"]), "layer": match["layer"]})
+            total = sum(row["dense"] for row in drops)
+            retention = [sum(row["pruned"] for row in drops) / total] if total > 0 else []
+        else:
+            pruned = _stats(model, family, examples, vocabulary, layers, importance=False, desc="pruned activations")
+            refitted = _associations(pruned, floor, epochs, lr, lam, seed)
+            means = {layer: stats.word_means() for layer, stats in pruned.items()}
+            for match in info["matches"]:
+                activation = float(means[match["layer"]][index[match["word"]], match["neuron"]])
+                drops.append({**drop_row(match["word"], match["neuron"], match["dense"], activation,
+                                         match["importance"]), "layer": match["layer"]})
+            retention = [value for layer in layers
+                         for value in semantic_retention(tensors["association"][layer], refitted[layer]).values()]
         example = info["example"]
         if example is not None:
             example = {**example, "pruned": [round(v, 4) for v in token_activations(
                 model, get_family(family), examples[example["example"]].prompt.input_ids, example["layer"],
                 example["neuron"])]}
     result = {**labels, "pairs": len(drops), "threshold": threshold, "example": example,
+              "matching": "mediated" if mediated else "paper",
               "groups": group_drop_fractions(drops, dict(zip(vocabulary, groups, strict=True)), threshold),
               "mean_relative_drop": sum(r["relative_drop"] for r in drops) / max(len(drops), 1),
               "weighted_relative_drop": weighted_drop(drops),

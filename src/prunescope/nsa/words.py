@@ -2,74 +2,30 @@
 
 Each example's gold margin (nsa.answers) is attributed to the words of the record's own text, never the
 template's, with Captum: occlusion (the default: the margin's fall when all tokens of one word occurrence are
-replaced by a baseline token), integrated gradients on the input embeddings, or gradient x input (the paper's
+replaced by the baseline, the vocabulary's mean input embedding: label-neutral where the vocabulary is, and every
+other token keeps its position), integrated gradients from that baseline, or gradient x input (the paper's
 choice, kept as an option: it is exactly zero for a word read through a normalisation, since
-e . grad g(e / ||e||) = 0). Sub-word tokens are merged into words by their character spans, the top-k words per
-example are kept, and words kept in at least min_count examples form the vocabulary, each grouped by the label
-it pushes toward.
+e . grad g(e / ||e||) = 0). Sub-word tokens are merged into words (letter and digit runs) by their character spans.
+A word is kept in an example when it raises the gold margin by at least an attribution floor (in nats, and a share
+of the example's total |attribution|), then the top-k of those; words kept in at least min_count examples form the
+vocabulary, each grouped by the label it most often pushed toward (mediated matching regroups them by the label
+their occlusion pushes away from: nsa.mediation.pushed_groups).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 
 import torch
 
-from prunescope.data.records import PLACEHOLDER
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
-from prunescope.nsa.answers import gold_margin, variant_margins
+from prunescope.nsa.answers import OCCLUDED, embedded, gold_margin, variant_margins
+from prunescope.nsa.prompts import Example, TokenizedPrompt
 
 ATTRIBUTIONS = ("occlusion", "integrated_gradients", "gradient_x_input")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")  # words are letter runs: numbers and punctuation carry no semantics here
 
 
-@dataclass(frozen=True)
-class TokenizedPrompt:
-    """A prompt's token ids and, per token, the index of the word it belongs to in `words` (-1: none)."""
-
-    input_ids: list[int]
-    token_words: list[int]
-    words: list[str]
-
-
-@dataclass(frozen=True)
-class Example:
-    """One NSA example: the tokenized prompt, each choice's token ids (as scored after the prompt), the gold
-    choice and the group its words are pooled into."""
-
-    prompt: TokenizedPrompt
-    choices: list[list[int]]
-    label: int
-    group: str
-
-
-def render_with_spans(template: str, record: dict) -> tuple[str, list[tuple[int, int]]]:
-    """The prompt and the character spans of the record's own text in it (the template's words are not data)."""
-    text, spans, position = "", [], 0
-    for match in PLACEHOLDER.finditer(template):
-        text += template[position:match.start()]
-        value = record[match.group(1)]
-        spans.append((len(text), len(text) + len(value)))
-        text += value
-        position = match.end()
-    return text + template[position:], spans
-
-
-def tokenize_words(tokenizer, text: str, fields: list[tuple[int, int]] | None = None) -> TokenizedPrompt:
-    """Tokens with their words: a token belongs to the (lower-cased) word its character span overlaps; with
-    `fields`, only words inside those character spans count (template words are the same in every prompt)."""
-    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    spans = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text)
-             if fields is None or any(start <= m.start() and m.end() <= end for start, end in fields)]
-    token_words = []
-    for start, end in encoded["offset_mapping"]:
-        token_words.append(next((i for i, (s, e, _) in enumerate(spans) if start < e and s < end), -1))
-    return TokenizedPrompt(list(encoded["input_ids"]), token_words, [word for _, _, word in spans])
-
-
-def occurrence_attributions(model, example: Example, method: str, baseline_id: int, batch_size: int,
+def occurrence_attributions(model, example: Example, method: str, baseline: torch.Tensor, batch_size: int,
                             steps: int) -> dict[int, float]:
     """{word occurrence index: attribution of the gold margin to it} for one example, by `method`.
 
@@ -86,11 +42,11 @@ def occurrence_attributions(model, example: Example, method: str, baseline_id: i
         return {}
 
     def forward(prompt_ids: torch.Tensor) -> torch.Tensor:
-        return variant_margins(model, example, prompt_ids)
+        return variant_margins(model, example, prompt_ids, baseline)
 
     if method == "occlusion":
         with torch.no_grad():  # feature 0 holds the template and other non-word tokens: one pass, ignored
-            scores = FeatureAblation(forward).attribute(ids, baselines=baseline_id, feature_mask=words + 1,
+            scores = FeatureAblation(forward).attribute(ids, baselines=OCCLUDED, feature_mask=words + 1,
                                                         perturbations_per_eval=batch_size)[0]
         first = {}
         for position, word in enumerate(example.prompt.token_words):
@@ -103,9 +59,9 @@ def occurrence_attributions(model, example: Example, method: str, baseline_id: i
 
     with offloaded_weights_reread_in_backward(model):
         if method == "integrated_gradients":
-            baseline = torch.where(words >= 0, torch.full_like(ids, baseline_id), ids)  # the template stays
+            start = embedded(model, torch.where(words >= 0, OCCLUDED, ids), baseline).detach()  # the template stays
             per_token = IntegratedGradients(forward_embeds).attribute(
-                embed(ids).detach(), baselines=embed(baseline).detach(), n_steps=steps, internal_batch_size=batch_size)
+                embed(ids).detach(), baselines=start, n_steps=steps, internal_batch_size=batch_size)
         elif method == "gradient_x_input":
             per_token = InputXGradient(forward_embeds).attribute(embed(ids).detach().requires_grad_())
         else:
@@ -127,18 +83,20 @@ def word_attributions(prompt: TokenizedPrompt, occurrences: dict[int, float]) ->
     return scores
 
 
-def influential_words(model, examples: list[Example], top_k: int, min_count: int, method: str, baseline_id: int,
-                      batch_size: int, steps: int) -> dict[str, dict]:
-    """{word: {"group", "count", "mean_attribution"}} for words among an example's top_k (by positive
-    attribution toward its gold answer) in at least min_count examples; group = the label it most often pushed to.
-    """
+def influential_words(model, examples: list[Example], top_k: int, min_count: int, method: str, baseline: torch.Tensor,
+                      batch_size: int, steps: int, floor: float = 0.0, share: float = 0.0) -> dict[str, dict]:
+    """{word: {"group", "count", "mean_attribution"}} for words among an example's top_k (by attribution toward its
+    gold answer, at least `floor` nats and `share` of the example's total |attribution|) in at least min_count
+    examples; group = the label it most often pushed to."""
     from tqdm import tqdm
 
     kept: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for example in tqdm(examples, desc=f"word attribution ({method})", mininterval=10):
-        scores = word_attributions(example.prompt, occurrence_attributions(model, example, method, baseline_id,
+        scores = word_attributions(example.prompt, occurrence_attributions(model, example, method, baseline,
                                                                            batch_size, steps))
-        ranked = sorted(((s, w) for w, s in scores.items() if s > 0), key=lambda sw: (-sw[0], sw[1]))[:top_k]
+        least = max(floor, share * sum(abs(s) for s in scores.values()))
+        ranked = sorted(((s, w) for w, s in scores.items() if s > 0 and s >= least),
+                        key=lambda sw: (-sw[0], sw[1]))[:top_k]
         for score, word in ranked:
             kept[word].append((example.group, score))
     vocabulary = {}

@@ -50,7 +50,7 @@ CLAIMS = {
                                "(Ji et al., ICLR 2025)",
     "task_calibration_helps_own_task": "Task-derived calibration helps its own task (Bandari et al., EMNLP 2024)",
     "perplexity_predicts_damage": "Perplexity predicts the task damage",
-    "nsa_drop_tracks_accuracy": "NSA's matched-neuron drop tracks the accuracy drop",
+    "nsa_drop_tracks_accuracy": "NSA's effect-weighted matched-pair drop tracks the accuracy drop",
     "nsa_neurons_causal": "NSA-matched neurons are causal: ablating them beats ablating random ones",
     "nsa_guided_recovers": "NSA-guided pruning recovers the protected category at equal sparsity",
 }
@@ -62,6 +62,7 @@ MCNEMAR = "exact McNemar"
 BOOTSTRAP = "paired bootstrap (examples; seeds)"
 PERMUTATION = "permutation (Spearman)"
 README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"
+FINDINGS_SOURCE = "reports/models/claims.csv"  # the README's Findings: the study on models that can do the tasks
 
 
 @dataclass(frozen=True)
@@ -488,9 +489,9 @@ def _without_spread(points: int, columns: Mapping[str, pd.Series]) -> str:
 
 
 def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Settings) -> list[Row]:
-    """Across (NSA dataset, pruned variant) pairs: Spearman's rho between the matched neurons' mean relative
-    activation drop and the accuracy drop (nsa.drop_table; None without NSA). Positive: the neurons lose more where
-    the accuracy falls more."""
+    """Across (NSA dataset, pruned variant) pairs: Spearman's rho between the matched pairs' relative drop weighted
+    by their dense effect (a pair that carried nothing cannot move it) and the accuracy drop (nsa.drop_table; None
+    without NSA). Positive: the pairs lose more where the accuracy falls more."""
     claim = "nsa_drop_tracks_accuracy"
     if drops is None:
         return [Row(claim, "all", note=f"not tested: the grid has no NSA dataset: add one to "
@@ -500,14 +501,14 @@ def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Se
                                        f"floor.md): add an NSA dataset the dense model does above floor to "
                                        f"{_grid_hint(grid)}.nsa_datasets")]
     scope = "all NSA datasets and variants"
-    flat = _without_spread(len(drops), {"matched-neuron drop": drops["mean_relative_drop"],
+    flat = _without_spread(len(drops), {"weighted matched-pair drop": drops["weighted_relative_drop"],
                                         "accuracy drop": drops["acc_drop"]})
     if flat:
         return [Row(claim, scope, note=f"not tested: {flat}")]
-    measured = spearman_row(drops["mean_relative_drop"].to_numpy(float), drops["acc_drop"].to_numpy(float), settings,
-                            row_rng(settings.seed, scope))
-    return [Row(claim, scope, "Spearman rho of matched-neuron drop vs accuracy drop, across (dataset, variant)",
-                "positive", **measured)]
+    measured = spearman_row(drops["weighted_relative_drop"].to_numpy(float), drops["acc_drop"].to_numpy(float),
+                            settings, row_rng(settings.seed, scope))
+    return [Row(claim, scope, "Spearman rho of the effect-weighted matched-pair drop vs accuracy drop, across "
+                "(dataset, variant)", "positive", **measured)]
 
 
 def nsa_neurons_causal(causal_paths: Iterable[str], grid: str, settings: Settings) -> list[Row]:
@@ -708,11 +709,11 @@ def claims_markdown(table: pd.DataFrame, settings: Settings, at_floor: Mapping[s
 # ---------------------------------------------------------------------------------------------- README findings
 
 
-def findings_markdown(table: pd.DataFrame) -> str:
-    """The README's Findings block: per claim, its verdict counts and its most significant row's numbers (lowest Holm
-    p, then p, then the largest effect), or why it was not tested."""
-    lines = ["Generated from `reports/claims.csv` by `make findings`; the numbers, tests and verdicts are in "
-             "`reports/claims.md`.", ""]
+def findings_markdown(table: pd.DataFrame, source: str = FINDINGS_SOURCE) -> str:
+    """The README's Findings block from the claims table at `source`: per claim, its verdict counts and its most
+    significant row's numbers (lowest Holm p, then p, then the largest effect), or why it was not tested."""
+    lines = [f"Generated from `{source}` by `make findings`; the numbers, tests and verdicts are in "
+             f"`{Path(source).with_suffix('.md').as_posix()}`.", ""]
     for claim, text in CLAIMS.items():
         rows = table[table["claim"] == claim]
         tested = rows[rows["verdict"] != "not tested"]
@@ -730,13 +731,13 @@ def findings_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_with_findings(readme: str, table: pd.DataFrame) -> str:
-    """The README text with the block between the findings markers replaced by findings_markdown(table)."""
+def readme_with_findings(readme: str, table: pd.DataFrame, source: str = FINDINGS_SOURCE) -> str:
+    """The README text with the block between the findings markers replaced by findings_markdown(table, source)."""
     pattern = re.compile(re.escape(README_START) + r"\n.*?" + re.escape(README_END), re.S)
     if not pattern.search(readme):
         raise ValueError(f"README.md has no {README_START} ... {README_END} block: put both markers, each on its own "
                          "line, where the findings belong")
-    return pattern.sub(lambda _: f"{README_START}\n{findings_markdown(table)}{README_END}", readme)
+    return pattern.sub(lambda _: f"{README_START}\n{findings_markdown(table, source)}{README_END}", readme)
 
 
 def read_claims(path: str | Path) -> pd.DataFrame:
@@ -744,13 +745,14 @@ def read_claims(path: str | Path) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str]) -> None:
-    """`python -m prunescope.reporting.claims README.md reports/claims.csv`: rewrite the README's findings block."""
+    """`python -m prunescope.reporting.claims README.md reports/models/claims.csv`: rewrite the README's findings
+    block."""
     if len(argv) != 2:
-        sys.exit("usage: python -m prunescope.reporting.claims README.md reports/claims.csv")
+        sys.exit(f"usage: python -m prunescope.reporting.claims README.md {FINDINGS_SOURCE}")
     readme, csv_path = map(Path, argv)
     if not csv_path.exists():
         sys.exit(f"{csv_path} does not exist: run the workflow first (make run)")
-    text = readme_with_findings(readme.read_text(encoding="utf-8"), read_claims(csv_path))
+    text = readme_with_findings(readme.read_text(encoding="utf-8"), read_claims(csv_path), csv_path.as_posix())
     with atomic_path(readme) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

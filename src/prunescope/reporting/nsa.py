@@ -194,13 +194,13 @@ def plot_causal_curve(causal: pd.DataFrame, png_path: str, svg_path: str) -> Non
 
 
 def plot_drop_scatter(drops: pd.DataFrame, png_path: str, svg_path: str) -> None:
-    """Each (dataset, variant): mean matched-neuron drop against the accuracy drop."""
+    """Each (dataset, variant): the matched pairs' effect-weighted drop against the accuracy drop."""
     set_style()
-    correlation = drop_correlation(drops)
+    correlation = drop_correlation(drops, "weighted_relative_drop")
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    sns.scatterplot(data=drops, x="mean_relative_drop", y="acc_drop", hue="dataset", style="method", s=80, ax=ax)
+    sns.scatterplot(data=drops, x="weighted_relative_drop", y="acc_drop", hue="dataset", style="method", s=80, ax=ax)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("mean relative activation drop of matched neurons")
+    ax.set_xlabel("matched pairs' relative drop, weighted by their dense effect")
     ax.set_ylabel("accuracy drop vs dense")
     r = "n/a" if correlation["pearson"] is None else f"{correlation['pearson']:.2f}"
     ax.set_title(f"NSA drop vs accuracy drop (Pearson r = {r}, n = {correlation['n']})")

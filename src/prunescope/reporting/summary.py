@@ -100,33 +100,37 @@ def perplexity_lines(perplexity: pd.DataFrame, variants: Iterable[Sequence[str]]
 
 
 def nsa_lines(nsa_table: pd.DataFrame, causal: dict) -> list[str]:
-    """Per NSA dataset: each variant's share of matched neurons that lost their word (the mean over calibration
-    seeds), and whether ablating the matched neurons moves the answer margin beyond random neurons."""
+    """Per NSA dataset: each variant's relative drop of the matched pairs weighted by their dense effect (the mean
+    over calibration seeds; a pair that carried nothing cannot move it), and whether ablating the matched neurons
+    moves the answer margin beyond random neurons."""
     lines = []
     table = nsa_table.assign(calibration=nsa_table["calib"].map(calibration_group))
     for (model, dataset), group in table.groupby(["model", "dataset"], sort=False):
-        shares = group.groupby(["method", "pattern", "calibration"], sort=False)["fraction_dropped"].mean()
+        shares = group.groupby(["method", "pattern", "calibration"], sort=False)["weighted_relative_drop"].mean()
         cells = ", ".join(f"{method} {pattern} {share:.2f}" for (method, pattern, _), share in shares.items())
         beyond = causal.get(dataset, {}).get("mean", {}).get("beyond_random")
         verdict = "" if beyond is None else (
             "; ablating the matched neurons moves the margin beyond random ones" if beyond
             else "; ablating the matched neurons moves the margin no more than random ones")
-        lines.append(f"- {model} {dataset}: share of matched neurons that lost their word: {cells}{verdict}")
+        lines.append(f"- {model} {dataset}: matched word-neuron pairs' effect lost (weighted): {cells}{verdict}")
     return lines
 
 
 def run_summary(grid_name: str, category_drop_csv: str, floor_csv: str, accuracy_csv: str,
                 variants: Iterable[Sequence[str]], perplexity_csv: str | None, nsa_csv: str | None,
-                nsa_json: str | None) -> str:
-    """The run's summary (markdown): first what to know before reading a number (caveat_lines), then headline numbers
-    per section that the grid has, then where everything is."""
+                nsa_json: str | None, left_out: Sequence[str] = ()) -> str:
+    """The run's summary (markdown): first what to know before reading a number (caveat_lines, then what the grid
+    leaves out of its product: config.left_out), then headline numbers per section that the grid has, then where
+    everything is."""
     read = {"keep_default_na": False, "na_values": [""]}
     variants = list(variants)
     category_drop = pd.read_csv(category_drop_csv, **read)
     where = Path(category_drop_csv).parents[1].as_posix()  # the grid's reports folder
     parts = [f"# prunescope: grid `{grid_name}`", "", "## Read this first",
              *caveat_lines(pd.read_csv(floor_csv, **read), pd.read_csv(accuracy_csv, **read), category_drop,
-                           variants, where), "",
+                           variants, where),
+             *([f"- Left out of this grid for its compute budget (grids.{grid_name}): {'; '.join(left_out)}."]
+               if left_out else []), "",
              "## Accuracy change vs dense (mean per category over its above-floor datasets; headroom kept: (pruned - "
              f"floor) / (dense - floor), 1 = nothing lost; 95% CIs in {where}/tables/category_drop.md)",
              *accuracy_lines(category_drop, variants)]

@@ -1,0 +1,307 @@
+"""NSA step 2, mediated matching: which neurons carry a word's effect on the answer, wherever they read it.
+
+A word's information travels: an attention head may move it to the last position, where a later layer's neuron
+reads it. So a neuron is paired with a word by the share of the word's occlusion effect that flows through it, at
+every position from the word on, never by its activation at the word's own tokens.
+
+Per occurrence of a vocabulary word (one example, all its tokens), three forwards of the same prompt:
+  intact (with gradients), occluded (the word's input embeddings replaced by the vocabulary's mean embedding, a
+  label-neutral baseline that keeps every position where it was), and patched (the intact prompt with one
+  candidate neuron set to its occluded activations). The word's effect is e = margin(intact) - margin(occluded)
+  (nsa.answers.margin). A neuron's first-order mediated effect is sum over prompt positions t >= the word's first
+  token of (a_intact[t] - a_occluded[t]) x d margin / d a[t] (attribution patching); its exact mediated effect is
+  margin(intact) - margin(patched), run for the `candidates` neurons with the largest first-order |effect|.
+Patching runs once per word and example (its strongest occurrence there). Per word, effects are pooled over
+occurrences with sums only, each occurrence oriented by the sign of its own
+effect (the direction it pushes this example), so a word that pushes toward "negative" in a positive review and in
+a negative one adds up. A (word, neuron) pair is matched when the word's mean |effect| reaches `effect_floor` and
+the neuron's exact share of it (pooled exact effect over the pooled |effect| of the occurrences where it was
+patched) reaches `share_floor`; nothing is matched to fill a quota. First order only picks the candidates: it
+saturates where a norm or a large activation flattens the margin (a neuron that moves the margin by 15 nats can
+get a first-order estimate of 1), so it is recorded beside the exact effect, never matched on. Positions are the
+prompt's: with multi-token choices, the choices' own positions are not patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from prunescope.models.families import Family
+from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
+from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding
+from prunescope.nsa.prompts import Example
+
+
+@dataclass(frozen=True)
+class MediationOptions:
+    """params.yaml's nsa settings for mediated matching: share_floor and effect_floor (mediated_matches), the
+    neurons patched per occurrence, and the occluded prompts per forward."""
+
+    share_floor: float
+    effect_floor: float
+    candidates: int
+    batch_size: int
+
+    @classmethod
+    def from_params(cls, nsa: Mapping) -> MediationOptions:
+        return cls(nsa["share_floor"], nsa["effect_floor"], nsa["candidates"], nsa["attribution_batch"])
+
+
+def word_occurrences(example: Example, vocabulary: dict[str, int]) -> list[tuple[int, list[int]]]:
+    """(vocabulary index, token positions) of each occurrence of a vocabulary word in the example's prompt."""
+    positions: dict[int, list[int]] = {}
+    for position, occurrence in enumerate(example.prompt.token_words):
+        if occurrence >= 0 and example.prompt.words[occurrence] in vocabulary:
+            positions.setdefault(occurrence, []).append(position)
+    return [(vocabulary[example.prompt.words[occurrence]], found) for occurrence, found in sorted(positions.items())]
+
+
+@dataclass
+class MediationSums:
+    """Per vocabulary word, pooled over its occurrences, each oriented by the sign of its effect (float64):
+    occurrences, |effect| (nats), per layer and neuron the first-order mediated effect and, where patched, the exact
+    one with the count and the |effect| of the occurrences patched; and, not oriented, per choice index the fall of
+    its log-probability among the choices when the word is occluded (the label it pushes toward: its group)."""
+
+    occurrences: torch.Tensor  # (words,)
+    effect: torch.Tensor  # (words,)
+    first_order: torch.Tensor  # (layers, words, width)
+    exact: torch.Tensor  # (layers, words, width)
+    exact_count: torch.Tensor  # (layers, words, width)
+    patched_effect: torch.Tensor  # (layers, words, width)
+    push: torch.Tensor  # (words, choices): sum of log p(choice | intact) - log p(choice | occluded), normalised
+
+    @classmethod
+    def empty(cls, words: int, layers: int, width: int, choices: int) -> MediationSums:
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
+        return cls(zeros(words), zeros(words), *(zeros(layers, words, width) for _ in range(4)), zeros(words, choices))
+
+    def share(self) -> torch.Tensor:
+        """(layers, words, width): each neuron's exact mediated share of the word's |effect| over the occurrences
+        where it was patched, NaN where never patched."""
+        return torch.where(self.exact_count > 0, self.exact / self.patched_effect.clamp_min(1e-12), torch.nan)
+
+    def first_order_share(self) -> torch.Tensor:
+        """(layers, words, width): each neuron's pooled first-order mediated effect over the word's pooled |effect|."""
+        return self.first_order / self.effect.clamp_min(1e-12)[None, :, None]
+
+    def exact_mean(self) -> torch.Tensor:
+        """(layers, words, width): the mean exact mediated effect where patched, NaN elsewhere."""
+        return torch.where(self.exact_count > 0, self.exact / self.exact_count.clamp_min(1), torch.nan)
+
+
+@contextlib.contextmanager
+def _prompt_hooks(model, family: Family, layers: Sequence[int], rows: int, edit) -> Iterator[None]:
+    """Call edit(layer_position, activation) on each studied layer's MLP intermediate activation (down_proj's
+    input) in the prompt's pass only (a multi-token choice continues from the cache in a second pass); a returned
+    tensor replaces the activation."""
+    blocks, seen = family.blocks(model), set()
+
+    def hook(position: int):
+        def run(_module, args):
+            if position in seen:
+                return None
+            seen.add(position)
+            activation = args[0]  # (rows, tokens, width), or (rows x tokens, width) for OPT
+            replaced = edit(position, activation.reshape(rows, -1, activation.shape[-1]))
+            return None if replaced is None else (replaced.reshape(activation.shape), *args[1:])
+        return run
+
+    handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edit) -> torch.Tensor:
+    """(rows, choices) log p(choice | prompt) for rows of embedded prompts, with `edit` on the prompt's pass."""
+    with _prompt_hooks(model, family, layers, embeds.shape[0], edit):
+        return choice_logprobs(model, [example.prompt.input_ids] * embeds.shape[0], example.choices, embeds)
+
+
+def example_mediation(model, family: Family, example: Example, vocabulary: dict[str, int], layers: Sequence[int],
+                      baseline: torch.Tensor, options: MediationOptions, sums: MediationSums,
+                      forced: Mapping[int, Sequence[tuple[int, int]]] | None = None) -> None:
+    """Add one example's occurrences of vocabulary words to `sums` (see the module docstring). Every occurrence
+    counts for the effect and first order; patching, the cost, runs once per word and example, on its strongest
+    occurrence there, and not at all where that moves the margin by less than options.effect_floor. With `forced`
+    ({word index: [(layer position, neuron), ...]}, e.g. the dense model's matched pairs on a pruned model), exactly
+    those neurons are patched (on the strongest occurrence, whatever its effect) and no gradient is taken (first
+    order stays 0)."""
+    occurrences = word_occurrences(example, vocabulary)
+    if not occurrences:
+        return
+    length = len(example.prompt.input_ids)
+    intact_embeds = model.get_input_embeddings()(torch.tensor([example.prompt.input_ids],
+                                                              device=input_device(model))).detach()
+    intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers, forced is None)
+    intact_margin = float(margin(logprobs, example.label)[0])
+    intact_choices = torch.log_softmax(logprobs[0], dim=-1)
+    strongest: dict[int, tuple[float, dict, list]] = {}  # word: its strongest occurrence's effect, values, chosen
+    for start in range(0, len(occurrences), options.batch_size):
+        batch = occurrences[start:start + options.batch_size]
+        embeds = intact_embeds.repeat(len(batch), 1, 1)
+        from_word = torch.zeros(len(batch), length, 1, device=embeds.device)  # positions >= the word's first token
+        for row, (_, positions) in enumerate(batch):
+            embeds[row, positions] = baseline.to(embeds.dtype)
+            from_word[row, min(positions):] = 1.0
+        first_order, kept = {}, {}
+
+        def capture(p, activation, first_order=first_order, kept=kept, from_word=from_word, batch=batch):
+            occluded = activation[:, :length].float()
+            if forced is None:
+                first_order[p] = ((intact[p] - occluded) * grads[p] * from_word).sum(1)  # (rows, width)
+                columns = torch.topk(first_order[p].abs(), min(options.candidates, occluded.shape[-1]), dim=1).indices
+            else:
+                wanted = sorted({n for word, _ in batch for q, n in forced.get(word, ()) if q == p})
+                columns = torch.tensor(wanted, dtype=torch.long, device=occluded.device).expand(len(batch), -1)
+            kept[p] = (columns, occluded.gather(2, columns[:, None, :].expand(-1, length, -1)))
+
+        with torch.no_grad():
+            occluded_logprobs = _logprobs(model, family, example, embeds, layers, capture)
+        margins = margin(occluded_logprobs, example.label)
+        for row, (word, _) in enumerate(batch):
+            effect = intact_margin - float(margins[row])
+            sign = 1.0 if effect >= 0 else -1.0
+            sums.occurrences[word] += 1
+            sums.effect[word] += abs(effect)
+            sums.push[word] += (intact_choices - torch.log_softmax(occluded_logprobs[row], dim=-1)).double().cpu()
+            values = {(p, int(n)): kept[p][1][row, :, c] for p in kept for c, n in enumerate(kept[p][0][row])}
+            if forced is None:
+                row_first_order = torch.stack([first_order[p][row] for p in range(len(layers))])
+                sums.first_order[:, word] += sign * row_first_order.double().cpu()
+                chosen = sorted(values, key=lambda pn: (-abs(float(row_first_order[pn])), pn))[:options.candidates]
+            else:
+                chosen = list(forced.get(word, ()))
+            if abs(effect) > abs(strongest.get(word, (0.0,))[0]):
+                strongest[word] = (effect, values, chosen)
+    for word, (effect, values, chosen) in sorted(strongest.items()):
+        if forced is None and abs(effect) < options.effect_floor:
+            continue  # a word too weak here to be matched on this example: not worth the patching
+        exact = _patched_effects(model, family, example, intact_embeds, layers, values, chosen, intact_margin)
+        for (p, neuron), value in zip(chosen, exact, strict=True):
+            sums.exact[p, word, neuron] += (1.0 if effect >= 0 else -1.0) * value
+            sums.exact_count[p, word, neuron] += 1
+            sums.patched_effect[p, word, neuron] += abs(effect)
+
+
+def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, layers: Sequence[int],
+                 gradients: bool) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor]:
+    """The intact prompt's activations and (with `gradients`) d margin / d activation per layer position, both
+    (tokens, width) at prompt positions, and its (1, choices) log-probabilities."""
+    length = len(example.prompt.input_ids)
+    captured = {}
+
+    def keep(position, activation):
+        if gradients:
+            activation.retain_grad()
+        captured[position] = activation
+        return activation  # the forward goes on through this tensor, so its gradient is computed
+
+    if not gradients:
+        with torch.no_grad():
+            logprobs = _logprobs(model, family, example, embeds, layers, keep)
+        return {p: a[0, :length].float() for p, a in captured.items()}, {}, logprobs
+    model.zero_grad(set_to_none=True)
+    with offloaded_weights_reread_in_backward(model):
+        logprobs = _logprobs(model, family, example, embeds, layers, keep)
+        margin(logprobs, example.label).sum().backward()
+    model.zero_grad(set_to_none=True)
+    grads = {p: a.grad[0, :length].float() for p, a in captured.items()}
+    return {p: a.detach()[0, :length].float() for p, a in captured.items()}, grads, logprobs.detach()
+
+
+def _patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
+                     occluded: Mapping[tuple[int, int], torch.Tensor], chosen: Sequence[tuple[int, int]],
+                     intact_margin: float) -> list[float]:
+    """Per chosen (layer position, neuron): margin(intact) - margin(intact with that neuron set to its occluded
+    activations occluded[(layer position, neuron)] at every prompt position), one row per neuron in one forward."""
+    if not chosen:
+        return []
+    length = len(example.prompt.input_ids)
+    rows_by_layer: dict[int, list[tuple[int, int]]] = {}
+    for row, (p, neuron) in enumerate(chosen):
+        rows_by_layer.setdefault(p, []).append((row, neuron))
+
+    def patch(p, activation):
+        if p not in rows_by_layer:
+            return None
+        patched = activation.clone()
+        for row, neuron in rows_by_layer[p]:
+            patched[row, :length, neuron] = occluded[p, neuron].to(patched.dtype)
+        return patched
+
+    with torch.no_grad():
+        logprobs = _logprobs(model, family, example, intact_embeds.repeat(len(chosen), 1, 1), layers, patch)
+    return (intact_margin - margin(logprobs, example.label)).double().cpu().tolist()
+
+
+def mediation_sums(model, family: Family, examples: Sequence[Example], vocabulary: Sequence[str],
+                   layers: Sequence[int], options: MediationOptions,
+                   forced: Mapping[int, Sequence[tuple[int, int]]] | None = None, desc: str = "mediated effects"
+                   ) -> MediationSums:
+    """MediationSums of every example's vocabulary words; memory O(layers x words x neurons), whatever the examples.
+    `forced`: see example_mediation."""
+    width = family.mlp_out(family.blocks(model)[layers[0]]).in_features
+    choices = max(len(example.choices) for example in examples)
+    sums = MediationSums.empty(len(vocabulary), len(layers), width, choices)
+    index = {word: i for i, word in enumerate(vocabulary)}
+    baseline = mean_embedding(model)
+    for example in tqdm(examples, desc=desc, mininterval=10):
+        example_mediation(model, family, example, index, layers, baseline, options, sums, forced)
+    return sums
+
+
+def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Sequence[str], layers: Sequence[int],
+                     share_floor: float, effect_floor: float) -> list[dict]:
+    """Every (word, neuron) whose exact share of the word's |effect| is at least share_floor, for words whose mean
+    |effect| is at least effect_floor (nats), with the share, the first-order share, the mean exact and first-order
+    effects per occurrence (nats) and the occurrences patched of all."""
+    share, first_share, exact = sums.share(), sums.first_order_share(), sums.exact_mean()
+    strong = (sums.effect / sums.occurrences.clamp_min(1) >= effect_floor)[None, :, None]
+    matches = []
+    for p, w, n in torch.nonzero((share >= share_floor) & strong).tolist():
+        count = float(sums.occurrences[w])
+        matches.append({"layer": layers[p], "word": vocabulary[w], "group": groups[w], "neuron": n,
+                        "share": round(float(share[p, w, n]), 6),
+                        # share x exact effect ranks pairs (heatmap, causal curve); the exact effect weights them
+                        "score": round(float(share[p, w, n] * exact[p, w, n]), 6),
+                        "importance": round(float(exact[p, w, n]), 6),
+                        "first_order_share": round(float(first_share[p, w, n]), 6),
+                        "exact": round(float(exact[p, w, n]), 6),
+                        "first_order": round(float(sums.first_order[p, w, n]) / count, 6),
+                        "word_effect": round(float(sums.effect[w]) / count, 6),
+                        "patched": int(sums.exact_count[p, w, n]), "occurrences": int(count)})
+    return sorted(matches, key=lambda m: (m["word"], -m["share"], m["layer"], m["neuron"]))
+
+
+def pushed_groups(sums: MediationSums, examples: Sequence[Example], fallback: Sequence[str]) -> list[str]:
+    """Per word: the label it pushes toward (the choice whose share of probability among the choices falls most,
+    pooled over its occurrences, when it is occluded) where every example has the same choices (sentiment, NLI);
+    else, or for a word never seen, `fallback` (step 1's group)."""
+    if not examples or any(example.choices != examples[0].choices for example in examples):
+        return list(fallback)
+    names = {example.label: example.group for example in examples}  # a fixed-label example's group is its gold label
+    return [names.get(int(sums.push[w].argmax()), f"choice {int(sums.push[w].argmax())}")
+            if sums.occurrences[w] > 0 else fallback[w] for w in range(len(fallback))]
+
+
+def mediated_tensors(sums: MediationSums, matches: Sequence[dict], vocabulary: Sequence[str], layers: Sequence[int]
+                     ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Per layer (words, neurons): the matched pairs' exact share ("association") and exact mediated effect in nats
+    ("importance"), 0 for every pair not matched: what the causal check and NSA-guided pruning rank."""
+    width = sums.first_order.shape[2]
+    share = {layer: torch.zeros(len(vocabulary), width) for layer in layers}
+    effect = {layer: torch.zeros(len(vocabulary), width) for layer in layers}
+    index = {word: i for i, word in enumerate(vocabulary)}
+    for match in matches:
+        share[match["layer"]][index[match["word"]], match["neuron"]] = match["share"]
+        effect[match["layer"]][index[match["word"]], match["neuron"]] = match["exact"]
+    return share, effect

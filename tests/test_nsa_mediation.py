@@ -1,0 +1,248 @@
+"""Mediated matching against a planted model whose word -> neuron -> answer path runs through attention.
+
+The planted 2-layer Llama: a sentiment word sits mid-sentence; in layer 0 one attention head, queried by the final
+"verdict" token, attends to whichever token carries a sentiment marker and copies it to the last position (positive
+words: dimension 5, negative: dimension 6). In layer 1, neuron POS reads dimension 5 (gated by a threshold, so
+the partial copies other positions get leave it off) and writes what the head reads as "positive", neuron NEG
+reads dimension 6 and writes "negative". Every other layer-1 neuron is random and writes
+only dimensions the head ignores (so it acts, if at all, through the final norm). At the word's own tokens POS and
+NEG do nearly nothing: NSA that looks only there (the paper's association) cannot pair them with the words.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from prunescope.models.families import get_family
+from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, score_examples
+from prunescope.nsa.mediation import (
+    MediationOptions,
+    MediationSums,
+    example_mediation,
+    mediated_matches,
+    mediation_sums,
+    word_occurrences,
+)
+from prunescope.nsa.neurons import ablated, activation_stats
+from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
+
+POSITIVE = ["great", "superb", "lovely"]
+NEGATIVE = ["awful", "bad", "poor"]
+FILLER = ["the", "movie", "film", "was", "is", "acting", "plot", "really", "and", "story"]
+VOCAB = ["[UNK]", "[PAD]", "positive", "negative", "verdict", *POSITIVE, *NEGATIVE, *FILLER]
+POS, NEG, WIDTH, HIDDEN = 5, 6, 32, 64
+LLAMA = get_family("llama")
+TEMPLATE = "{input} verdict"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[PAD]")
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = tf.LlamaConfig(hidden_size=HIDDEN, intermediate_size=WIDTH, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=4, vocab_size=len(VOCAB), max_position_embeddings=64,
+                            rope_theta=1e6, tie_word_embeddings=False, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(config).eval()
+    head_dim, slow = HIDDEN // 4, HIDDEN // 4 // 2 - 1  # rotary pair `slow` turns ~1e-5 rad a position: content only
+    with torch.no_grad():
+        embed = model.model.embed_tokens.weight
+        embed[:, :10] = 0  # dimensions 0-9 are the mechanism's; 10-63 random, as any token's
+        embed[:, 10:] *= 0.3 / embed[:, 10:].std()
+        for word in POSITIVE:
+            embed[VOCAB.index(word), 0] = 1.0
+        for word in NEGATIVE:
+            embed[VOCAB.index(word), 3] = 1.0
+        embed[VOCAB.index("verdict"), 4] = 1.0
+        embed[:, 7] = 1.0  # on for every token: POS and NEG's threshold
+        for block in model.model.layers:
+            attention = block.self_attn
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
+                proj.weight.zero_()
+            attention.o_proj.weight.zero_()
+            block.mlp.down_proj.weight[:10] = 0  # random neurons write only dimensions the head ignores
+        copy = model.model.layers[0].self_attn  # head 0 copies the marked token to the verdict token
+        copy.q_proj.weight[slow, 4] = 4.0
+        copy.k_proj.weight[slow, 0] = copy.k_proj.weight[slow, 3] = 4.0
+        copy.v_proj.weight[0, 0] = copy.v_proj.weight[1, 3] = 1.0
+        copy.o_proj.weight[5, 0] = copy.o_proj.weight[6, 1] = 1.0
+        assert slow < head_dim
+        mlp = model.model.layers[1].mlp
+        for proj in (mlp.gate_proj, mlp.up_proj):
+            proj.weight[:, :10] = 0
+            proj.weight[POS] = proj.weight[NEG] = 0
+            proj.weight[POS, 5] = proj.weight[NEG, 6] = 1.5
+        mlp.gate_proj.weight[POS, 7] = mlp.gate_proj.weight[NEG, 7] = -2.5  # fire only on a full copy
+        mlp.down_proj.weight[:, [POS, NEG]] = 0
+        mlp.down_proj.weight[1, POS] = mlp.down_proj.weight[2, NEG] = 0.5
+        model.model.layers[0].mlp.down_proj.weight.zero_()
+        head = model.lm_head.weight
+        head.zero_()
+        head[VOCAB.index("positive"), 1] = head[VOCAB.index("negative"), 2] = 2.0
+    return model
+
+
+def texts(count: int = 24) -> list[tuple[str, int]]:
+    """(text, label): a sentiment word at position 2 of 5, positive (1) or negative (0)."""
+    out = []
+    for i in range(count):
+        filler = [FILLER[(i + j) % len(FILLER)] for j in range(4)]
+        word = (POSITIVE if i % 2 == 0 else NEGATIVE)[i // 2 % 3]
+        out.append((" ".join([*filler[:2], word, *filler[2:]]), int(i % 2 == 0)))
+    return out
+
+
+def examples(tokenizer, count: int = 24) -> list[Example]:
+    choices = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in ("negative", "positive")]
+    out = []
+    for text, label in texts(count):
+        prompt = tokenize_words(tokenizer, *render_with_spans(TEMPLATE, {"input": text}))
+        out.append(Example(prompt, choices, label, ["negative", "positive"][label]))
+    return out
+
+
+WORDS = sorted(POSITIVE + NEGATIVE + FILLER)
+GROUPS = ["positive" if w in POSITIVE else "negative" if w in NEGATIVE else "none" for w in WORDS]
+
+
+def test_planted_model_answers_through_the_two_neurons_at_the_last_position(model, tokenizer):
+    batch = examples(tokenizer)
+    margins, correct = score_examples(model, batch)
+    assert all(correct) and min(margins) > 1.0
+    positive = torch.tensor([e.label == 1 for e in batch])
+    for neuron, loses in ((POS, positive), (NEG, ~positive)):
+        with ablated(model, LLAMA, {1: [neuron]}):  # that label's reviews lose their only path, the others keep it
+            after = torch.tensor(score_examples(model, batch)[0])
+        assert after[loses].abs().max() < 0.01 and torch.allclose(after[~loses], torch.tensor(margins)[~loses])
+    with ablated(model, LLAMA, {1: [0, 1, 2, 3]}):  # random neurons: nearly nothing (the final norm only)
+        assert torch.allclose(torch.tensor(score_examples(model, batch)[0]), torch.tensor(margins), rtol=0.05)
+    # at the word's own position the two neurons are nearly silent: the head copies only to the verdict token
+    words = [torch.tensor([0 if w >= 0 and e.prompt.words[w] in POSITIVE + NEGATIVE else -1
+                           for w in e.prompt.token_words]) for e in batch]
+    stats = activation_stats(model, LLAMA, batch, words, [1], 1)
+    last = torch.stack([stats_of_last(model, e) for e in batch])
+    assert float(stats[1].word_means()[0, [POS, NEG]].abs().max()) < 0.05 * float(last.max())
+
+
+def stats_of_last(model, example: Example) -> torch.Tensor:
+    """POS's and NEG's activation at the last (verdict) position."""
+    captured = []
+    handle = model.model.layers[1].mlp.down_proj.register_forward_pre_hook(
+        lambda _m, args: captured.append(args[0][0, -1, [POS, NEG]]))
+    with torch.no_grad():
+        model(torch.tensor([example.prompt.input_ids]))
+    handle.remove()
+    return captured[0]
+
+
+def test_mean_embedding_baseline_is_label_neutral(model, tokenizer):
+    """Occluding the sentiment word with the mean embedding leaves no label favoured; the pad token would not be
+    neutral if it carried a marker, the mean over a balanced vocabulary is by construction."""
+    baseline = mean_embedding(model)
+    assert torch.allclose(baseline, model.model.embed_tokens.weight.mean(0), atol=1e-6)
+    example = examples(tokenizer)[0]
+    position = example.prompt.token_words.index(example.prompt.words.index(POSITIVE[0]))
+    embeds = model.get_input_embeddings()(torch.tensor([example.prompt.input_ids])).detach()
+    embeds[0, position] = baseline
+    with torch.no_grad():
+        occluded = float(margin(choice_logprobs(model, [example.prompt.input_ids], example.choices, embeds), 1)[0])
+        intact = float(margin(choice_logprobs(model, [example.prompt.input_ids], example.choices), 1)[0])
+    assert intact > 1.0 and abs(occluded) < 0.02 * intact
+
+
+def test_word_occurrences_group_a_words_tokens(tokenizer):
+    example = examples(tokenizer)[0]  # "the movie great film was verdict"
+    found = word_occurrences(example, {w: i for i, w in enumerate(WORDS)})
+    assert [WORDS[w] for w, _ in found] == ["the", "movie", "great", "film", "was"]
+    assert [positions for _, positions in found] == [[0], [1], [2], [3], [4]]  # "verdict" is the template's
+
+
+def test_mediated_matching_pairs_each_word_with_the_neuron_that_carries_it(model, tokenizer):
+    sums = mediation_sums(model, LLAMA, examples(tokenizer), WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4))
+    matches = mediated_matches(sums, WORDS, GROUPS, [0, 1], share_floor=0.2, effect_floor=0.05)
+    pairs = {(m["word"], m["layer"], m["neuron"]) for m in matches}
+    assert pairs == {(w, 1, POS) for w in POSITIVE} | {(w, 1, NEG) for w in NEGATIVE}
+    for match in matches:
+        assert match["share"] > 0.9 and match["patched"] == match["occurrences"] == 4
+        # first order saturates (the final norm flattens the margin where the planted neuron is large): it ranks
+        # the planted neuron first, which is all it is used for, but estimates a small share of its effect
+        assert 0 < match["first_order"] < 0.2 * match["exact"]
+    # filler words move the margin by ~1e-5 nats, almost all of it through POS or NEG: the effect floor keeps
+    # them out, however large their share
+    filler = [WORDS.index(w) for w in FILLER]
+    assert float((sums.effect[filler] / sums.occurrences[filler]).max()) < 1e-3
+    assert {m["word"] for m in mediated_matches(sums, WORDS, GROUPS, [0, 1], 0.2, effect_floor=1.0)} == set(
+        POSITIVE + NEGATIVE)
+    # the push: positive words push "positive" (choice 1) away when occluded, negative words "negative"
+    for w, word in enumerate(WORDS):
+        if word in POSITIVE:
+            assert sums.push[w, 1] > 0 > sums.push[w, 0]
+        if word in NEGATIVE:
+            assert sums.push[w, 0] > 0 > sums.push[w, 1]
+
+
+def test_the_words_own_position_misses_the_planted_neurons(model, tokenizer):
+    """The finding that motivated mediated matching: activation x gradient at the word's own tokens (what the
+    paper-like association and importance see) is ~0 for the planted neurons, while their mediated share is ~1."""
+    batch = examples(tokenizer)
+    vocabulary = POSITIVE + NEGATIVE
+    ids = [torch.tensor([vocabulary.index(e.prompt.words[w]) if w >= 0 and e.prompt.words[w] in vocabulary else -1
+                         for w in e.prompt.token_words]) for e in batch]
+    stats = activation_stats(model, LLAMA, batch, ids, [1], len(vocabulary), importance=True)
+    at_word = stats[1].word_importance / stats[1].word_counts.clamp_min(1)[:, None]
+    sums = mediation_sums(model, LLAMA, batch, vocabulary, [1], options=MediationOptions(0.2, 0.05, 2, 8))
+    share = sums.share()[0]
+    for w, word in enumerate(vocabulary):
+        neuron = POS if word in POSITIVE else NEG
+        assert abs(float(at_word[w, neuron])) < 0.01 * float(sums.effect[w] / sums.occurrences[w])
+        assert float(share[w, neuron]) > 0.5
+
+
+def test_sums_do_not_depend_on_the_batch_size(model, tokenizer):
+    batch = examples(tokenizer, 4)
+    one = mediation_sums(model, LLAMA, batch, WORDS, [1], options=MediationOptions(0.2, 0.05, 3, 1))
+    many = mediation_sums(model, LLAMA, batch, WORDS, [1], options=MediationOptions(0.2, 0.05, 3, 16))
+    for field in ("occurrences", "effect", "first_order", "exact", "exact_count", "patched_effect", "push"):
+        torch.testing.assert_close(getattr(one, field), getattr(many, field), rtol=1e-5, atol=1e-6)
+
+
+def test_an_example_without_vocabulary_words_adds_nothing(model, tokenizer):
+    sums = MediationSums.empty(1, 1, WIDTH, 2)
+    example = examples(tokenizer, 1)[0]
+    example_mediation(model, LLAMA, example, {"absent": 0}, [1], mean_embedding(model), MediationOptions(0.2, 0, 2, 4),
+                      sums)
+    assert float(sums.occurrences.sum()) == 0 and float(sums.first_order.abs().sum()) == 0
+
+
+def test_pruning_the_path_shows_as_the_pairs_lost_mediated_effect(model, tokenizer):
+    """Step 3 on a pruned model: the dense model's matched pairs patched on the same occluded inputs. Zeroing POS's
+    output weights (what pruning them would do) takes all of the positive words' mediated effect and none of the
+    negative words'."""
+    import copy
+
+    batch = examples(tokenizer)
+    dense = mediation_sums(model, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4))
+    matches = mediated_matches(dense, WORDS, GROUPS, [0, 1], share_floor=0.2, effect_floor=0.05)
+    forced = {}
+    for match in matches:
+        forced.setdefault(WORDS.index(match["word"]), []).append((1, match["neuron"]))
+    pruned = copy.deepcopy(model)
+    with torch.no_grad():
+        pruned.model.layers[1].mlp.down_proj.weight[:, POS] = 0
+    after = mediation_sums(pruned, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4),
+                           forced=forced).exact_mean()
+    for match in matches:
+        kept = float(after[1, WORDS.index(match["word"]), match["neuron"]])
+        if match["word"] in POSITIVE:
+            assert abs(kept) < 1e-3 * match["exact"]
+        else:
+            assert kept == pytest.approx(match["exact"], rel=1e-4)

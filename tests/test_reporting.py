@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from prunescope import io
-from prunescope.config import left_out, variant_options
+from prunescope.config import variant_options
 from prunescope.io import ChecksumError
 from prunescope.reporting.drops import MissingPerExampleError, category_drop_table, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
-from prunescope.reporting.summary import run_summary
+from prunescope.reporting.summary import grid_left_out, run_summary
 from prunescope.reporting.tables import StaleResultError, accuracy_table, headline_metrics, load_results, write_table
 
 PARAMS = {"evaluation": {"batch_size": 8}, "limit": 10}
@@ -388,6 +388,6 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras and "Left out" not in no_extras
     grid = {"models": ["m", "big"], "exclude": [{"model": "big", "source": "lee"}], "nsa_models": ["m"],
             "nsa_datasets": ["reviews"]}
-    budget = run_summary("quick", *tables, studied, None, None, None, left_out(grid))
+    budget = run_summary("quick", *tables, studied, None, None, None, grid_left_out(grid))
     assert ("- Left out of this grid for its compute budget (grids.quick): variants with model big, source lee; "
             "NSA on m only.\n") in budget.split("## Accuracy")[0]  # read before any number

@@ -351,14 +351,6 @@ def nsa_models(grid: dict) -> list[str]:
     return grid["models"] if grid["nsa_models"] is None else grid["nsa_models"]
 
 
-def left_out(grid: dict) -> list[str]:
-    """What a grid leaves out of its product, in words for the summary: each `exclude` entry, NSA's models."""
-    lines = ["variants with " + ", ".join(f"{key} {value}" for key, value in rule.items()) for rule in grid["exclude"]]
-    if grid["nsa_datasets"] and set(nsa_models(grid)) != set(grid["models"]):
-        lines.append(f"NSA on {', '.join(nsa_models(grid))} only")
-    return lines
-
-
 def studied_variants(grid: dict, sources: dict) -> list[Variant]:
     """The main variants pruned with the base calibration source and format (every seed) or with none: what
     NSA compares and NSA-guided pruning mirrors (the other sources are the calibration experiment's)."""

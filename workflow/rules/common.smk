@@ -8,7 +8,6 @@ from prunescope.config import (
     Variant,
     grid_variants,
     guided_variants,
-    left_out,
     nsa_models,
     studied_variants,
     sweep_base,
@@ -17,6 +16,7 @@ from prunescope.config import (
 )
 from prunescope.pruning.export import check_export_format
 from prunescope.reporting.power import grid_eval_limit
+from prunescope.reporting.summary import grid_left_out
 from prunescope.rulecode import code_digest
 
 try:

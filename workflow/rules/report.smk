@@ -149,7 +149,7 @@ rule summary:
         code=library_code("summary.py"),  # the library code it runs (common.smk)
         grid=config["grid"],
         variants=[(v.model, v.method, v.pattern, v.calib) for v in STUDIED],
-        left_out=left_out(GRID),
+        left_out=grid_left_out(GRID),
     script:
         "../scripts/summary.py"
 

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from prunescope.config import nsa_models
 from prunescope.reporting.tables import CATEGORIES, calibration_group, studied
+
+
+def grid_left_out(grid: dict) -> list[str]:
+    """What a grid leaves out of its product, in words for the summary: each `exclude` entry, NSA's models."""
+    lines = ["variants with " + ", ".join(f"{key} {value}" for key, value in rule.items()) for rule in grid["exclude"]]
+    if grid["nsa_datasets"] and set(nsa_models(grid)) != set(grid["models"]):
+        lines.append(f"NSA on {', '.join(nsa_models(grid))} only")
+    return lines
 
 
 def accuracy_lines(category_drop: pd.DataFrame, variants: Iterable[Sequence[str]]) -> list[str]:
@@ -120,7 +129,7 @@ def run_summary(grid_name: str, category_drop_csv: str, floor_csv: str, accuracy
                 variants: Iterable[Sequence[str]], perplexity_csv: str | None, nsa_csv: str | None,
                 nsa_json: str | None, left_out: Sequence[str] = ()) -> str:
     """The run's summary (markdown): first what to know before reading a number (caveat_lines, then what the grid
-    leaves out of its product: config.left_out), then headline numbers per section that the grid has, then where
+    leaves out of its product: grid_left_out), then headline numbers per section that the grid has, then where
     everything is."""
     read = {"keep_default_na": False, "na_values": [""]}
     variants = list(variants)

@@ -7,19 +7,57 @@ CORES ?= all
 # a machine with an NVIDIA driver gets the default (CUDA) build. Override with `make TORCH_SPEC=...`.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
+# The hash-pinned environment (every package but torch), its refresh's tools, and the pip that installs it
+LOCK := requirements/lock.txt
+PIP_VERSION ?= 26.3
+PIP_TOOLS ?= pip-tools==7.7.0
+LOCK_ARGS ?=
+
 # compressed-tensors' sparse format is written by compressed-tensors 0.14.0.1, the last version with sparse compressors;
 # it requires transformers < 5, so it gets a venv of its own (prunescope.pruning.compressed_tensors_peer runs there)
 CT_VENV ?= .venv-compressed-tensors
 
-.PHONY: setup run study models dry-run report findings repro pull export bench bench-llmcompressor test test-scale lint plan
+.PHONY: setup lock run study models dry-run report findings repro pull export bench bench-llmcompressor test test-scale lint plan
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every package but torch comes from the lock, pinned and hash-checked (--require-hashes; --no-deps: nothing
+# unlocked slips in); torch first, with its own dependencies (the CUDA build brings its nvidia-* packages), which the
+# lock then sets to its versions; the project itself last, built with the lock's setuptools; `pip check` at the end.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[test]"
+	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)"
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# requirements/lock.txt: pyproject.toml's dependencies and its `test` extra, resolved by pip-compile (pip-tools, in a
+# throwaway venv) against the CPU torch wheel (requirements/lock-constraints.txt), torch itself left out. A refresh
+# keeps every pin already in the lock and resolves only what pyproject.toml changed; LOCK_ARGS=--upgrade moves
+# everything to the newest releases, LOCK_ARGS="--upgrade-package NAME" one package. It fails if a CUDA package
+# (nvidia-*, triton, cuda-*) got in, i.e. if torch was resolved to its CUDA build.
+lock:  ## Refresh requirements/lock.txt (hash-pinned environment) from pyproject.toml; then `make setup`
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	python3 -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet "pip==$(PIP_VERSION)" "$(PIP_TOOLS)"; \
+	CUSTOM_COMPILE_COMMAND="make lock" "$$tmp/venv/bin/pip-compile" --quiet --generate-hashes --extra test \
+	    --unsafe-package torch --strip-extras --no-emit-index-url --no-emit-find-links \
+	    --constraint requirements/lock-constraints.txt $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml; \
+	if grep -qiE '^(nvidia-|triton|cuda-)' $(LOCK); then \
+	    echo "make lock: a CUDA package got into $(LOCK) (torch resolved to its CUDA build): is the CPU wheel of" \
+	        "requirements/lock-constraints.txt reachable?" >&2; exit 1; fi; \
+	{ sed -n '1,6p' $(LOCK); \
+	  echo "# Resolved on $$(uname -s) $$(uname -m), CPython $$("$$tmp/venv/bin/python" -c 'import platform; print(platform.python_version())'), $(PIP_TOOLS), pip $(PIP_VERSION)."; \
+	  echo "# pip-compile writes no platform markers: the pins are this machine's resolution. The hashes cover every file"; \
+	  echo "# of each pinned release (all platforms), so Linux aarch64 installs the same pins; a dependency needed on another"; \
+	  echo "# platform or Python only would be missing, and make setup's \`pip check\` would say so."; \
+	  echo "# torch is not here: make setup installs it first (TORCH_SPEC: the CPU wheel, or the CUDA build with its"; \
+	  echo "# nvidia-* packages), then this file: pip install --require-hashes --no-deps -r $(LOCK)."; \
+	  echo "#"; \
+	  sed '1,6d' $(LOCK); } > "$$tmp/lock.txt"; \
+	cp "$$tmp/lock.txt" $(LOCK)
 
 # `make run` is a newcomer's first run: every stage (dense, magnitude, Wanda, SparseGPT, the four task categories,
 # perplexity, NSA, the reports) on the small `quick` grid, under 10 minutes on 2 CPU cores. `make study` is the whole

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from conftest import make_tiny_model
 
@@ -167,8 +168,9 @@ def test_sparsegpt_layer_bench_compares_both_grams_and_both_loops(tmp_path):
 def test_llmcompressor_side_by_side_measures_ours_and_compares_perplexity_and_masks(tiny_llama, tiny_tokenizer,
                                                                                      tmp_path):
     """bench/llmcompressor_side_by_side.py without llm-compressor (`make bench-llmcompressor` makes its venv): our
-    pruning as its fresh process runs it, then the comparison with our own pruned weights standing in for the
-    peer's, so the masks agree fully and both perplexities are the same pruned model's."""
+    pruning as its fresh process runs it, then the comparison against a planted peer: our pruned weights with k
+    pruned entries of one layer revived and k kept ones pruned, so the masks disagree on exactly 2k of n entries at
+    the same sparsity."""
     from prunescope.calibration.sample import save_calibration
 
     bench = bench_module("llmcompressor_side_by_side")
@@ -181,8 +183,15 @@ def test_llmcompressor_side_by_side_measures_ours_and_compares_perplexity_and_ma
                          tmp_path / f"{name}.safetensors", {"source": "test"})
     ours = bench.prune_ours(model_dir, tmp_path / "calibration.safetensors", "wanda", tmp_path / "ours", 0.5, 1, 2)
     assert ours["layers"] == 14 and ours["seconds"] > 0 and ours["peak_rss_bytes"] > 0
+    weights, k = load_file(tmp_path / "ours" / "weights.safetensors"), 40
+    layer = sorted(weights)[0]
+    flat = weights[layer].flatten().clone()
+    revived, pruned = (flat == 0).nonzero().flatten()[:k], (flat != 0).nonzero().flatten()[:k]
+    flat[revived], flat[pruned] = 1.0, 0.0
+    peer = {**weights, layer: flat.view_as(weights[layer])}
     (tmp_path / "peer").mkdir()
-    (tmp_path / "peer" / "weights.safetensors").write_bytes((tmp_path / "ours" / "weights.safetensors").read_bytes())
+    save_file(peer, tmp_path / "peer" / "weights.safetensors")
+    n = sum(tensor.numel() for tensor in weights.values())
     args = bench.argparse.Namespace(model_dir=model_dir, calibration=tmp_path / "calibration.safetensors",
                                     windows=tmp_path / "windows.safetensors", methods=["wanda"], sparsity=0.5,
                                     threads=1, ppl_batch_size=2)
@@ -190,6 +199,8 @@ def test_llmcompressor_side_by_side_measures_ours_and_compares_perplexity_and_ma
     rows = bench.compare(args, runs, {("wanda", impl): tmp_path / folder
                                       for impl, folder in (("prunescope", "ours"), ("peer", "peer"))})
     assert [row["implementation"] for row in rows] == ["prunescope", "llm-compressor"]
-    assert rows[0]["mask_agreement"] == 1.0 and rows[0]["sparsity"] == 0.5 and rows[0]["speedup"] == 1.0
-    assert rows[0]["perplexity"] == rows[1]["perplexity"] != rows[0]["dense_perplexity"]
+    assert len(revived) == len(pruned) == k and rows[0]["speedup"] == 1.0
+    assert rows[0]["mask_agreement"] == rows[1]["mask_agreement"] == round(1 - 2 * k / n, 4) < 1
+    assert rows[0]["sparsity"] == rows[1]["sparsity"] == 0.5
+    assert len({rows[0]["perplexity"], rows[1]["perplexity"], rows[0]["dense_perplexity"]}) == 3
     assert "llm-compressor 0.14 from its own venv." in bench.report(rows, args)

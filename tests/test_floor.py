@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunescope.reporting import claims, floor
-from prunescope.reporting.claims import Settings
+from prunescope.reporting import floor
+from prunescope.reporting.claims import Settings, accuracy
 from prunescope.reporting.drops import category_drop_table, retained_headroom, write_category_drop
 from prunescope.reporting.figures import plot_accuracy_change
 from prunescope.reporting.summary import run_summary
@@ -199,12 +199,12 @@ def test_sentiment_claim_compares_headroom_without_the_at_floor_dataset():
     constant-answer "gain" cannot make sentiment look hurt most, and the row says so."""
     results = planted(pruned_clear_wrong=12, pruned_other_wrong=3)
     floors = floor.floor_table(results, 0.05)
-    (found,) = claims.sentiment_hurt_most(results, CALIB, "mini", SETTINGS, floors)
+    (found,) = accuracy.sentiment_hurt_most(results, CALIB, "mini", SETTINGS, floors)
     assert found.effect == pytest.approx(0.25 - 1.0) and "qa" in found.comparison
     assert found.unit == "retained headroom" and found.note == "left out as at floor: nli: flat"
     # with qa at floor too, nothing is left to compare sentiment with: not tested, saying why
     qa_flat = planted(qa_at_floor=True)
-    rows = claims.sentiment_hurt_most(qa_flat, CALIB, "mini", SETTINGS, floor.floor_table(qa_flat, 0.05))
+    rows = accuracy.sentiment_hurt_most(qa_flat, CALIB, "mini", SETTINGS, floor.floor_table(qa_flat, 0.05))
     assert [r.note for r in rows] == ["not tested: no other category dataset is above floor (left out as at floor: "
                                       "nli: flat; qa: other; reports/tables/floor.md)"]
 
@@ -212,7 +212,7 @@ def test_sentiment_claim_compares_headroom_without_the_at_floor_dataset():
 def test_sentiment_claim_is_pooled_over_models_beside_each_model():
     second = planted(pruned_clear_wrong=12).assign(model="z", path=lambda d: "z-" + d["path"])
     results = pd.concat([planted(pruned_clear_wrong=12), second], ignore_index=True)
-    rows = claims.sentiment_hurt_most(results, CALIB, "mini", SETTINGS, floor.floor_table(results, 0.05))
+    rows = accuracy.sentiment_hurt_most(results, CALIB, "mini", SETTINGS, floor.floor_table(results, 0.05))
     assert [r.scope for r in rows] == [f"m wanda unstructured-0.5 {CALIB}", f"z wanda unstructured-0.5 {CALIB}",
                                        f"all 2 models wanda unstructured-0.5 {CALIB}"]
     assert rows[2].effect == pytest.approx(rows[0].effect)  # the same data twice: the same headroom gap

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prunescope.reporting.claims import mcnemar_p
 from prunescope.reporting.power import Design, examples_for_change, grid_eval_limit, power_at, power_table
+from prunescope.reporting.statistics import mcnemar_p
 
 DESIGN = Design(effect=0.05, discordance=0.15, alpha=0.05, power=0.8, tests=10)
 

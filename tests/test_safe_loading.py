@@ -26,7 +26,7 @@ def test_no_unsafe_loader_in_the_workflow_code():
 # reads (results and the manifests of datasets, calibration samples and artifacts) goes through io.write_result /
 # io.read_result.
 UNCHECKED_JSON_WRITERS = {"src/prunescope/io.py", "workflow/scripts/aggregate.py", "workflow/scripts/nsa_report.py",
-                          "src/prunescope/reporting/claims.py"}
+                          "src/prunescope/reporting/claims/report.py"}
 
 
 def test_every_result_json_is_written_with_its_own_checksum():

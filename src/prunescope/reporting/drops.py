@@ -5,7 +5,7 @@ Each bootstrap iteration resamples, with replacement, every dataset's examples (
 and every pruned result: the comparison is paired) and the variant's calibration seeds, then recomputes the
 category's mean change. Counts of correct examples are integers, so identical dense and pruned scores give a
 change of exactly 0 in every iteration. The resampling draws counts over the distinct per-example score rows
-(see resample_examples), so its cost does not grow with the number of examples.
+(see statistics.resample_examples), so its cost does not grow with the number of examples.
 
 Given the floor table (reporting.floor), a category is measured on its above-floor datasets only (the rest are named
 in left_out: a model at chance there has no accuracy left to lose, and a flipped constant answer reads as a gain),
@@ -15,11 +15,10 @@ interval from the same bootstrap draws.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pandas as pd
 
+from prunescope.reporting.statistics import mean_draws, percentile_interval, resample_seeds, row_rng
 from prunescope.reporting.tables import (
     CATEGORIES,
     VARIANT_KEYS,
@@ -32,7 +31,6 @@ from prunescope.reporting.tables import (
 KEYS = ["model", *VARIANT_KEYS, "category"]
 COLUMNS = [*KEYS, "datasets", "left_out", "seeds", "n_examples", "dense_acc", "acc_mean", "acc_change", "ci_low",
            "ci_high", "headroom", "headroom_low", "headroom_high"]
-CONFIDENCE = 0.95
 RERUN = "snakemake --forcerun evaluate_dense evaluate_pruned"
 
 
@@ -143,56 +141,6 @@ def retained_headroom(pruned, dense, floor: float, n: int):
     to the floor counts one example's worth of headroom (1 / n), so the ratio stays finite (the floor table admits
     only datasets where the dense model is clearly above its floor, so such draws are rare)."""
     return (pruned - floor) / np.maximum(dense - floor, 1 / n)
-
-
-def row_rng(seed: int, name: str) -> np.random.Generator:
-    """A table row's own generator, seeded by `seed` and the row's name: its interval does not depend on the
-    other rows."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
-
-
-def resample_seeds(n_seeds: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
-    """(iterations, seeds): how often each calibration seed is drawn in each bootstrap iteration."""
-    return rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=iterations)
-
-
-def change_draws(matrix: np.ndarray, baselines: int, seed_counts: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
-    """Per iteration: the mean over resampled seeds of (variant - baseline) accuracy on one dataset (mean_draws)."""
-    baseline, variant = mean_draws(matrix, baselines, seed_counts, rng)
-    return variant - baseline
-
-
-def mean_draws(matrix: np.ndarray, baselines: int, seed_counts: np.ndarray, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Per iteration: the baseline's and the variant's accuracy on one dataset, each a mean over resampled seeds.
-
-    matrix (examples, baselines + seeds) holds 0/1 scores: one baseline column shared by every seed (dense) or one
-    per seed (plain pruning, against NSA-guided), then one column per seed. Examples are resampled paired over all
-    columns; each iteration's accuracies are exact integer ratios."""
-    n_seeds, n = seed_counts.shape[1], len(matrix)
-    resampled = resample_examples(matrix, len(seed_counts), rng)  # (B, baselines + S) correct counts
-    scale = n_seeds * n
-    baseline = (seed_counts * resampled[:, :baselines]).sum(axis=1) / scale
-    return baseline, (seed_counts * resampled[:, baselines:]).sum(axis=1) / scale
-
-
-def percentile_interval(changes: np.ndarray, iterations: int) -> tuple[float, float]:
-    """The 95% percentile interval of the bootstrap changes (NaN for 0 iterations)."""
-    if not iterations:
-        return np.nan, np.nan
-    low, high = np.quantile(changes, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    return float(low), float(high)
-
-
-def resample_examples(matrix: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
-    """Per iteration, the correct counts of each column over n examples drawn with replacement (same draws for
-    every column: paired). Examples with the same 0/1 row are interchangeable, so drawing n rows is drawing
-    multinomial counts over the distinct rows, weighted by how often each occurs: the same distribution as
-    resampling indices, at a cost that does not grow with n (at most 2^(1 + S) distinct rows)."""
-    patterns, counts = np.unique(matrix, axis=0, return_counts=True)
-    drawn = rng.multinomial(len(matrix), counts / len(matrix), size=iterations)  # (B, distinct rows)
-    return drawn @ patterns
 
 
 def _name(key: dict) -> str:

@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from prunescope.reporting.drops import RERUN, MissingPerExampleError, retained_headroom
-from prunescope.reporting.multiplicity import holm
+from prunescope.reporting.statistics import Means, holm
 from prunescope.reporting.tables import CATEGORIES, write_csv, write_markdown
 
 CONSTANT_SHARE = 0.95
@@ -149,12 +149,10 @@ def at_floor_by_model(floors: pd.DataFrame) -> dict[str, list[str]]:
     return {model: sorted(group["dataset"]) for model, group in rows.groupby("model", sort=True)}
 
 
-Means = Mapping[tuple[str, str], np.ndarray]  # as in claims: (unit, arm) -> mean score per bootstrap draw
-
-
 def headroom_statistic(units: Sequence[tuple[str, str, str, float, int]]) -> Callable[[Means], np.ndarray]:
     """The mean retained headroom over units, each (unit, pruned arm, dense arm, floor, examples), as a statistic
-    of claims.bootstrap_means' per-arm means (so its interval comes from the claims' paired bootstrap)."""
+    of statistics.bootstrap_means' per-arm means, units as its datasets (so its interval comes from the claims'
+    paired bootstrap)."""
     units = list(units)
     return lambda means: sum(retained_headroom(means[unit, pruned], means[unit, dense], floor, n)
                              for unit, pruned, dense, floor, n in units) / len(units)

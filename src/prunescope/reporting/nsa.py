@@ -10,8 +10,8 @@ import pandas as pd
 import seaborn as sns
 
 from prunescope.io import atomic_path, read_result
-from prunescope.reporting.drops import change_draws, percentile_interval, resample_seeds, row_rng
 from prunescope.reporting.figures import plt, save_figure, set_style  # plt on the Agg backend
+from prunescope.reporting.statistics import change_draws, percentile_interval, resample_seeds, row_rng
 from prunescope.reporting.tables import CATEGORIES, calibration_group
 
 DROP_KEYS = ["model", "dataset", "method", "pattern", "calib"]

@@ -91,10 +91,18 @@ $(error make report needs Chromium for its browser check and found none ($$CHROM
 endif
 endif
 
-report: study  ## One self-contained HTML report of every table and figure, checked in headless Chromium
-	$(BIN)/snakemake --cores $(CORES) all --report reports/report.html
-	$(BIN)/python -m prunescope.browser reports/report.html --screenshot reports/report.png \
-	    --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv' --expect 'reports/claims.csv'
+# The grid whose run finished last (its reports folder's summary.md is the newest), unless REPORT_GRID names one.
+last_grid = $$($(BIN)/python -c 'import os, yaml; grids = yaml.safe_load(open("params.yaml"))["grids"]; runs = [(os.path.getmtime(f), name) for name, g in grids.items() for f in [os.path.join(g["reports"], "summary.md")] if os.path.exists(f)]; print(max(runs)[1] if runs else "")')
+
+report: setup  ## The HTML report of the grid run last (make run, study or models; REPORT_GRID=name picks one), checked in headless Chromium
+	@grid="$${REPORT_GRID:-$(last_grid)}"; \
+	if [ -z "$$grid" ]; then echo "make report: no grid has finished a run yet (no summary.md in any grid's reports folder): run make run, make study or make models first" >&2; exit 1; fi; \
+	dir="$(call reports_of,$$grid)"; \
+	if [ ! -f "$$dir/summary.md" ]; then echo "make report: grid $$grid has not finished a run ($$dir/summary.md is missing): run it first" >&2; exit 1; fi; \
+	echo "make report: grid $$grid -> $$dir/report.html"; \
+	$(BIN)/snakemake --cores $(CORES) --report "$$dir/report.html" all --config grid="$$grid" && \
+	$(BIN)/python -m prunescope.browser "$$dir/report.html" --screenshot "$$dir/report.png" \
+	    --expect "$$dir/figures/**/*.png" --expect "$$dir/tables/*.csv" --expect "$$dir/claims.csv"
 
 findings: setup  ## The README's Findings block, generated from reports/models/claims.csv (which `make models` writes)
 	$(BIN)/python -m prunescope.reporting.claims README.md reports/models/claims.csv

@@ -383,7 +383,7 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
             "magnitude unstructured-0.5 x20.00") in text
     assert ("effect lost (weighted): wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin "
             "beyond") in text
-    assert "reports/quick/tables/" in text and "reports/tables/" not in text and "make report" in text
+    assert "reports/quick/tables/" in text and "reports/tables/" not in text and "reports/quick/report.html" in text
     no_extras = run_summary("quick", *tables, studied, None, None, None)
     assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras and "Left out" not in no_extras
     grid = {"models": ["m", "big"], "exclude": [{"model": "big", "source": "lee"}], "nsa_models": ["m"],

@@ -98,6 +98,42 @@ def test_make_run_plans_every_stage_on_the_quick_grid_and_prints_the_summary(tmp
     assert "sparsegpt" in plan.stdout and "similarities_abstraction" in plan.stdout
 
 
+def _make_report(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make report` in a folder holding the Makefile and params.yaml, with a venv whose snakemake and
+    `python -m` (the browser check) only print their words."""
+    for name in ("Makefile", "params.yaml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "snakemake").write_text('#!/bin/sh\necho snakemake "$@"\n')
+    (bin_dir / "python").write_text(f'#!/bin/sh\n[ "$1" = -m ] && exec echo python "$@"\nexec {sys.executable} "$@"\n')
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    (tmp_path / "venv" / ".installed").touch()
+    return subprocess.run(["make", "--no-print-directory", "report", "VENV=venv", "-o", "venv/.installed",
+                           "CHROMIUM=/bin/true", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+def test_make_report_reports_the_grid_run_last_and_says_when_none_was(tmp_path):
+    import os
+
+    none = _make_report(tmp_path)
+    assert none.returncode != 0 and "no grid has finished a run yet" in none.stderr and "snakemake" not in none.stdout
+    grids = yaml.safe_load((ROOT / "params.yaml").read_text())["grids"]
+    for age, grid in enumerate(["models", "quick", "mini"]):  # quick's summary written last
+        summary = tmp_path / grids[grid]["reports"] / "summary.md"
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text("done")
+        os.utime(summary, (1e9, 1e9 + (age % 2) * 100))
+    last = _make_report(tmp_path)
+    assert last.returncode == 0, last.stderr
+    quick = grids["quick"]["reports"]
+    assert f"--report {quick}/report.html all --config grid=quick" in last.stdout
+    assert f"prunescope.browser {quick}/report.html --screenshot {quick}/report.png" in last.stdout
+    chosen = _make_report(tmp_path, "REPORT_GRID=models")
+    assert "--config grid=models" in chosen.stdout, chosen.stderr
+
+
 def test_dry_run_plans_perplexity_for_the_end_to_end_config(tmp_path):
     """The shrunk config of the end-to-end run plans perplexity for the dense model and every variant; the
     calibration sample of the Wikipedia text waits for the held-out text it is checked against."""

@@ -155,5 +155,5 @@ def run_summary(grid_name: str, category_drop_csv: str, floor_csv: str, accuracy
               f"- figures: {where}/figures/ (png and svg)",
               f"- headline metrics: {where}/metrics.json (`dvc metrics show`)",
               f"- every claim of the study, its test and verdict: {where}/claims.md (counts in {where}/claims.json)",
-              "- one HTML report of every table and figure: `make report` -> reports/report.html"]
+              f"- one HTML report of every table and figure: `make report` (after this run) -> {where}/report.html"]
     return "\n".join(parts) + "\n"

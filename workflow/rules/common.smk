@@ -108,9 +108,7 @@ NSA_COMPARE_FILES = [
     for v in STUDIED
     if v.model in NSA_MODELS
 ]
-NSA_CAUSAL_FILES = expand(
-    "results/nsa/{model}/{dataset}/causal.json", model=NSA_MODELS, dataset=GRID["nsa_datasets"]
-)
+NSA_CAUSAL_FILES = expand("results/nsa/{model}/{dataset}/causal.json", model=NSA_MODELS, dataset=GRID["nsa_datasets"])
 # token heatmaps, one per model and NSA dataset: a row per variant of the first calibration key (or data-free)
 FIRST_CALIB = next((v.calib for v in STUDIED if v.calib != NO_CALIBRATION), NO_CALIBRATION)
 NSA_HEATMAPS = [(model, dataset) for model in NSA_MODELS for dataset in GRID["nsa_datasets"]]

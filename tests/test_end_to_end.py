@@ -24,7 +24,7 @@ from prunescope.reporting import claims
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["movie_reviews", "strategyqa", "epistemic_reasoning", "similarities_abstraction"]
 CATEGORY_OF = dict(zip(DATASETS, ["sentiment", "qa", "nli", "similarity"], strict=True))
-METHODS = ["magnitude", "wanda", "sparsegpt", "ria"]
+METHODS = ["magnitude", "wanda", "sparsegpt"]  # RIA runs the same driver and rule as Wanda: tests/test_methods.py
 PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +75,7 @@ def finished_run(tmp_path_factory):
 
 
 def shrunk_params() -> dict:
-    """params.yaml shrunk for the shared run: 4 datasets, every method and both patterns, tiny calibration, NSA and
+    """params.yaml shrunk for the shared run: 4 datasets, three methods and both patterns, tiny calibration, NSA and
     perplexity (2 windows of 64 tokens)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     mini = params["grids"]["mini"]

@@ -42,8 +42,8 @@ INTEGERS = [path for path, value in NODES if isinstance(value, int) and not isin
 # an empty sweep or owl list means "no sweep" or "no OWL", an empty nsa_guided list "no guided pruning", an empty
 # nsa_datasets "no NSA" (refused only beside guided pruning, tests/test_config.py), an empty perplexity_sources "no
 # perplexity": every other list needs entries
-REQUIRED_LISTS = [path for path in LISTS
-                  if not {"sweeps", "nsa_guided", "owl", "perplexity_sources", "nsa_datasets"} & set(path)]
+REQUIRED_LISTS = [path for path in LISTS  # lists that may be empty: nothing swept, excluded, ... there
+                  if not {"sweeps", "nsa_guided", "owl", "perplexity_sources", "nsa_datasets", "exclude"} & set(path)]
 GRID_NAME_LISTS = [(grid, key) for grid in PARAMS["grids"] for key in ("models", "methods", "datasets")]
 
 

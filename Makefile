@@ -82,7 +82,7 @@ models: setup  ## The study on the three real models offline (grids.models: abou
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run all
 
-# `make report` ends with a check in headless Chromium (prunescope.browser finds $CHROMIUM, else chromium or
+# `make report` ends with a check in headless Chromium (prunescope.glue.browser finds $CHROMIUM, else chromium or
 # chromium-browser on PATH): without one it stops here, before the study runs, instead of failing after the work.
 ifneq ($(filter report,$(MAKECMDGOALS)),)
 CHROMIUM_FOUND := $(shell for c in "$(CHROMIUM)" chromium chromium-browser; do [ -n "$$c" ] && command -v "$$c" && break; done)
@@ -101,7 +101,7 @@ report: setup  ## The HTML report of the grid run last (make run, study or model
 	if [ ! -f "$$dir/summary.md" ]; then echo "make report: grid $$grid has not finished a run ($$dir/summary.md is missing): run it first" >&2; exit 1; fi; \
 	echo "make report: grid $$grid -> $$dir/report.html"; \
 	$(BIN)/snakemake --cores $(CORES) --report "$$dir/report.html" all --config grid="$$grid" && \
-	$(BIN)/python -m prunescope.browser "$$dir/report.html" --screenshot "$$dir/report.png" \
+	$(BIN)/python -m prunescope.glue.browser "$$dir/report.html" --screenshot "$$dir/report.png" \
 	    --expect "$$dir/figures/**/*.png" --expect "$$dir/tables/*.csv" --expect "$$dir/claims.csv"
 
 findings: setup  ## The README's Findings block, generated from reports/models/claims.csv (which `make models` writes)

@@ -16,7 +16,7 @@ import yaml
 from filelock import FileLock
 
 import slurm_cluster
-from prunescope import browser
+from prunescope.glue import browser
 from prunescope.io import sha256_file
 from prunescope.pruning.artifact import read_manifest
 from prunescope.reporting import claims

@@ -1,5 +1,5 @@
-"""What makes `dvc repro` incremental: the library-code digest each rule passes as a param (prunescope.rulecode)
-and the remover of files a stage's DAG no longer produces (prunescope.stale). The DVC round trip itself is tested
+"""What makes `dvc repro` incremental: the library-code digest each rule passes as a param (prunescope.glue.rulecode)
+and the remover of files a stage's DAG no longer produces (prunescope.glue.stale). The DVC round trip itself is tested
 on the shared end-to-end run (test_end_to_end.TestOnClones)."""
 
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prunescope.rulecode import code_digest, library_modules
-from prunescope.stale import StaleError, main, remove_stale, stale_files
+from prunescope.glue.rulecode import code_digest, library_modules
+from prunescope.glue.stale import StaleError, main, remove_stale, stale_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

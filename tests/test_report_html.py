@@ -1,4 +1,4 @@
-"""The HTML report's browser check (prunescope.browser) and the report's captions. The checks in a real
+"""The HTML report's browser check (prunescope.glue.browser) and the report's captions. The checks in a real
 browser run on a small self-made page (seconds); they are skipped where Chromium is not installed."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from prunescope import browser
-from prunescope.browser import BrowserCheckError
+from prunescope.glue import browser
+from prunescope.glue.browser import BrowserCheckError
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_chromium = pytest.mark.skipif(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from prunescope.config import grid_variants, guided_variants, studied_variants
-from prunescope.rulecode import code_digest, library_modules
+from prunescope.glue.rulecode import code_digest, library_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -129,7 +129,7 @@ def test_make_report_reports_the_grid_run_last_and_says_when_none_was(tmp_path):
     assert last.returncode == 0, last.stderr
     quick = grids["quick"]["reports"]
     assert f"--report {quick}/report.html all --config grid=quick" in last.stdout
-    assert f"prunescope.browser {quick}/report.html --screenshot {quick}/report.png" in last.stdout
+    assert f"prunescope.glue.browser {quick}/report.html --screenshot {quick}/report.png" in last.stdout
     chosen = _make_report(tmp_path, "REPORT_GRID=models")
     assert "--config grid=models" in chosen.stdout, chosen.stderr
 
@@ -217,8 +217,8 @@ def stage_outs(stage: dict) -> list[str]:
 
 
 def test_dvc_stages_run_snakemake_targets_then_remove_stale_files(tmp_path, params):
-    """Each stage runs one Snakemake target, then prunescope.stale on the same target and exactly the stage's output
-    folders; every output persists (Snakemake decides what to rebuild); every params key exists for the grid."""
+    """Each stage runs one Snakemake target, then prunescope.glue.stale on the same target and exactly the stage's
+    output folders; every output persists (Snakemake decides what to rebuild); every params key exists for the grid."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     listed = snakemake(workdir_with(tmp_path, params), "--list-target-rules")
     assert listed.returncode == 0, listed.stderr
@@ -231,7 +231,7 @@ def test_dvc_stages_run_snakemake_targets_then_remove_stale_files(tmp_path, para
         folders = [out for out in stage_outs(stage) if out not in produced]  # the rest are the rules' own files
         assert all(any(p.startswith(folder + "/") for p in produced) for folder in folders), name
         if folders:
-            assert commands[1].split() == ["python", "-m", "prunescope.stale", run[3], *folders], name
+            assert commands[1].split() == ["python", "-m", "prunescope.glue.stale", run[3], *folders], name
         assert len(commands) == (2 if folders else 1), name
         for kind in ("outs", "metrics", "plots"):
             assert all(next(iter(out.values())).get("persist") for out in stage.get(kind, [])), f"{name} {kind}"
@@ -268,12 +268,12 @@ def test_every_rule_with_a_script_passes_the_digest_of_the_code_it_runs():
 
 
 ALWAYS_DEPS = ["Snakefile", "workflow/rules", "workflow/schemas",  # any of them can change any DAG
-               "src/prunescope/config.py", "src/prunescope/rulecode.py"]  # validation and variants; the digests
+               "src/prunescope/config.py", "src/prunescope/glue/rulecode.py"]  # validation and variants; the digests
 
 
 def test_dvc_stage_deps_are_the_code_their_rules_run():
     """A change to any code a stage's rules run makes `dvc repro` rerun the stage (then Snakemake reruns the jobs
-    whose library-code digest changed, prunescope.rulecode): each rule belongs to the stage whose outputs hold its
+    whose library-code digest changed, prunescope.glue.rulecode): each rule belongs to the stage whose outputs hold its
     outputs, and the stage's deps cover the rule's script and every prunescope module it runs (the digest's own
     list). Conversely every script and library dep is run by one of the stage's rules, so an edit elsewhere (NSA
     code for the prune stage) leaves the stage alone."""
@@ -304,7 +304,7 @@ def test_dvc_stage_deps_are_the_code_their_rules_run():
         problems += [f"{name}: {path} not a dep" for path in sorted(code) if not any(covers(d, path) for d in deps)]
         problems += [f"{name}: {dep} runs in none of its rules" for dep in deps
                      if dep.startswith(("src/", "workflow/scripts/")) and dep not in ALWAYS_DEPS
-                     and dep != "src/prunescope/stale.py" and not any(covers(dep, path) for path in code)]
+                     and dep != "src/prunescope/glue/stale.py" and not any(covers(dep, path) for path in code)]
     assert problems == []
 
 

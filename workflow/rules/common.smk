@@ -17,7 +17,7 @@ from prunescope.config import (
 from prunescope.pruning.export import check_export_format
 from prunescope.reporting.power import grid_eval_limit
 from prunescope.reporting.summary import grid_left_out
-from prunescope.rulecode import code_digest
+from prunescope.glue.rulecode import code_digest
 
 try:
     validate_params(config)
@@ -52,7 +52,7 @@ def planned(stage, which="host"):
 
 
 def library_code(script):
-    """The digest of a workflow script and the prunescope code it imports (prunescope.rulecode). Every rule with a
+    """The digest of a workflow script and the prunescope code it imports (prunescope.glue.rulecode). Every rule with a
     script passes it as a param, so Snakemake's params trigger reruns exactly the jobs whose library code changed
     (its code trigger sees only the script), and the DVC stages can persist their outputs and let Snakemake decide."""
     return code_digest(Path(workflow.basedir) / "workflow" / "scripts" / script)

@@ -4,7 +4,7 @@ The DVC stages persist their outputs (dvc.yaml: `persist: true`) so that Snakema
 rebuild. Then nothing deletes the files of a grid point removed from params.yaml (an old sweep sparsity's masks and
 results), and DVC would keep tracking them. Each stage's last step runs
 
-    python -m prunescope.stale TARGET FOLDER...
+    python -m prunescope.glue.stale TARGET FOLDER...
 
 which asks Snakemake for every output of TARGET's DAG (`snakemake --summary`: all jobs, done or not) and removes
 each file under the FOLDERs (the stage's output folders) that is neither such an output nor inside a directory()
@@ -86,7 +86,7 @@ def dag_outputs(target: str, snakemake: list[str] | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m prunescope.stale", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m prunescope.glue.stale", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="the Snakemake target whose DAG the stage runs (e.g. prune_all)")
     parser.add_argument("folders", nargs="+", help="the stage's output folders, relative to the working directory")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 is a non-blank PNG of the window's size, and check the rendered DOM (the report's app ran; every named file is
 in it; for a Snakemake report, every result has a caption).
 
-    python -m prunescope.browser reports/report.html --screenshot reports/report.png \
+    python -m prunescope.glue.browser reports/report.html --screenshot reports/report.png \
         --expect 'reports/figures/**/*.png' --expect 'reports/tables/*.csv'
 """
 

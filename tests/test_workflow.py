@@ -1,5 +1,6 @@
 """The workflow as a whole: dry runs of both grids, bad params stop before any job, DVC and Snakemake agree."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -115,8 +116,6 @@ def _make_report(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_make_report_reports_the_grid_run_last_and_says_when_none_was(tmp_path):
-    import os
-
     none = _make_report(tmp_path)
     assert none.returncode != 0 and "no grid has finished a run yet" in none.stderr and "snakemake" not in none.stdout
     grids = yaml.safe_load((ROOT / "params.yaml").read_text())["grids"]

@@ -34,7 +34,8 @@ from prunescope.models.prepare import load_model  # noqa: E402
 from prunescope.nsa.answers import gold_margin, score_examples, variant_margins  # noqa: E402
 from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
 from prunescope.nsa.neurons import ablated  # noqa: E402
-from prunescope.nsa.stages import _matched, load_association, nsa_examples  # noqa: E402
+from prunescope.nsa.options import NsaData  # noqa: E402
+from prunescope.nsa.stages import _matched, load_association  # noqa: E402
 
 COLUMNS = ["dataset", "measure", "examples", "settings", "baseline_s", "ours_s", "speedup", "max_margin_diff"]
 
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_model(args.model_dir, "float32", torch.device("cpu"))
     family, rows = get_family(args.family), []
     for dataset in args.datasets:
-        examples = nsa_examples(tokenizer, Path(args.datasets_dir) / f"{dataset}.jsonl",
-                                params["datasets"][dataset]["template"], args.examples, 0)
+        examples = NsaData(str(Path(args.datasets_dir) / f"{dataset}.jsonl"), params["datasets"][dataset]["template"],
+                           args.examples, 0).examples(tokenizer)
         tensors, _ = load_association(args.association.format(dataset=dataset))
         settings = causal_settings(tensors, params["nsa"]["neurons_per_word"], args.ablate, args.draws, 0)
         rows += [{"dataset": dataset, **row}

@@ -218,3 +218,35 @@ def test_calibration_formats_apply_where_the_source_supports_them():
     assert calibs == ["gensim_wiki-raw-n32-l256-s0", "strategyqa_train-icl-n32-l256-s0",
                       "strategyqa_train-cot-n32-l256-s0", "movie_reviews_train-icl-n32-l256-s0"]
 
+
+
+class _Recording(dict):
+    """A params block that records which keys are read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("matching", ["mediated", "paper"])
+def test_nsa_options_read_every_nsa_param_into_its_step(matching):
+    """NSA's typed options (nsa.options) are built from the whole `nsa` block: a param no option reads would be a
+    knob that does nothing (the paper matching leaves only mediated matching's three). Each value lands in its step's
+    option."""
+    from prunescope.nsa.options import NsaOptions
+
+    nsa = _Recording({**PARAMS["nsa"], "matching": matching})
+    options = NsaOptions.from_params(nsa)
+    mediated_only = {"share_floor", "effect_floor", "candidates"}
+    assert nsa.read == set(PARAMS["nsa"]) - (mediated_only if matching == "paper" else set())
+    assert (options.mediation is None) == (matching == "paper")
+    assert (options.words.top_k, options.words.floor, options.words.batch_size) == (
+        nsa["top_k_words"], nsa["attribution_floor"], nsa["attribution_batch"])
+    assert (options.paper.lam, options.paper.neurons_per_word) == (nsa["lambda"], nsa["neurons_per_word"])
+    assert (options.causal.ablate, options.causal.draws) == (nsa["ablate_neurons"], nsa["random_draws"])
+    if options.mediation is not None:
+        assert (options.mediation.share_floor, options.mediation.candidates) == (nsa["share_floor"], nsa["candidates"])

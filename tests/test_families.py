@@ -203,9 +203,9 @@ def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
     """Mediated matching's exact effect of a neuron on one word occurrence, recomputed by hand: the word's input
     embeddings replaced by the vocabulary's mean embedding (occluded), that neuron's activations recorded there and
     written into the intact forward; the margin's fall is the exact effect. Every family (OPT's 2-D activations,
-    Gemma's scaled embeddings and sliding windows, multi-token choices), forced and chosen candidates alike."""
+    Gemma's scaled embeddings and sliding windows, multi-token choices), chosen and patched again alike."""
     from prunescope.nsa.answers import margin
-    from prunescope.nsa.mediation import MediationOptions, mediation_sums, word_occurrences
+    from prunescope.nsa.mediation import MediationOptions, mediation_sums, paired_effects, word_occurrences
 
     model = make_tiny_model(family, VOCAB)
     adapter = get_family(family)
@@ -246,7 +246,6 @@ def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
     sign = 1.0 if effect >= 0 else -1.0
     assert float(sums.effect[word]) == pytest.approx(abs(effect), abs=1e-5)
     assert float(sums.exact[layer, word, neuron]) == pytest.approx(sign * float(intact - patched), abs=1e-5)
-    forced = mediation_sums(model, adapter, [example], vocabulary, [0, 1], options=MediationOptions(0.1, 0.0, 3, 2),
-                            forced={word: [(layer, neuron)]})
-    assert float(forced.exact[layer, word, neuron]) == pytest.approx(float(sums.exact[layer, word, neuron]), abs=1e-5)
-    assert int(forced.exact_count.sum()) == 1 and float(forced.first_order.abs().sum()) == 0
+    occurrence = next(o for o in sums.patched if o.word == word)
+    _, paired = paired_effects(model, adapter, [example], [0, 1], [occurrence], {(0, word): [(layer, neuron)]}, 2)
+    assert paired == {(0, word, layer, neuron): pytest.approx(float(sums.exact[layer, word, neuron]), abs=1e-5)}

@@ -23,6 +23,7 @@ from prunescope.nsa.mediation import (
     example_mediation,
     mediated_matches,
     mediation_sums,
+    paired_effects,
     word_occurrences,
 )
 from prunescope.nsa.neurons import ablated, activation_stats
@@ -223,25 +224,48 @@ def test_an_example_without_vocabulary_words_adds_nothing(model, tokenizer):
     assert float(sums.occurrences.sum()) == 0 and float(sums.first_order.abs().sum()) == 0
 
 
+def _paired(model, sums, matches, batch, layers):
+    pairs = {}
+    for match in matches:
+        for example in match["examples"]:
+            pairs.setdefault((example, WORDS.index(match["word"])), []).append(
+                (layers.index(match["layer"]), match["neuron"]))
+    return paired_effects(model, LLAMA, batch, layers, sums.patched, pairs, batch_size=4)
+
+
+def test_paired_effects_on_the_dense_model_repeat_the_dense_numbers(model, tokenizer):
+    """Step 3 patches the dense model's patched occurrences again, each matched pair on the examples it was patched
+    on: run on the dense model itself, every pair's effect per example and its mean equal step 2's, and every
+    occurrence's (oriented) effect is its |effect|."""
+    batch = examples(tokenizer)
+    dense = mediation_sums(model, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4))
+    matches = mediated_matches(dense, WORDS, GROUPS, [0, 1], share_floor=0.2, effect_floor=0.05)
+    words, pairs = _paired(model, dense, matches, batch, [0, 1])
+    assert len(pairs) == sum(len(m["examples"]) for m in matches) > 0
+    for match in matches:
+        w = WORDS.index(match["word"])
+        again = [pairs[e, w, 1, match["neuron"]] for e in match["examples"]]
+        assert sum(again) / len(again) == pytest.approx(match["exact"], rel=1e-4)
+    for occurrence in dense.patched:
+        assert words[occurrence.example, occurrence.word] == pytest.approx(abs(occurrence.effect), rel=1e-4)
+
+
 def test_pruning_the_path_shows_as_the_pairs_lost_mediated_effect(model, tokenizer):
-    """Step 3 on a pruned model: the dense model's matched pairs patched on the same occluded inputs. Zeroing POS's
-    output weights (what pruning them would do) takes all of the positive words' mediated effect and none of the
-    negative words'."""
+    """Step 3 on a pruned model: the dense model's matched pairs patched on the same occluded occurrences. Zeroing
+    POS's output weights (what pruning them would do) takes all of the positive words' mediated effect and none of
+    the negative words'."""
     import copy
 
     batch = examples(tokenizer)
     dense = mediation_sums(model, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4))
     matches = mediated_matches(dense, WORDS, GROUPS, [0, 1], share_floor=0.2, effect_floor=0.05)
-    forced = {}
-    for match in matches:
-        forced.setdefault(WORDS.index(match["word"]), []).append((1, match["neuron"]))
     pruned = copy.deepcopy(model)
     with torch.no_grad():
         pruned.model.layers[1].mlp.down_proj.weight[:, POS] = 0
-    after = mediation_sums(pruned, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4),
-                           forced=forced).exact_mean()
+    _, pairs = _paired(pruned, dense, matches, batch, [0, 1])
     for match in matches:
-        kept = float(after[1, WORDS.index(match["word"]), match["neuron"]])
+        w = WORDS.index(match["word"])
+        kept = sum(pairs[e, w, 1, match["neuron"]] for e in match["examples"]) / len(match["examples"])
         if match["word"] in POSITIVE:
             assert abs(kept) < 1e-3 * match["exact"]
         else:

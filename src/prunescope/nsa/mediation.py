@@ -20,13 +20,17 @@ patched) reaches `share_floor`; nothing is matched to fill a quota. First order 
 saturates where a norm or a large activation flattens the margin (a neuron that moves the margin by 15 nats can
 get a first-order estimate of 1), so it is recorded beside the exact effect, never matched on. Positions are the
 prompt's: with multi-token choices, the choices' own positions are not patched.
+
+A pruned variant is measured on exactly the dense model's patched occurrences, each matched pair on the examples it
+was patched on, oriented by the dense effect's sign (paired_effects): a paired comparison, at three forwards an
+example.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -34,22 +38,8 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding
+from prunescope.nsa.options import MediationOptions
 from prunescope.nsa.prompts import Example
-
-
-@dataclass(frozen=True)
-class MediationOptions:
-    """params.yaml's nsa settings for mediated matching: share_floor and effect_floor (mediated_matches), the
-    neurons patched per occurrence, and the occluded prompts per forward."""
-
-    share_floor: float
-    effect_floor: float
-    candidates: int
-    batch_size: int
-
-    @classmethod
-    def from_params(cls, nsa: Mapping) -> MediationOptions:
-        return cls(nsa["share_floor"], nsa["effect_floor"], nsa["candidates"], nsa["attribution_batch"])
 
 
 def word_occurrences(example: Example, vocabulary: dict[str, int]) -> list[tuple[int, list[int]]]:
@@ -61,12 +51,26 @@ def word_occurrences(example: Example, vocabulary: dict[str, int]) -> list[tuple
     return [(vocabulary[example.prompt.words[occurrence]], found) for occurrence, found in sorted(positions.items())]
 
 
+@dataclass(frozen=True)
+class Occurrence:
+    """A word occurrence the dense model patched: the example (its index among the NSA examples), the word (its
+    vocabulary index), its token positions and its effect there (nats, signed: the sign orients every exact effect
+    measured on it, before pruning and after)."""
+
+    example: int
+    word: int
+    positions: tuple[int, ...]
+    effect: float
+
+
 @dataclass
 class MediationSums:
     """Per vocabulary word, pooled over its occurrences, each oriented by the sign of its effect (float64):
     occurrences, |effect| (nats), per layer and neuron the first-order mediated effect and, where patched, the exact
     one with the count and the |effect| of the occurrences patched; and, not oriented, per choice index the fall of
-    its log-probability among the choices when the word is occluded (the label it pushes toward: its group)."""
+    its log-probability among the choices when the word is occluded (the label it pushes toward: its group). Beside
+    them, the occurrences patched and, per patched (layer position, word, neuron), the examples it was patched on:
+    what a pruned model is patched on again (paired_effects)."""
 
     occurrences: torch.Tensor  # (words,)
     effect: torch.Tensor  # (words,)
@@ -75,6 +79,8 @@ class MediationSums:
     exact_count: torch.Tensor  # (layers, words, width)
     patched_effect: torch.Tensor  # (layers, words, width)
     push: torch.Tensor  # (words, choices): sum of log p(choice | intact) - log p(choice | occluded), normalised
+    patched: list[Occurrence] = field(default_factory=list)
+    patched_on: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, words: int, layers: int, width: int, choices: int) -> MediationSums:
@@ -126,89 +132,96 @@ def _logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edi
         return choice_logprobs(model, [example.prompt.input_ids] * embeds.shape[0], example.choices, embeds)
 
 
+def _embedded_prompt(model, example: Example) -> torch.Tensor:
+    return model.get_input_embeddings()(torch.tensor([example.prompt.input_ids], device=input_device(model))).detach()
+
+
+def _occluded_pass(model, family: Family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
+                   baseline: torch.Tensor, rows: Sequence[Sequence[int]], columns
+                   ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """One forward of the prompt with each row's token positions replaced by `baseline`: its (rows, choices)
+    log-probabilities and, per layer position p, (neurons, their occluded activations (rows, tokens, neurons)) for
+    the neurons columns(p, occluded activations (rows, tokens, width)) picks, a (rows, neurons) index."""
+    length = len(example.prompt.input_ids)
+    embeds = intact_embeds.repeat(len(rows), 1, 1)
+    for row, positions in enumerate(rows):
+        embeds[row, list(positions)] = baseline.to(embeds.dtype)
+    kept = {}
+
+    def capture(p, activation):
+        occluded = activation[:, :length].float()
+        picked = columns(p, occluded)
+        kept[p] = (picked, occluded.gather(2, picked[:, None, :].expand(-1, length, -1)))
+
+    with torch.no_grad():
+        return _logprobs(model, family, example, embeds, layers, capture), kept
+
+
 def example_mediation(model, family: Family, example: Example, vocabulary: dict[str, int], layers: Sequence[int],
                       baseline: torch.Tensor, options: MediationOptions, sums: MediationSums,
-                      forced: Mapping[int, Sequence[tuple[int, int]]] | None = None) -> None:
+                      example_index: int = 0) -> None:
     """Add one example's occurrences of vocabulary words to `sums` (see the module docstring). Every occurrence
     counts for the effect and first order; patching, the cost, runs once per word and example, on its strongest
-    occurrence there, and not at all where that moves the margin by less than options.effect_floor. With `forced`
-    ({word index: [(layer position, neuron), ...]}, e.g. the dense model's matched pairs on a pruned model), exactly
-    those neurons are patched (on the strongest occurrence, whatever its effect) and no gradient is taken (first
-    order stays 0)."""
+    occurrence there, and not at all where that moves the margin by less than options.effect_floor."""
     occurrences = word_occurrences(example, vocabulary)
     if not occurrences:
         return
-    length = len(example.prompt.input_ids)
-    intact_embeds = model.get_input_embeddings()(torch.tensor([example.prompt.input_ids],
-                                                              device=input_device(model))).detach()
-    intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers, forced is None)
+    intact_embeds = _embedded_prompt(model, example)
+    intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
     intact_margin = float(margin(logprobs, example.label)[0])
     intact_choices = torch.log_softmax(logprobs[0], dim=-1)
-    strongest: dict[int, tuple[float, dict, list]] = {}  # word: its strongest occurrence's effect, values, chosen
+    length = len(example.prompt.input_ids)
+    strongest: dict[int, tuple[float, list[int], dict, list]] = {}  # word: its strongest occurrence's effect, ...
     for start in range(0, len(occurrences), options.batch_size):
         batch = occurrences[start:start + options.batch_size]
-        embeds = intact_embeds.repeat(len(batch), 1, 1)
-        from_word = torch.zeros(len(batch), length, 1, device=embeds.device)  # positions >= the word's first token
+        from_word = torch.zeros(len(batch), length, 1, device=intact_embeds.device)  # positions >= the word's first
         for row, (_, positions) in enumerate(batch):
-            embeds[row, positions] = baseline.to(embeds.dtype)
             from_word[row, min(positions):] = 1.0
-        first_order, kept = {}, {}
+        first_order = {}
 
-        def capture(p, activation, first_order=first_order, kept=kept, from_word=from_word, batch=batch):
-            occluded = activation[:, :length].float()
-            if forced is None:
-                first_order[p] = ((intact[p] - occluded) * grads[p] * from_word).sum(1)  # (rows, width)
-                columns = torch.topk(first_order[p].abs(), min(options.candidates, occluded.shape[-1]), dim=1).indices
-            else:
-                wanted = sorted({n for word, _ in batch for q, n in forced.get(word, ()) if q == p})
-                columns = torch.tensor(wanted, dtype=torch.long, device=occluded.device).expand(len(batch), -1)
-            kept[p] = (columns, occluded.gather(2, columns[:, None, :].expand(-1, length, -1)))
+        def candidates(p, occluded, first_order=first_order, from_word=from_word):
+            first_order[p] = ((intact[p] - occluded) * grads[p] * from_word).sum(1)  # (rows, width)
+            return torch.topk(first_order[p].abs(), min(options.candidates, occluded.shape[-1]), dim=1).indices
 
-        with torch.no_grad():
-            occluded_logprobs = _logprobs(model, family, example, embeds, layers, capture)
+        occluded_logprobs, kept = _occluded_pass(model, family, example, intact_embeds, layers, baseline,
+                                                 [positions for _, positions in batch], candidates)
         margins = margin(occluded_logprobs, example.label)
-        for row, (word, _) in enumerate(batch):
+        for row, (word, positions) in enumerate(batch):
             effect = intact_margin - float(margins[row])
-            sign = 1.0 if effect >= 0 else -1.0
             sums.occurrences[word] += 1
             sums.effect[word] += abs(effect)
             sums.push[word] += (intact_choices - torch.log_softmax(occluded_logprobs[row], dim=-1)).double().cpu()
+            row_first_order = torch.stack([first_order[p][row] for p in range(len(layers))])
+            sums.first_order[:, word] += (1.0 if effect >= 0 else -1.0) * row_first_order.double().cpu()
             values = {(p, int(n)): kept[p][1][row, :, c] for p in kept for c, n in enumerate(kept[p][0][row])}
-            if forced is None:
-                row_first_order = torch.stack([first_order[p][row] for p in range(len(layers))])
-                sums.first_order[:, word] += sign * row_first_order.double().cpu()
-                chosen = sorted(values, key=lambda pn: (-abs(float(row_first_order[pn])), pn))[:options.candidates]
-            else:
-                chosen = list(forced.get(word, ()))
+            chosen = sorted(values, key=lambda pn: (-abs(float(row_first_order[pn])), pn))[:options.candidates]
             if abs(effect) > abs(strongest.get(word, (0.0,))[0]):
-                strongest[word] = (effect, values, chosen)
-    for word, (effect, values, chosen) in sorted(strongest.items()):
-        if forced is None and abs(effect) < options.effect_floor:
+                strongest[word] = (effect, positions, values, chosen)
+    for word, (effect, positions, values, chosen) in sorted(strongest.items()):
+        if abs(effect) < options.effect_floor:
             continue  # a word too weak here to be matched on this example: not worth the patching
-        exact = _patched_effects(model, family, example, intact_embeds, layers, values, chosen, intact_margin)
+        exact = _patched_effects(model, family, example, intact_embeds, layers,
+                                 [(p, n, values[p, n]) for p, n in chosen], intact_margin, options.batch_size)
+        sums.patched.append(Occurrence(example_index, word, tuple(positions), effect))
         for (p, neuron), value in zip(chosen, exact, strict=True):
             sums.exact[p, word, neuron] += (1.0 if effect >= 0 else -1.0) * value
             sums.exact_count[p, word, neuron] += 1
             sums.patched_effect[p, word, neuron] += abs(effect)
+            sums.patched_on.setdefault((p, word, neuron), []).append(example_index)
 
 
-def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, layers: Sequence[int],
-                 gradients: bool) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor]:
-    """The intact prompt's activations and (with `gradients`) d margin / d activation per layer position, both
-    (tokens, width) at prompt positions, and its (1, choices) log-probabilities."""
+def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, layers: Sequence[int]
+                 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor]:
+    """The intact prompt's activations and d margin / d activation per layer position, both (tokens, width) at
+    prompt positions, and its (1, choices) log-probabilities."""
     length = len(example.prompt.input_ids)
     captured = {}
 
     def keep(position, activation):
-        if gradients:
-            activation.retain_grad()
+        activation.retain_grad()
         captured[position] = activation
         return activation  # the forward goes on through this tensor, so its gradient is computed
 
-    if not gradients:
-        with torch.no_grad():
-            logprobs = _logprobs(model, family, example, embeds, layers, keep)
-        return {p: a[0, :length].float() for p, a in captured.items()}, {}, logprobs
     model.zero_grad(set_to_none=True)
     with offloaded_weights_reread_in_backward(model):
         logprobs = _logprobs(model, family, example, embeds, layers, keep)
@@ -219,51 +232,94 @@ def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, 
 
 
 def _patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
-                     occluded: Mapping[tuple[int, int], torch.Tensor], chosen: Sequence[tuple[int, int]],
-                     intact_margin: float) -> list[float]:
-    """Per chosen (layer position, neuron): margin(intact) - margin(intact with that neuron set to its occluded
-    activations occluded[(layer position, neuron)] at every prompt position), one row per neuron in one forward."""
-    if not chosen:
-        return []
-    length = len(example.prompt.input_ids)
-    rows_by_layer: dict[int, list[tuple[int, int]]] = {}
-    for row, (p, neuron) in enumerate(chosen):
-        rows_by_layer.setdefault(p, []).append((row, neuron))
+                     patches: Sequence[tuple[int, int, torch.Tensor]], intact_margin: float, batch_size: int
+                     ) -> list[float]:
+    """Per patch (layer position, neuron, activations): margin(intact) - margin(intact with that neuron set to
+    those activations at every prompt position), one row per patch, `batch_size` rows per forward."""
+    length, effects = len(example.prompt.input_ids), []
+    for start in range(0, len(patches), batch_size):
+        batch = patches[start:start + batch_size]
 
-    def patch(p, activation):
-        if p not in rows_by_layer:
-            return None
-        patched = activation.clone()
-        for row, neuron in rows_by_layer[p]:
-            patched[row, :length, neuron] = occluded[p, neuron].to(patched.dtype)
-        return patched
+        def patch(p, activation, batch=batch):
+            rows = [(row, neuron, values) for row, (q, neuron, values) in enumerate(batch) if q == p]
+            if not rows:
+                return None
+            patched = activation.clone()
+            for row, neuron, values in rows:
+                patched[row, :length, neuron] = values.to(patched.dtype)
+            return patched
 
-    with torch.no_grad():
-        logprobs = _logprobs(model, family, example, intact_embeds.repeat(len(chosen), 1, 1), layers, patch)
-    return (intact_margin - margin(logprobs, example.label)).double().cpu().tolist()
+        with torch.no_grad():
+            logprobs = _logprobs(model, family, example, intact_embeds.repeat(len(batch), 1, 1), layers, patch)
+        effects += (intact_margin - margin(logprobs, example.label)).double().cpu().tolist()
+    return effects
 
 
 def mediation_sums(model, family: Family, examples: Sequence[Example], vocabulary: Sequence[str],
-                   layers: Sequence[int], options: MediationOptions,
-                   forced: Mapping[int, Sequence[tuple[int, int]]] | None = None, desc: str = "mediated effects"
-                   ) -> MediationSums:
-    """MediationSums of every example's vocabulary words; memory O(layers x words x neurons), whatever the examples.
-    `forced`: see example_mediation."""
+                   layers: Sequence[int], options: MediationOptions, desc: str = "mediated effects") -> MediationSums:
+    """MediationSums of every example's vocabulary words; memory O(layers x words x neurons) for the sums, plus
+    the patched occurrences' records (at most examples x words x candidates)."""
     width = family.mlp_out(family.blocks(model)[layers[0]]).in_features
     choices = max(len(example.choices) for example in examples)
     sums = MediationSums.empty(len(vocabulary), len(layers), width, choices)
     index = {word: i for i, word in enumerate(vocabulary)}
     baseline = mean_embedding(model)
-    for example in tqdm(examples, desc=desc, mininterval=10):
-        example_mediation(model, family, example, index, layers, baseline, options, sums, forced)
+    for i, example in enumerate(tqdm(examples, desc=desc, mininterval=10)):
+        example_mediation(model, family, example, index, layers, baseline, options, sums, i)
     return sums
+
+
+def paired_effects(model, family: Family, examples: Sequence[Example], layers: Sequence[int],
+                   occurrences: Sequence[Occurrence], pairs: Mapping[tuple[int, int], Sequence[tuple[int, int]]],
+                   batch_size: int, desc: str = "paired mediated effects"
+                   ) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int, int, int], float]]:
+    """The dense model's patched occurrences again, on this model (a pruned variant): each occurrence's effect
+    {(example, word): nats} and each listed pair's exact mediated effect {(example, word, layer position, neuron):
+    nats} for pairs[(example, word)] = [(layer position, neuron), ...], both oriented by the dense effect's sign, so
+    a paired comparison with the dense numbers (a flip counts as a loss). Three forwards an example (intact,
+    occluded, patched), whatever the vocabulary: only what the dense model patched and matched is measured."""
+    baseline = mean_embedding(model)
+    by_example: dict[int, list[Occurrence]] = {}
+    for occurrence in occurrences:
+        by_example.setdefault(occurrence.example, []).append(occurrence)
+    word_effects, pair_effects = {}, {}
+    for i, found in tqdm(sorted(by_example.items()), desc=desc, mininterval=10):
+        example = examples[i]
+        intact_embeds = _embedded_prompt(model, example)
+        with torch.no_grad():
+            intact_margin = float(margin(_logprobs(model, family, example, intact_embeds, layers,
+                                                   lambda *_: None), example.label)[0])
+        for start in range(0, len(found), batch_size):
+            batch = found[start:start + batch_size]
+            wanted = [pairs.get((i, o.word), ()) for o in batch]
+
+            def columns(p, occluded, wanted=wanted):
+                neurons = sorted({n for listed in wanted for q, n in listed if q == p})
+                return torch.tensor(neurons, dtype=torch.long, device=occluded.device).expand(occluded.shape[0], -1)
+
+            logprobs, kept = _occluded_pass(model, family, example, intact_embeds, layers, baseline,
+                                            [o.positions for o in batch], columns)
+            margins = margin(logprobs, example.label)
+            patches, keys = [], []
+            for row, (occurrence, listed) in enumerate(zip(batch, wanted, strict=True)):
+                sign = 1.0 if occurrence.effect >= 0 else -1.0
+                word_effects[i, occurrence.word] = sign * (intact_margin - float(margins[row]))
+                for p, neuron in listed:
+                    column = kept[p][0][row].tolist().index(neuron)
+                    patches.append((p, neuron, kept[p][1][row, :, column]))
+                    keys.append((i, occurrence.word, p, neuron, sign))
+            effects = _patched_effects(model, family, example, intact_embeds, layers, patches, intact_margin,
+                                       batch_size)
+            for (example_index, word, p, neuron, sign), value in zip(keys, effects, strict=True):
+                pair_effects[example_index, word, p, neuron] = sign * value
+    return word_effects, pair_effects
 
 
 def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Sequence[str], layers: Sequence[int],
                      share_floor: float, effect_floor: float) -> list[dict]:
     """Every (word, neuron) whose exact share of the word's |effect| is at least share_floor, for words whose mean
     |effect| is at least effect_floor (nats), with the share, the first-order share, the mean exact and first-order
-    effects per occurrence (nats) and the occurrences patched of all."""
+    effects per occurrence (nats), the occurrences patched of all and the examples patched on."""
     share, first_share, exact = sums.share(), sums.first_order_share(), sums.exact_mean()
     strong = (sums.effect / sums.occurrences.clamp_min(1) >= effect_floor)[None, :, None]
     matches = []
@@ -278,7 +334,8 @@ def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Seq
                         "exact": round(float(exact[p, w, n]), 6),
                         "first_order": round(float(sums.first_order[p, w, n]) / count, 6),
                         "word_effect": round(float(sums.effect[w]) / count, 6),
-                        "patched": int(sums.exact_count[p, w, n]), "occurrences": int(count)})
+                        "patched": int(sums.exact_count[p, w, n]), "occurrences": int(count),
+                        "examples": sums.patched_on[p, w, n]})  # where patched: a pruned model is patched there
     return sorted(matches, key=lambda m: (m["word"], -m["share"], m["layer"], m["neuron"]))
 
 

@@ -11,11 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from prunescope.data.prepare import read_dataset
-from prunescope.data.records import subsample_records
 from prunescope.io import atomic_path, read_result, sha256_file, verify_sha256, write_result
 from prunescope.models.families import get_family
-from prunescope.models.offload import loaded_model
 from prunescope.nsa.answers import mean_embedding
 from prunescope.nsa.causal import causal_curve, check_supply, ranked_neurons
 from prunescope.nsa.compare import (
@@ -28,56 +25,40 @@ from prunescope.nsa.compare import (
 )
 from prunescope.nsa.matching import fit_association, top_words, zsums_from_stats
 from prunescope.nsa.mediation import (
-    MediationOptions,
+    Occurrence,
     mediated_matches,
     mediated_tensors,
     mediation_sums,
+    paired_effects,
     pushed_groups,
 )
 from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
-from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
+from prunescope.nsa.options import NsaData, NsaModel, NsaOptions, PaperOptions
+from prunescope.nsa.prompts import Example
 from prunescope.nsa.words import influential_words
 
 logger = logging.getLogger(__name__)
 TOP_WORDS_SHOWN = 5
 
 
-def nsa_examples(tokenizer, dataset_path: str | os.PathLike, template: str, limit: int | None, seed: int
-                 ) -> list[Example]:
-    """A dataset's NSA examples: a fixed seeded subsample of `limit` records (the grid's nsa_examples), each with its
-    prompt's record words, its choices as scored after the prompt (lm-eval's " " delimiter), gold and group.
-
-    Group = the gold label word where every example has the same label words (sentiment, NLI), else "correct"
-    (multiple choice: the words push toward the correct option).
-    """
-    records = subsample_records(read_dataset(dataset_path), limit, seed)
-    fixed_labels = all(record["choices"] == records[0]["choices"] for record in records)
-    return [Example(tokenize_words(tokenizer, *render_with_spans(template, record)),
-                    [tokenizer(" " + choice, add_special_tokens=False)["input_ids"] for choice in record["choices"]],
-                    record["label"], record["choices"][record["label"]] if fixed_labels else "correct")
-            for record in records]
-
-
-def select_words(model_dir: str, dtype: str, dataset_path: str, template: str, limit: int | None, seed: int,
-                 top_k: int, min_count: int, attribution: str, batch_size: int, steps: int, device: torch.device,
-                 out_path: str | os.PathLike, offload: Mapping | None = None, floor: float = 0.0,
-                 share: float = 0.0) -> dict:
-    """Step 1 on the dense model: the influential vocabulary with each word's group (floor, share: the attribution
-    floor in nats and as a share of the example's total |attribution|)."""
-    with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
-        examples = nsa_examples(tokenizer, dataset_path, template, limit, seed)
-        vocabulary = influential_words(model, examples, top_k, min_count, attribution, mean_embedding(model),
-                                       batch_size, steps, floor, share)
+def select_words(model: NsaModel, data: NsaData, options: NsaOptions, out_path: str | os.PathLike) -> dict:
+    """Step 1 on the dense model: the influential vocabulary with each word's group."""
+    words = options.words
+    with model.loaded() as (loaded, tokenizer):
+        examples = data.examples(tokenizer)
+        vocabulary = influential_words(loaded, examples, words.top_k, words.min_count, words.attribution,
+                                       mean_embedding(loaded), words.batch_size, words.steps, words.floor, words.share)
     if not vocabulary:
-        raise ValueError(f"no word of {dataset_path} raises the gold answer's margin by at least {floor} nats and "
-                         f"{share} of the example's total among the top {top_k} of at least {min_count} examples "
-                         f"({attribution}): lower nsa.attribution_floor, nsa.attribution_share or nsa.min_count, or "
-                         "raise the grid's nsa_examples")
-    result = {"words": vocabulary, "examples": len(examples), "top_k": top_k, "min_count": min_count,
-              "attribution": attribution, "baseline": "the vocabulary's mean input embedding",
-              "attribution_floor": floor, "attribution_share": share, "dataset_sha256": sha256_file(dataset_path)}
+        raise ValueError(f"no word of {data.dataset_path} raises the gold answer's margin by at least {words.floor} "
+                         f"nats and {words.share} of the example's total among the top {words.top_k} of at least "
+                         f"{words.min_count} examples ({words.attribution}): lower nsa.attribution_floor, "
+                         "nsa.attribution_share or nsa.min_count, or raise the grid's nsa_examples")
+    result = {"words": vocabulary, "examples": len(examples), "top_k": words.top_k, "min_count": words.min_count,
+              "attribution": words.attribution, "baseline": "the vocabulary's mean input embedding",
+              "attribution_floor": words.floor, "attribution_share": words.share,
+              "dataset_sha256": sha256_file(data.dataset_path)}
     write_result(out_path, result)
-    logger.info("%d influential words from %d examples (%s)", len(vocabulary), len(examples), attribution)
+    logger.info("%d influential words from %d examples (%s)", len(vocabulary), len(examples), words.attribution)
     return result
 
 
@@ -99,33 +80,34 @@ def _stats(model, family: str, examples: Sequence[Example], vocabulary: list[str
                             importance, desc)
 
 
-def _associations(stats: dict[int, LayerStats], floor: float, epochs: int, lr: float, lam: float, seed: int
-                  ) -> dict[int, torch.Tensor]:
+def _associations(stats: dict[int, LayerStats], paper: PaperOptions) -> dict[int, torch.Tensor]:
     layers = list(stats)
-    fitted = fit_association(zsums_from_stats([stats[layer] for layer in layers], floor), epochs, lr, lam, seed)
+    fitted = fit_association(zsums_from_stats([stats[layer] for layer in layers], paper.std_floor), paper.epochs,
+                             paper.lr, paper.lam, paper.seed)
     return dict(zip(layers, fitted, strict=True))
 
 
-def learn_association(model_dir: str, dtype: str, family: str, dataset_path: str, template: str, limit: int | None,
-                      sample_seed: int, words_path: str, layers: Sequence[int] | None, floor: float, epochs: int,
-                      lr: float, lam: float, k: int, seed: int, device: torch.device, out_path: str | os.PathLike,
-                      offload: Mapping | None = None, mediation: MediationOptions | None = None) -> None:
+def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words_path: str | os.PathLike,
+                      out_path: str | os.PathLike) -> None:
     """Step 2 on the dense model: which neurons carry each word (safetensors association<L>, importance<L>, mean<L>)
     plus <out>.json with the vocabulary, groups, sha256, the matched pairs, each associated neuron's top words and
     the token heatmap's example.
 
-    With `mediation` (nsa.matching: mediated), association<L> is each pair's exact mediated share of the word's
-    effect where matched (else 0) and importance<L> its exact mediated effect in nats (nsa.mediation); groups come
-    from the label each word pushes toward. Without it (paper), one streaming pass learns A and each pair's causal
-    importance (mean activation x gradient of the gold margin over the word's tokens)."""
+    Mediated matching (options.mediation): association<L> is each pair's exact mediated share of the word's effect
+    where matched (else 0) and importance<L> its exact mediated effect in nats (nsa.mediation); groups come from the
+    label each word pushes toward; the sidecar keeps the occurrences patched, which a pruned variant is patched on
+    again. Paper matching: one streaming pass learns A and each pair's causal importance (mean activation x
+    gradient of the gold margin over the word's tokens)."""
     words = read_result(words_path, "nsa_words")["words"]
-    vocabulary = sorted(words)
-    with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
-        examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
-        stats = _stats(model, family, examples, vocabulary, layers, importance=mediation is None,
+    vocabulary, mediation, paper = sorted(words), options.mediation, options.paper
+    occurrences: list[dict] = []
+    with model.loaded() as (loaded, tokenizer):
+        examples = data.examples(tokenizer)
+        family = get_family(model.family)
+        stats = _stats(loaded, model.family, examples, vocabulary, options.layers, importance=mediation is None,
                        desc="dense activations")
         if mediation is None:
-            associations = _associations(stats, floor, epochs, lr, lam, seed)
+            associations = _associations(stats, paper)
             importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
             groups = [words[w]["group"] for w in vocabulary]
             matches = []
@@ -136,14 +118,16 @@ def learn_association(model_dir: str, dtype: str, family: str, dataset_path: str
                              "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
                              "importance": round(float(importance[layer][w, n]), 6),
                              "dense": round(float(means[w, n]), 6)}
-                            for w, n in matched_pairs(scores, k)]
+                            for w, n in matched_pairs(scores, paper.neurons_per_word)]
         else:
             studied = sorted(stats)
-            sums = mediation_sums(model, get_family(family), examples, vocabulary, studied, mediation)
+            sums = mediation_sums(loaded, family, examples, vocabulary, studied, mediation)
             groups = pushed_groups(sums, examples, [words[w]["group"] for w in vocabulary])
             matches = mediated_matches(sums, vocabulary, groups, studied, mediation.share_floor,
                                        mediation.effect_floor)
             associations, importance = mediated_tensors(sums, matches, vocabulary, studied)
+            occurrences = [{"example": o.example, "word": vocabulary[o.word], "positions": list(o.positions),
+                            "effect": round(o.effect, 6)} for o in sums.patched]
         with atomic_path(out_path) as tmp:
             save_file({f"{name}{layer}": tensor.float().contiguous() for layer in associations
                        for name, tensor in (("association", associations[layer]), ("importance", importance[layer]),
@@ -152,8 +136,9 @@ def learn_association(model_dir: str, dtype: str, family: str, dataset_path: str
         write_result(Path(out_path).with_suffix(".json"), {
             "vocabulary": vocabulary, "groups": groups, "sha256": digest,
             "matching": "paper" if mediation is None else "mediated",
-            "examples": len(examples), "neurons_per_word": k, "std_floor": floor, "matches": matches,
-            "example": heatmap_example(model, get_family(family), tokenizer, examples, vocabulary, matches),
+            "examples": len(examples), "neurons_per_word": paper.neurons_per_word, "std_floor": paper.std_floor,
+            "matches": matches, "occurrences": occurrences,
+            "example": heatmap_example(loaded, family, tokenizer, examples, vocabulary, matches),
             "top_words": {f"{layer}:{neuron}": ranked for layer, a in associations.items()
                           for neuron, ranked in top_words(a, vocabulary, TOP_WORDS_SHOWN).items()},
         })
@@ -189,41 +174,56 @@ def heatmap_example(model, family, tokenizer, examples: Sequence[Example], vocab
                                                               best["neuron"])]}
 
 
-def compare_variant(model_dir: str, dtype: str, family: str, pruned_dir: str, dataset_path: str, template: str,
-                    limit: int | None, sample_seed: int, association_path: str, threshold: float, floor: float,
-                    epochs: int, lr: float, lam: float, seed: int, device: torch.device, out_path: str | os.PathLike,
-                    labels: dict, offload: Mapping | None = None, mediation: MediationOptions | None = None) -> dict:
-    """Step 3 on the pruned model, per matched pair and per group (plain and weighted by the dense effect).
+def compare_variant(model: NsaModel, data: NsaData, options: NsaOptions, association_path: str | os.PathLike,
+                    out_path: str | os.PathLike, labels: Mapping[str, str]) -> dict:
+    """Step 3 on the pruned model (model.pruned_dir), per matched pair and per group (plain and weighted by the
+    dense effect).
 
-    Mediated matching (the association says which): each pair's exact mediated effect, patched on the same
-    occluded inputs, before (dense) and after pruning; semantic retention is the share of the matched pairs' summed
-    dense mediated effect the pruned model keeps. Paper matching: each pair's mean activation over the word's
-    tokens, and semantic retention of the association refitted on the pruned model."""
+    Mediated matching (the association says which): each pair's exact mediated effect on the occurrences the dense
+    model patched it on, oriented as there (nsa.mediation.paired_effects), before (dense) and after pruning, and each
+    word's effect on its patched occurrences; semantic retention is the share of the matched pairs' summed dense
+    mediated effect the pruned model keeps. Paper matching: each pair's mean activation over the word's tokens, and
+    semantic retention of the association refitted on the pruned model."""
     tensors, info = load_association(association_path)
     vocabulary, groups = info["vocabulary"], info["groups"]
     mediated = info.get("matching") == "mediated"
-    if mediated and mediation is None:
-        raise ValueError(f"{association_path} matched by mediated effect: compare_variant needs its MediationOptions")
-    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
-        examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
+    with model.loaded() as (loaded, tokenizer):
+        examples = data.examples(tokenizer)
+        if len(examples) != info["examples"]:
+            raise ValueError(f"{association_path} was learned on {info['examples']} NSA examples, this job has "
+                             f"{len(examples)}: rerun the nsa_association rule (snakemake rebuilds it when the grid's "
+                             "nsa_examples changes)")
         layers = sorted(tensors["association"])
         index = {word: i for i, word in enumerate(vocabulary)}
-        drops = []
+        family = get_family(model.family)
+        drops, words = [], {}
         if mediated:
-            forced: dict[int, list[tuple[int, int]]] = {}
+            pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
             for match in info["matches"]:
-                forced.setdefault(index[match["word"]], []).append((layers.index(match["layer"]), match["neuron"]))
-            after = mediation_sums(model, get_family(family), examples, vocabulary, layers, mediation, forced,
-                                   desc="pruned mediated effects").exact_mean()
+                for example in match["examples"]:
+                    pairs.setdefault((example, index[match["word"]]), []).append(
+                        (layers.index(match["layer"]), match["neuron"]))
+            occurrences = [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"])
+                           for o in info["occurrences"]]
+            word_effects, pair_effects = paired_effects(loaded, family, examples, layers, occurrences, pairs,
+                                                        options.words.batch_size, desc="pruned mediated effects")
             for match in info["matches"]:
-                pruned_effect = float(after[layers.index(match["layer"]), index[match["word"]], match["neuron"]])
-                drops.append({**drop_row(match["word"], match["neuron"], match["exact"], pruned_effect,
+                w, p = index[match["word"]], layers.index(match["layer"])
+                after = [pair_effects[e, w, p, match["neuron"]] for e in match["examples"]]
+                drops.append({**drop_row(match["word"], match["neuron"], match["exact"], sum(after) / len(after),
                                          match["exact"]), "layer": match["layer"]})
+            for word in sorted({vocabulary[o.word] for o in occurrences}):
+                found = [o for o in occurrences if vocabulary[o.word] == word]
+                words[word] = {"occurrences": len(found),
+                               "dense_effect": round(sum(abs(o.effect) for o in found) / len(found), 6),
+                               "pruned_effect": round(sum(word_effects[o.example, o.word] for o in found) / len(found),
+                                                      6)}
             total = sum(row["dense"] for row in drops)
             retention = [sum(row["pruned"] for row in drops) / total] if total > 0 else []
         else:
-            pruned = _stats(model, family, examples, vocabulary, layers, importance=False, desc="pruned activations")
-            refitted = _associations(pruned, floor, epochs, lr, lam, seed)
+            pruned = _stats(loaded, model.family, examples, vocabulary, layers, importance=False,
+                            desc="pruned activations")
+            refitted = _associations(pruned, options.paper)
             means = {layer: stats.word_means() for layer, stats in pruned.items()}
             for match in info["matches"]:
                 activation = float(means[match["layer"]][index[match["word"]], match["neuron"]])
@@ -234,14 +234,15 @@ def compare_variant(model_dir: str, dtype: str, family: str, pruned_dir: str, da
         example = info["example"]
         if example is not None:
             example = {**example, "pruned": [round(v, 4) for v in token_activations(
-                model, get_family(family), examples[example["example"]].prompt.input_ids, example["layer"],
-                example["neuron"])]}
+                loaded, family, examples[example["example"]].prompt.input_ids, example["layer"], example["neuron"])]}
+    threshold = options.drop_threshold
     result = {**labels, "pairs": len(drops), "threshold": threshold, "example": example,
               "matching": "mediated" if mediated else "paper",
               "groups": group_drop_fractions(drops, dict(zip(vocabulary, groups, strict=True)), threshold),
               "mean_relative_drop": sum(r["relative_drop"] for r in drops) / max(len(drops), 1),
               "weighted_relative_drop": weighted_drop(drops),
               "semantic_retention": sum(retention) / max(len(retention), 1),
+              "word_effects": words,
               "largest_drops": sorted(drops, key=lambda r: (-r["relative_drop"], r["layer"], r["neuron"]))[:20]}
     write_result(out_path, result)
     return result
@@ -265,21 +266,19 @@ def protected_neurons(association_paths: Sequence[str], k: int) -> dict[int, lis
     return {layer: sorted(found) for layer, found in sorted(neurons.items()) if found}
 
 
-def causal_check(model_dir: str, dtype: str, family: str, dataset: str, dataset_path: str, template: str,
-                 limit: int | None, sample_seed: int, association_path: str, k: int, ablate: int, draws: int,
-                 seed: int, device: torch.device, out_path: str | os.PathLike, offload: Mapping | None = None
-                 ) -> dict:
+def causal_check(model: NsaModel, data: NsaData, options: NsaOptions, dataset: str,
+                 association_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
     """Step 4 on the dense model: the causal curve of matched vs random ablation (see nsa.causal)."""
+    causal = options.causal
     tensors, _ = load_association(association_path)
-    scores, matched = _matched(tensors, k)
+    scores, matched = _matched(tensors, causal.neurons_per_word)
     width = next(iter(scores.values())).shape[1]
-    check_supply(ranked_neurons(scores, matched), matched, width, ablate)  # before loading anything
-    with loaded_model(model_dir, dtype, device, offload) as (model, tokenizer):
-        examples = nsa_examples(tokenizer, dataset_path, template, limit, sample_seed)
-        result = causal_curve(model, get_family(family), examples, scores, matched, tensors["mean"], width,
-                              ablate, draws, seed)
-    result = {"dataset": dataset, "ablate_neurons": ablate, "seed": seed, "matched_neurons": sum(map(len,
-              matched.values())), **result}
+    check_supply(ranked_neurons(scores, matched), matched, width, causal.ablate)  # before loading anything
+    with model.loaded() as (loaded, tokenizer):
+        examples = data.examples(tokenizer)
+        result = causal_curve(loaded, get_family(model.family), examples, scores, matched, tensors["mean"], width,
+                              causal.ablate, causal.draws, causal.seed)
+    result = {"dataset": dataset, "ablate_neurons": causal.ablate, "seed": causal.seed,
+              "matched_neurons": sum(map(len, matched.values())), **result}
     write_result(out_path, result)
     return result
-

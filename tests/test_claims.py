@@ -240,33 +240,39 @@ def test_nsa_drop_tracks_accuracy_planted_and_missing():
     assert verdicts(floored) == ["not tested"] and "at floor" in floored[0].note
 
 
-def causal_file(folder: Path, matched_shift: float) -> str:
-    """A causal.json with 64 examples: matched ablation changes each margin by matched_shift plus noise, each of four
-    random draws by noise only."""
+def causal_file(folder: Path, matched_shift: float | None) -> str:
+    """A causal.json whose pairing test has 48 occurrences of the positive words: the matched neurons' joint
+    effect is matched_shift plus noise on each, each of four random draws' is noise only (None: no group matched)."""
     rng = np.random.default_rng(1)
-    per_example = {"matched_margin_change": (matched_shift + 0.3 * rng.standard_normal(64)).tolist(),
-                   "random_margin_change": (0.3 * rng.standard_normal((4, 64))).tolist()}
-    point = {"k": 4, "ablation": "zero", "per_example": per_example}
+    pairing = {}
+    if matched_shift is not None:
+        per_occurrence = {"matched": (matched_shift + 0.3 * rng.standard_normal(48)).tolist(),
+                          "random": (0.3 * rng.standard_normal((4, 48))).tolist()}
+        pairing = {"positive": {"occurrences": 48, "curve": [{"k": 1}, {"k": 4, "per_occurrence": per_occurrence}]}}
     path = folder / "results/nsa/m/sst/causal.json"
     path.parent.mkdir(parents=True)
-    write_result(path, {"dataset": "sst", "curve": [{"k": 1, "ablation": "zero"}, point]})
+    write_result(path, {"dataset": "sst", "pairing": pairing})
     return str(path)
 
 
 def test_nsa_neurons_causal_planted_effect_and_null(tmp_path):
-    row = proxies.nsa_neurons_causal([causal_file(tmp_path / "a", -1.0)], "mini", SETTINGS)[0]
-    assert row.scope == "m sst zero ablation, K = 4" and row.effect == pytest.approx(-1.0, abs=0.15)
-    assert verdicts([row]) == ["supported"]
+    row = proxies.nsa_neurons_causal([causal_file(tmp_path / "a", 1.0)], "mini", SETTINGS)[0]
+    assert row.scope == "m sst positive words, K = 4" and row.effect == pytest.approx(1.0, abs=0.15)
+    assert row.n == 48 and verdicts([row]) == ["supported"]
     null = proxies.nsa_neurons_causal([causal_file(tmp_path / "b", 0.0)], "mini", SETTINGS)
     assert verdicts(null) == ["inconclusive"]
+    wrong = proxies.nsa_neurons_causal([causal_file(tmp_path / "c", -1.0)], "mini", SETTINGS)
+    assert verdicts(wrong) == ["contradicted"]
     assert verdicts(proxies.nsa_neurons_causal([], "mini", SETTINGS)) == ["not tested"]
+    unpaired = proxies.nsa_neurons_causal([causal_file(tmp_path / "d", None)], "mini", SETTINGS)
+    assert verdicts(unpaired) == ["not tested"] and "m sst" in unpaired[0].note
 
 
-def test_nsa_neurons_causal_refuses_a_result_without_per_example_margins(tmp_path):
+def test_nsa_neurons_causal_refuses_a_result_without_a_pairing_test(tmp_path):
     path = tmp_path / "results/nsa/m/sst/causal.json"
     path.parent.mkdir(parents=True)
     write_result(path, {"dataset": "sst", "curve": [{"k": 1, "ablation": "zero"}]})
-    with pytest.raises(ValueError, match="per-example margin changes.*forcerun nsa_causal"):
+    with pytest.raises(ValueError, match="no pairing test.*forcerun nsa_causal"):
         proxies.nsa_neurons_causal([str(path)], "mini", SETTINGS)
 
 

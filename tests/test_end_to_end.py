@@ -230,9 +230,13 @@ def test_nsa_finds_words_and_neurons_and_compares_every_variant(finished_run):
     assert causal["examples"] == 6 and causal["draws"] == 2
     assert [(p["k"], p["ablation"]) for p in causal["curve"]] == [(k, a) for k in (1, 2, 4) for a in ("zero", "mean")]
     assert all(sum(map(len, p["matched"].values())) == p["k"] for p in causal["curve"])
+    assert causal["pairing"] and all(  # the pairing test: every matched group, K up to ablate_neurons
+        test["occurrences"] > 0 and len(test["curve"][-1]["per_occurrence"]["random"]) == 2
+        for test in causal["pairing"].values())
     metrics = json.loads((finished_run / "reports/nsa.json").read_text())
     assert metrics["drop_vs_accuracy"]["n"] == len(rows) and set(metrics["causal"]["movie_reviews"]) == {"zero", "mean"}
-    for figure in ("heatmap_smollm2-135m_movie_reviews", "causal_curve"):
+    assert set(metrics["pairing"]["smollm2-135m movie_reviews"]) == set(causal["pairing"])
+    for figure in ("heatmap_smollm2-135m_movie_reviews", "causal_curve", "pairing"):
         assert (finished_run / f"reports/figures/nsa/{figure}.png").read_bytes()[:4] == b"\x89PNG"
 
 

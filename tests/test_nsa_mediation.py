@@ -27,6 +27,8 @@ from prunescope.nsa.mediation import (
     word_occurrences,
 )
 from prunescope.nsa.neurons import ablated, activation_stats
+from prunescope.nsa.options import CausalOptions
+from prunescope.nsa.pairing import pairing_test
 from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
 
 POSITIVE = ["great", "superb", "lovely"]
@@ -270,3 +272,38 @@ def test_pruning_the_path_shows_as_the_pairs_lost_mediated_effect(model, tokeniz
             assert abs(kept) < 1e-3 * match["exact"]
         else:
             assert kept == pytest.approx(match["exact"], rel=1e-4)
+
+
+def _pairing(model, tokenizer, matches=None, draws=3):
+    batch = examples(tokenizer)
+    dense = mediation_sums(model, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4))
+    if matches is None:
+        matches = mediated_matches(dense, WORDS, GROUPS, [0, 1], share_floor=0.2, effect_floor=0.05)
+    salience = {layer: dense.salience[p] / dense.examples for p, layer in enumerate([0, 1])}
+    options = CausalOptions(neurons_per_word=3, ablate=1, draws=draws, seed=0, pairing_occurrences=6)
+    return pairing_test(model, LLAMA, batch, [0, 1], dense.patched, GROUPS, matches, WORDS, salience, options, 8)
+
+
+def test_the_pairing_test_credits_each_group_to_its_own_neuron(model, tokenizer):
+    """The planted pairing is right and specific: patching POS (matched to the positive words) takes nearly all of
+    their effect on their occurrences, while random neurons, the other group's neuron (NEG) and the next most
+    salient neurons take almost none; and the other way round for the negative words."""
+    result = _pairing(model, tokenizer)
+    assert set(result) == {"positive", "negative"}
+    for group, neuron in (("positive", POS), ("negative", NEG)):
+        (point,) = result[group]["curve"]
+        assert result[group]["occurrences"] == 6 and point["neurons"]["matched"] == [[1, neuron]]
+        assert point["matched"] > 0.9
+        assert point["random"]["high"] < 0.05 and abs(point["other_group"]) < 0.05 and abs(point["important"]) < 0.05
+        assert len(point["per_occurrence"]["random"]) == 3 and len(point["per_occurrence"]["matched"]) == 6
+
+
+def test_the_pairing_test_exposes_swapped_neurons(model, tokenizer):
+    """A mis-assigned pairing (each group's words given the other group's neuron) fails the test: the matched
+    neurons carry none of their words' effect and the 'other group' control carries it all."""
+    swapped = [{"layer": 1, "neuron": NEG if word in POSITIVE else POS, "word": word, "score": 1.0}
+               for word in POSITIVE + NEGATIVE]
+    result = _pairing(model, tokenizer, swapped, draws=2)
+    for group in ("positive", "negative"):
+        (point,) = result[group]["curve"]
+        assert abs(point["matched"]) < 0.05 and point["other_group"] > 0.9

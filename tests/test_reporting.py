@@ -264,9 +264,12 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
         drop_table,
         guided_table,
         nsa_metrics,
+        pairing_table,
         plot_causal_curve,
         plot_guided,
         plot_heatmap,
+        plot_pairing,
+        write_markdown,
     )
 
     paths = [write_result(tmp_path, "movies", "sentiment", "dense", 0.8),
@@ -314,11 +317,32 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
         "k": k, "ablation": ablation, "matched_margin_change": matched, "matched_acc_change": matched / 10,
         "random_margin_change": {"mean": -0.1, "low": -0.3, "high": 0.0},
         "random_acc_change": {"mean": 0.0, "low": -0.02, "high": 0.01}, "matched": {"3": [9]}}
-    io.write_result(tmp_path / "causal.json", {"dataset": "movies", "examples": 8, "acc": 0.8, "margin": 1.2, "curve": [
-        point(1, "zero", -0.2), point(1, "mean", -0.1), point(2, "zero", -1.0), point(2, "mean", -0.5)]})
-    causal = causal_table([str(tmp_path / "causal.json")])
+    pairs = lambda k, matched, other: {  # noqa: E731
+        "k": k, "matched": matched, "random": {"mean": 0.01, "low": -0.02, "high": 0.05}, "other_group": other,
+        "important": 0.1}
+    pairing = {"positive": {"occurrences": 5, "effect": 2.0, "curve": [pairs(1, 0.6, 0.0), pairs(2, 0.9, 0.95)]},
+               "negative": {"occurrences": 3, "effect": 1.0, "curve": [pairs(1, 0.04, None)]}}
+    causal_path = tmp_path / "results/nsa/m/movies/causal.json"
+    causal_path.parent.mkdir(parents=True)
+    io.write_result(causal_path, {"dataset": "movies", "examples": 8, "acc": 0.8, "margin": 1.2, "curve": [
+        point(1, "zero", -0.2), point(1, "mean", -0.1), point(2, "zero", -1.0), point(2, "mean", -0.5)],
+        "pairing": pairing})
+    causal = causal_table([str(causal_path)])
     assert causal["beyond_random"].tolist() == [False, False, True, True]  # below the random interval's low end
-    metrics = nsa_metrics(drops, causal, table)
+    paired = pairing_table([str(causal_path)])
+    assert paired[["model", "group", "k"]].values.tolist() == [["m", "negative", 1], ["m", "positive", 1],
+                                                               ["m", "positive", 2]]
+    # specific: matched above the random interval, the other group's set (where there is one) and the salient one
+    assert paired["specific"].tolist() == [False, True, False]
+    metrics = nsa_metrics(drops, causal, paired, table)
+    assert metrics["pairing"]["m movies"]["positive"] == {
+        "k": 2, "occurrences": 5, "matched": 0.9, "random": 0.01, "random_low": -0.02, "random_high": 0.05,
+        "other_group": 0.95, "important": 0.1, "specific": False}
+    assert metrics["pairing"]["m movies"]["negative"]["other_group"] is None
+    plot_pairing(paired, tmp_path / "p.png", tmp_path / "p.svg")
+    assert b"positive words" in (tmp_path / "p.svg").read_bytes()
+    write_markdown(drops, causal, paired, table, tmp_path / "nsa.md")
+    assert "## The pairing test" in (tmp_path / "nsa.md").read_text()
     assert metrics["causal"]["movies"]["zero"] == {
         "k": 2, "matched_margin_change": -1.0, "random_margin_change": -0.1, "random_margin_interval": [-0.3, 0.0],
         "matched_acc_change": -0.1, "random_acc_change": 0.0, "beyond_random": True}
@@ -361,7 +385,10 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
     pd.DataFrame([{"model": "m", "dataset": "reviews", "method": "wanda", "pattern": "unstructured-0.5",
                    "calib": f"gensim-raw-n8-l64-s{seed}", "weighted_relative_drop": share}  # seeds averaged: 0.25
                   for seed, share in ((0, 0.2), (1, 0.3))]).to_csv(tmp_path / "nsa.csv", index=False)
-    (tmp_path / "nsa.json").write_text(json.dumps({"causal": {"reviews": {"mean": {"beyond_random": True}}}}))
+    pairing = {"k": 4, "occurrences": 16, "matched": 0.62, "random": 0.01, "other_group": None, "important": 0.05,
+               "specific": True}
+    (tmp_path / "nsa.json").write_text(json.dumps({"causal": {"reviews": {"mean": {"beyond_random": True}}},
+                                                   "pairing": {"m reviews": {"positive": pairing}}}))
     studied = [("m", "wanda", "unstructured-0.5", "gensim-raw-n8-l64-s0"), ("m", "wanda", "unstructured-0.5",
                                                                          "gensim-raw-n8-l64-s1"),
                ("m", "magnitude", "unstructured-0.5", "none")]
@@ -383,6 +410,8 @@ def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_
             "magnitude unstructured-0.5 x20.00") in text
     assert ("effect lost (weighted): wanda unstructured-0.5 0.25; ablating the matched neurons moves the margin "
             "beyond") in text
+    assert ("  - pairing test, positive words (16 occurrences, K = 4): their matched neurons carry 0.62 of their "
+            "effect; random neurons of the same layers 0.01, the other groups' none, the most salient 0.05\n") in text
     assert "reports/quick/tables/" in text and "reports/tables/" not in text and "reports/quick/report.html" in text
     no_extras = run_summary("quick", *tables, studied, None, None, None)
     assert "Perplexity" not in no_extras and "Neuron Semantic" not in no_extras and "Left out" not in no_extras

@@ -212,6 +212,13 @@ rule nsa_report:
             subcategory="Causal curve",
         ),
         causal_svg=f"{REPORTS}/figures/nsa/causal_curve.svg",
+        pairing_png=report(
+            f"{REPORTS}/figures/nsa/pairing.png",
+            caption="../report/nsa_pairing.rst",
+            category="NSA",
+            subcategory="Causal curve",
+        ),
+        pairing_svg=f"{REPORTS}/figures/nsa/pairing.svg",
         heatmap_png=report(
             [f"{REPORTS}/figures/nsa/heatmap_{m}_{d}.png" for m, d in NSA_HEATMAPS],
             caption="../report/nsa_heatmap.rst",

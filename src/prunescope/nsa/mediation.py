@@ -70,7 +70,8 @@ class MediationSums:
     one with the count and the |effect| of the occurrences patched; and, not oriented, per choice index the fall of
     its log-probability among the choices when the word is occluded (the label it pushes toward: its group). Beside
     them, the occurrences patched and, per patched (layer position, word, neuron), the examples it was patched on:
-    what a pruned model is patched on again (paired_effects)."""
+    what a pruned model is patched on again (paired_effects); and each neuron's salience, whatever the word (the
+    pairing test's control of generally important neurons, nsa.pairing)."""
 
     occurrences: torch.Tensor  # (words,)
     effect: torch.Tensor  # (words,)
@@ -79,13 +80,16 @@ class MediationSums:
     exact_count: torch.Tensor  # (layers, words, width)
     patched_effect: torch.Tensor  # (layers, words, width)
     push: torch.Tensor  # (words, choices): sum of log p(choice | intact) - log p(choice | occluded), normalised
+    salience: torch.Tensor  # (layers, width): sum over examples of |activation x d margin / d activation|, all tokens
+    examples: int = 0  # the examples that added to `salience` (those with a vocabulary word)
     patched: list[Occurrence] = field(default_factory=list)
     patched_on: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, words: int, layers: int, width: int, choices: int) -> MediationSums:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
-        return cls(zeros(words), zeros(words), *(zeros(layers, words, width) for _ in range(4)), zeros(words, choices))
+        return cls(zeros(words), zeros(words), *(zeros(layers, words, width) for _ in range(4)), zeros(words, choices),
+                   zeros(layers, width))
 
     def share(self) -> torch.Tensor:
         """(layers, words, width): each neuron's exact mediated share of the word's |effect| over the occurrences
@@ -126,17 +130,24 @@ def _prompt_hooks(model, family: Family, layers: Sequence[int], rows: int, edit)
             handle.remove()
 
 
-def _logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edit) -> torch.Tensor:
+def prompt_logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edit) -> torch.Tensor:
     """(rows, choices) log p(choice | prompt) for rows of embedded prompts, with `edit` on the prompt's pass."""
     with _prompt_hooks(model, family, layers, embeds.shape[0], edit):
         return choice_logprobs(model, [example.prompt.input_ids] * embeds.shape[0], example.choices, embeds)
 
 
-def _embedded_prompt(model, example: Example) -> torch.Tensor:
+def embedded_prompt(model, example: Example) -> torch.Tensor:
     return model.get_input_embeddings()(torch.tensor([example.prompt.input_ids], device=input_device(model))).detach()
 
 
-def _occluded_pass(model, family: Family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
+def prompt_margin(model, example: Example, embeds: torch.Tensor) -> float:
+    """The gold margin of one embedded prompt, no gradient."""
+    with torch.no_grad():
+        return float(margin(choice_logprobs(model, [example.prompt.input_ids], example.choices, embeds),
+                            example.label)[0])
+
+
+def occluded_pass(model, family: Family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
                    baseline: torch.Tensor, rows: Sequence[Sequence[int]], columns
                    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """One forward of the prompt with each row's token positions replaced by `baseline`: its (rows, choices)
@@ -154,7 +165,7 @@ def _occluded_pass(model, family: Family, example: Example, intact_embeds: torch
         kept[p] = (picked, occluded.gather(2, picked[:, None, :].expand(-1, length, -1)))
 
     with torch.no_grad():
-        return _logprobs(model, family, example, embeds, layers, capture), kept
+        return prompt_logprobs(model, family, example, embeds, layers, capture), kept
 
 
 def example_mediation(model, family: Family, example: Example, vocabulary: dict[str, int], layers: Sequence[int],
@@ -166,10 +177,12 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     occurrences = word_occurrences(example, vocabulary)
     if not occurrences:
         return
-    intact_embeds = _embedded_prompt(model, example)
+    intact_embeds = embedded_prompt(model, example)
     intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
     intact_margin = float(margin(logprobs, example.label)[0])
     intact_choices = torch.log_softmax(logprobs[0], dim=-1)
+    sums.salience += torch.stack([(intact[p] * grads[p]).abs().sum(0) for p in range(len(layers))]).double().cpu()
+    sums.examples += 1
     length = len(example.prompt.input_ids)
     strongest: dict[int, tuple[float, list[int], dict, list]] = {}  # word: its strongest occurrence's effect, ...
     for start in range(0, len(occurrences), options.batch_size):
@@ -183,7 +196,7 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             first_order[p] = ((intact[p] - occluded) * grads[p] * from_word).sum(1)  # (rows, width)
             return torch.topk(first_order[p].abs(), min(options.candidates, occluded.shape[-1]), dim=1).indices
 
-        occluded_logprobs, kept = _occluded_pass(model, family, example, intact_embeds, layers, baseline,
+        occluded_logprobs, kept = occluded_pass(model, family, example, intact_embeds, layers, baseline,
                                                  [positions for _, positions in batch], candidates)
         margins = margin(occluded_logprobs, example.label)
         for row, (word, positions) in enumerate(batch):
@@ -200,8 +213,8 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     for word, (effect, positions, values, chosen) in sorted(strongest.items()):
         if abs(effect) < options.effect_floor:
             continue  # a word too weak here to be matched on this example: not worth the patching
-        exact = _patched_effects(model, family, example, intact_embeds, layers,
-                                 [(p, n, values[p, n]) for p, n in chosen], intact_margin, options.batch_size)
+        exact = patched_effects(model, family, example, intact_embeds, layers,
+                                 [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size)
         sums.patched.append(Occurrence(example_index, word, tuple(positions), effect))
         for (p, neuron), value in zip(chosen, exact, strict=True):
             sums.exact[p, word, neuron] += (1.0 if effect >= 0 else -1.0) * value
@@ -224,24 +237,25 @@ def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, 
 
     model.zero_grad(set_to_none=True)
     with offloaded_weights_reread_in_backward(model):
-        logprobs = _logprobs(model, family, example, embeds, layers, keep)
+        logprobs = prompt_logprobs(model, family, example, embeds, layers, keep)
         margin(logprobs, example.label).sum().backward()
     model.zero_grad(set_to_none=True)
     grads = {p: a.grad[0, :length].float() for p, a in captured.items()}
     return {p: a.detach()[0, :length].float() for p, a in captured.items()}, grads, logprobs.detach()
 
 
-def _patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
-                     patches: Sequence[tuple[int, int, torch.Tensor]], intact_margin: float, batch_size: int
-                     ) -> list[float]:
-    """Per patch (layer position, neuron, activations): margin(intact) - margin(intact with that neuron set to
-    those activations at every prompt position), one row per patch, `batch_size` rows per forward."""
+def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
+                     patches: Sequence[Sequence[tuple[int, int, torch.Tensor]]], intact_margin: float,
+                     batch_size: int) -> list[float]:
+    """Per row of patches [(layer position, neuron, activations), ...]: margin(intact) - margin(intact with each
+    of those neurons set to its activations at every prompt position), one forward row per patch row, `batch_size`
+    rows per forward."""
     length, effects = len(example.prompt.input_ids), []
     for start in range(0, len(patches), batch_size):
         batch = patches[start:start + batch_size]
 
         def patch(p, activation, batch=batch):
-            rows = [(row, neuron, values) for row, (q, neuron, values) in enumerate(batch) if q == p]
+            rows = [(row, neuron, values) for row, listed in enumerate(batch) for q, neuron, values in listed if q == p]
             if not rows:
                 return None
             patched = activation.clone()
@@ -250,7 +264,7 @@ def _patched_effects(model, family, example: Example, intact_embeds: torch.Tenso
             return patched
 
         with torch.no_grad():
-            logprobs = _logprobs(model, family, example, intact_embeds.repeat(len(batch), 1, 1), layers, patch)
+            logprobs = prompt_logprobs(model, family, example, intact_embeds.repeat(len(batch), 1, 1), layers, patch)
         effects += (intact_margin - margin(logprobs, example.label)).double().cpu().tolist()
     return effects
 
@@ -285,10 +299,8 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
     word_effects, pair_effects = {}, {}
     for i, found in tqdm(sorted(by_example.items()), desc=desc, mininterval=10):
         example = examples[i]
-        intact_embeds = _embedded_prompt(model, example)
-        with torch.no_grad():
-            intact_margin = float(margin(_logprobs(model, family, example, intact_embeds, layers,
-                                                   lambda *_: None), example.label)[0])
+        intact_embeds = embedded_prompt(model, example)
+        intact_margin = prompt_margin(model, example, intact_embeds)
         for start in range(0, len(found), batch_size):
             batch = found[start:start + batch_size]
             wanted = [pairs.get((i, o.word), ()) for o in batch]
@@ -297,7 +309,7 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
                 neurons = sorted({n for listed in wanted for q, n in listed if q == p})
                 return torch.tensor(neurons, dtype=torch.long, device=occluded.device).expand(occluded.shape[0], -1)
 
-            logprobs, kept = _occluded_pass(model, family, example, intact_embeds, layers, baseline,
+            logprobs, kept = occluded_pass(model, family, example, intact_embeds, layers, baseline,
                                             [o.positions for o in batch], columns)
             margins = margin(logprobs, example.label)
             patches, keys = [], []
@@ -306,9 +318,9 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
                 word_effects[i, occurrence.word] = sign * (intact_margin - float(margins[row]))
                 for p, neuron in listed:
                     column = kept[p][0][row].tolist().index(neuron)
-                    patches.append((p, neuron, kept[p][1][row, :, column]))
+                    patches.append([(p, neuron, kept[p][1][row, :, column])])
                     keys.append((i, occurrence.word, p, neuron, sign))
-            effects = _patched_effects(model, family, example, intact_embeds, layers, patches, intact_margin,
+            effects = patched_effects(model, family, example, intact_embeds, layers, patches, intact_margin,
                                        batch_size)
             for (example_index, word, p, neuron, sign), value in zip(keys, effects, strict=True):
                 pair_effects[example_index, word, p, neuron] = sign * value

@@ -102,13 +102,15 @@ class MediationOptions:
 
 @dataclass(frozen=True)
 class CausalOptions:
-    """Step 4: up to `ablate` of the neurons matched to the words (each word's neurons_per_word best per layer)
-    ablated, against `draws` random draws, seeded."""
+    """Step 4: up to `ablate` of the neurons matched to the words (the curve: each word's neurons_per_word best per
+    layer) ablated or patched, against `draws` random draws, seeded; the pairing test on each group's strongest
+    `pairing_occurrences` patched occurrences."""
 
     neurons_per_word: int
     ablate: int
     draws: int
     seed: int
+    pairing_occurrences: int
 
 
 @dataclass(frozen=True)
@@ -133,5 +135,6 @@ class NsaOptions:
                                nsa["seed"]),
             mediation=MediationOptions(nsa["share_floor"], nsa["effect_floor"], nsa["candidates"],
                                        nsa["attribution_batch"]) if nsa["matching"] == "mediated" else None,
-            causal=CausalOptions(nsa["neurons_per_word"], nsa["ablate_neurons"], nsa["random_draws"], nsa["seed"]),
+            causal=CausalOptions(nsa["neurons_per_word"], nsa["ablate_neurons"], nsa["random_draws"], nsa["seed"],
+                                 nsa["pairing_occurrences"]),
             drop_threshold=nsa["drop_threshold"])

@@ -34,6 +34,7 @@ from prunescope.nsa.mediation import (
 )
 from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
 from prunescope.nsa.options import NsaData, NsaModel, NsaOptions, PaperOptions
+from prunescope.nsa.pairing import pairing_test
 from prunescope.nsa.prompts import Example
 from prunescope.nsa.words import influential_words
 
@@ -101,6 +102,7 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
     words = read_result(words_path, "nsa_words")["words"]
     vocabulary, mediation, paper = sorted(words), options.mediation, options.paper
     occurrences: list[dict] = []
+    salience: dict[int, torch.Tensor] = {}
     with model.loaded() as (loaded, tokenizer):
         examples = data.examples(tokenizer)
         family = get_family(model.family)
@@ -128,10 +130,12 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
             associations, importance = mediated_tensors(sums, matches, vocabulary, studied)
             occurrences = [{"example": o.example, "word": vocabulary[o.word], "positions": list(o.positions),
                             "effect": round(o.effect, 6)} for o in sums.patched]
+            salience = {layer: sums.salience[p] / max(sums.examples, 1) for p, layer in enumerate(studied)}
         with atomic_path(out_path) as tmp:
             save_file({f"{name}{layer}": tensor.float().contiguous() for layer in associations
                        for name, tensor in (("association", associations[layer]), ("importance", importance[layer]),
-                                            ("mean", stats[layer].mean))}, tmp)
+                                            ("mean", stats[layer].mean), ("salience", salience.get(layer)))
+                       if tensor is not None}, tmp)
             digest = sha256_file(tmp)
         write_result(Path(out_path).with_suffix(".json"), {
             "vocabulary": vocabulary, "groups": groups, "sha256": digest,
@@ -146,10 +150,11 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
 
 
 def load_association(path: str | os.PathLike) -> tuple[dict[str, dict[int, torch.Tensor]], dict]:
-    """{"association" | "importance" | "mean": {layer: tensor}} and the sidecar, after checking the sha256."""
+    """{"association" | "importance" | "mean" | "salience" (mediated only): {layer: tensor}} and the sidecar, after
+    checking the sha256."""
     info = read_result(Path(path).with_suffix(".json"), "nsa_association")
     verify_sha256(path, info["sha256"], "the nsa_association rule rebuilds it")
-    tensors: dict[str, dict[int, torch.Tensor]] = {"association": {}, "importance": {}, "mean": {}}
+    tensors: dict[str, dict[int, torch.Tensor]] = {"association": {}, "importance": {}, "mean": {}, "salience": {}}
     for key, tensor in load_file(path).items():
         name = key.rstrip("0123456789")
         tensors[name][int(key[len(name):])] = tensor
@@ -268,17 +273,28 @@ def protected_neurons(association_paths: Sequence[str], k: int) -> dict[int, lis
 
 def causal_check(model: NsaModel, data: NsaData, options: NsaOptions, dataset: str,
                  association_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
-    """Step 4 on the dense model: the causal curve of matched vs random ablation (see nsa.causal)."""
+    """Step 4 on the dense model: the causal curve of matched vs random ablation (nsa.causal) and, under mediated
+    matching, the causal test of the pairing (nsa.pairing)."""
     causal = options.causal
-    tensors, _ = load_association(association_path)
+    tensors, info = load_association(association_path)
     scores, matched = _matched(tensors, causal.neurons_per_word)
     width = next(iter(scores.values())).shape[1]
     check_supply(ranked_neurons(scores, matched), matched, width, causal.ablate)  # before loading anything
     with model.loaded() as (loaded, tokenizer):
         examples = data.examples(tokenizer)
-        result = causal_curve(loaded, get_family(model.family), examples, scores, matched, tensors["mean"], width,
-                              causal.ablate, causal.draws, causal.seed)
+        family = get_family(model.family)
+        result = causal_curve(loaded, family, examples, scores, matched, tensors["mean"], width, causal.ablate,
+                              causal.draws, causal.seed)
+        pairing = None
+        if info.get("matching") == "mediated":
+            vocabulary = info["vocabulary"]
+            index = {word: i for i, word in enumerate(vocabulary)}
+            occurrences = [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"])
+                           for o in info["occurrences"]]
+            pairing = pairing_test(loaded, family, examples, sorted(tensors["association"]), occurrences,
+                                   info["groups"], info["matches"], vocabulary, tensors["salience"], causal,
+                                   options.words.batch_size)
     result = {"dataset": dataset, "ablate_neurons": causal.ablate, "seed": causal.seed,
-              "matched_neurons": sum(map(len, matched.values())), **result}
+              "matched_neurons": sum(map(len, matched.values())), **result, "pairing": pairing}
     write_result(out_path, result)
     return result

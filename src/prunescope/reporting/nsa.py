@@ -4,6 +4,7 @@ NSA-guided vs plain pruning, and the token heatmaps."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,29 @@ def causal_table(causal_paths: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PAIRING_COLUMNS = ["model", "dataset", "group", "k", "occurrences", "effect", "matched", "random", "random_low",
+                   "random_high", "other_group", "important", "specific"]
+
+
+def pairing_table(causal_paths: Iterable[str]) -> pd.DataFrame:
+    """One row per model, NSA dataset, word group and K: the share of the group's words' effect that patching its K
+    best-matched neurons carries, against random neurons of the same layers (mean and 95% interval over draws),
+    the other groups' matched neurons and the most salient ones (nsa.pairing). specific: matched beats all three."""
+    rows = []
+    for path in causal_paths:
+        result = read_result(path, "nsa_causal")
+        for group, test in sorted((result.get("pairing") or {}).items()):
+            for point in test["curve"]:
+                controls = [point["random"]["high"], point["other_group"], point["important"]]
+                rows.append({"model": Path(path).parts[-3], "dataset": result["dataset"], "group": group,
+                             "k": point["k"], "occurrences": test["occurrences"], "effect": test["effect"],
+                             "matched": point["matched"], "random": point["random"]["mean"],
+                             "random_low": point["random"]["low"], "random_high": point["random"]["high"],
+                             "other_group": point["other_group"], "important": point["important"],
+                             "specific": all(point["matched"] > c for c in controls if c is not None)})
+    return pd.DataFrame(rows, columns=PAIRING_COLUMNS)
+
+
 def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, seed: int) -> pd.DataFrame:
     """Per protected category, guided variant (calibration seeds pooled) and task category: dense, plain and guided
     mean accuracy, and the recovery (guided - plain) with a 95% percentile bootstrap interval that resamples each
@@ -99,10 +123,18 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame) -> dict:
-    """Headline numbers: the drop-accuracy correlation, matched vs random ablation, guided recovery."""
+def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame) -> dict:
+    """Headline numbers: the drop-accuracy correlation, matched vs random ablation, the pairing test at the largest
+    K, guided recovery."""
     metrics = {"drop_vs_accuracy": drop_correlation(drops),
-               "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {}}
+               "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {},
+               "pairing": {}}
+    for row in pairing.itertuples():  # the largest K of each model, dataset and group
+        metrics["pairing"].setdefault(f"{row.model} {row.dataset}", {})[row.group] = {
+            "k": row.k, "occurrences": row.occurrences,
+            **{name: None if getattr(row, name) is None or pd.isna(getattr(row, name)) else round(getattr(row, name), 4)
+               for name in ("matched", "random", "random_low", "random_high", "other_group", "important")},
+            "specific": bool(row.specific)}
     for row in causal.itertuples():  # the largest K of each dataset and ablation
         metrics["causal"].setdefault(row.dataset, {})[row.ablation] = {
             "k": row.k, "matched_margin_change": round(row.matched_margin_change, 4),
@@ -118,7 +150,8 @@ def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame)
     return metrics
 
 
-def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFrame, path: str) -> None:
+def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
+                   path: str) -> None:
     plain, weighted = drop_correlation(drops), drop_correlation(drops, "weighted_relative_drop")
     text = ("## Matched neurons: activation drop vs accuracy drop\n\n"
             f"Mean relative drop: Pearson r = {plain['pearson']}, Spearman rho = {plain['spearman']}; "
@@ -128,6 +161,13 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, guided: pd.DataFra
             "Change of the mean gold margin (nats) and of accuracy; random: mean and 95% interval over draws; "
             "beyond_random: the matched change is below the random interval.\n\n"
             + causal.to_markdown(index=False, floatfmt=".3f")
+            + "\n\n## The pairing test: does a word group's matched set carry its words' effect? (dense)\n\n"
+            "Share of the group's words' occlusion effect (on its strongest patched occurrences) that patching a set "
+            "of neurons to their occluded activations carries: the group's K best-matched neurons, random neurons "
+            "of the same layers (mean, 95% interval over draws), the other groups' matched neurons and the most "
+            "salient neurons of the same layers; specific: matched beats all three.\n\n"
+            + (pairing.to_markdown(index=False, floatfmt=".3f") if len(pairing)
+               else "(no pairing test: it needs nsa.matching: mediated)")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
             "recovered = guided - plain accuracy (calibration seeds pooled); 95% paired bootstrap interval over "
             "examples and seeds.\n\n"
@@ -189,6 +229,34 @@ def plot_causal_curve(causal: pd.DataFrame, png_path: str, svg_path: str) -> Non
         axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
     else:
         axes[0][0].text(0.5, 0.5, "no causal check in this grid", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    save_figure(fig, png_path, svg_path)
+
+
+def plot_pairing(pairing: pd.DataFrame, png_path: str, svg_path: str) -> None:
+    """Per model, dataset and word group: the share of the words' effect carried against K, matched neurons vs
+    random (mean and 95% of draws), the other groups' matched neurons and the most salient neurons."""
+    set_style()
+    panels = sorted(set(zip(pairing["model"], pairing["dataset"], pairing["group"], strict=True))) if len(
+        pairing) else []
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, (model, dataset, group) in zip(axes[0], panels, strict=False):
+        rows = pairing[(pairing["model"] == model) & (pairing["dataset"] == dataset) & (pairing["group"] == group)
+                       ].sort_values("k")
+        ax.plot(rows["k"], rows["matched"], marker="o", label="matched to the group's words")
+        ax.plot(rows["k"], rows["random"], marker="s", label="random, same layers (mean)")
+        ax.fill_between(rows["k"], rows["random_low"], rows["random_high"], alpha=0.25, label="random: 95% of draws")
+        ax.plot(rows["k"], rows["other_group"].astype(float), marker="^", label="other groups' matched")
+        ax.plot(rows["k"], rows["important"], marker="v", label="most salient, same layers")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("neurons patched (K)")
+        ax.set_ylabel("share of the words' effect carried" if ax is axes[0][0] else "")
+        ax.set_title(f"{model}\n{dataset}, {group} words")
+    if panels:
+        axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    else:
+        axes[0][0].text(0.5, 0.5, "no pairing test in this grid (nsa.matching: paper)", ha="center", va="center")
         axes[0][0].set_axis_off()
     save_figure(fig, png_path, svg_path)
 

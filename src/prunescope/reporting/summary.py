@@ -108,20 +108,27 @@ def perplexity_lines(perplexity: pd.DataFrame, variants: Iterable[Sequence[str]]
     return lines
 
 
-def nsa_lines(nsa_table: pd.DataFrame, causal: dict) -> list[str]:
+def nsa_lines(nsa_table: pd.DataFrame, metrics: dict) -> list[str]:
     """Per NSA dataset: each variant's relative drop of the matched pairs weighted by their dense effect (the mean
-    over calibration seeds; a pair that carried nothing cannot move it), and whether ablating the matched neurons
-    moves the answer margin beyond random neurons."""
+    over calibration seeds; a pair that carried nothing cannot move it), whether ablating the matched neurons moves
+    the answer margin beyond random neurons, and the pairing test: the share of each word group's effect its
+    matched neurons carry against the controls (nsa.json, written by nsa_report)."""
     lines = []
     table = nsa_table.assign(calibration=nsa_table["calib"].map(calibration_group))
     for (model, dataset), group in table.groupby(["model", "dataset"], sort=False):
         shares = group.groupby(["method", "pattern", "calibration"], sort=False)["weighted_relative_drop"].mean()
         cells = ", ".join(f"{method} {pattern} {share:.2f}" for (method, pattern, _), share in shares.items())
-        beyond = causal.get(dataset, {}).get("mean", {}).get("beyond_random")
+        beyond = metrics["causal"].get(dataset, {}).get("mean", {}).get("beyond_random")
         verdict = "" if beyond is None else (
             "; ablating the matched neurons moves the margin beyond random ones" if beyond
             else "; ablating the matched neurons moves the margin no more than random ones")
         lines.append(f"- {model} {dataset}: matched word-neuron pairs' effect lost (weighted): {cells}{verdict}")
+        for word_group, test in sorted(metrics.get("pairing", {}).get(f"{model} {dataset}", {}).items()):
+            other = "none" if test["other_group"] is None else f"{test['other_group']:.2f}"
+            lines.append(f"  - pairing test, {word_group} words ({test['occurrences']} occurrences, K = {test['k']}): "
+                         f"their matched neurons carry {test['matched']:.2f} of their effect; random neurons of the "
+                         f"same layers {test['random']:.2f}, the other groups' {other}, the most salient "
+                         f"{test['important']:.2f}" + ("" if test["specific"] else " (not specific)"))
     return lines
 
 
@@ -147,9 +154,8 @@ def run_summary(grid_name: str, category_drop_csv: str, floor_csv: str, accuracy
         parts += ["", f"## Perplexity ({where}/tables/perplexity.md)",
                   *perplexity_lines(pd.read_csv(perplexity_csv, **read), variants)]
     if nsa_csv and nsa_json:
-        causal = json.loads(Path(nsa_json).read_text())["causal"]
         parts += ["", f"## Neuron Semantic Attribution ({where}/tables/nsa.md)",
-                  *nsa_lines(pd.read_csv(nsa_csv, **read), causal)]
+                  *nsa_lines(pd.read_csv(nsa_csv, **read), json.loads(Path(nsa_json).read_text()))]
     parts += ["", "## Where the results are",
               f"- tables: {where}/tables/*.md (and .csv); which datasets are at floor: {where}/tables/floor.md",
               f"- figures: {where}/figures/ (png and svg)",

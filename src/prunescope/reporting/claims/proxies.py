@@ -1,5 +1,5 @@
 """The claims about signs of the damage other than accuracy: perplexity and NSA's matched-pair drop (Spearman's rho
-across variants) and NSA's causal check (matched against random ablations, a paired bootstrap)."""
+across variants) and the causal test of NSA's pairing (matched against random neurons, a paired bootstrap)."""
 
 from __future__ import annotations
 
@@ -66,33 +66,40 @@ def nsa_drop_tracks_accuracy(drops: pd.DataFrame | None, grid: str, settings: Se
 
 
 def nsa_neurons_causal(causal_paths: Iterable[str], grid: str, settings: Settings) -> list[Row]:
-    """Per model, NSA dataset and ablation, at the largest K: each example's gold-margin change with the K best-
-    matched neurons ablated minus its mean change over the random draws of as many neurons (draws as the second
-    level). Negative: the matched neurons matter more than random ones."""
+    """The causal test of the pairing (nsa.pairing), per model, NSA dataset and word group, at the largest K: on
+    each of the group's patched occurrences, the joint mediated effect of its K best-matched neurons minus that of
+    as many random neurons of the same layers (nats, oriented by the word's effect; the draws as the second level).
+    Positive: the neurons NSA paired with the words carry more of their effect than neurons of the same layers."""
     claim = "nsa_neurons_causal"
-    rows = []
+    rows, unpaired = [], []
     for path in sorted(map(str, causal_paths)):
         result = read_result(path, "nsa_causal")
         model = Path(path).parts[-3]
-        largest = max(point["k"] for point in result["curve"])
-        for point in [p for p in result["curve"] if p["k"] == largest]:
-            if "per_example" not in point:
-                raise ValueError(f"{path} has no per-example margin changes (made by older code), which the claims' "
-                                 f"paired test needs: rerun it (snakemake --forcerun nsa_causal)")
-            matched = np.asarray(point["per_example"]["matched_margin_change"], dtype=np.float64)[:, None]
-            random = np.asarray(point["per_example"]["random_margin_change"], dtype=np.float64).T
-            scope = f"{model} {result['dataset']} {point['ablation']} ablation, K = {largest}"
+        if "pairing" not in result:
+            raise ValueError(f"{path} has no pairing test (made by older code), which this claim tests: rerun it "
+                             "(snakemake --forcerun nsa_causal)")
+        if not result["pairing"]:
+            unpaired.append(f"{model} {result['dataset']}")
+            continue
+        for group, test in sorted(result["pairing"].items()):
+            point = test["curve"][-1]
+            matched = np.asarray(point["per_occurrence"]["matched"], dtype=np.float64)[:, None]
+            random = np.asarray(point["per_occurrence"]["random"], dtype=np.float64).T
+            scope = f"{model} {result['dataset']} {group} words, K = {point['k']}"
             scores = {result["dataset"]: {"matched": matched, "random": random}}
             seeds = {"matched": ("matched",), "random": tuple(f"draw {i}" for i in range(random.shape[1]))}
             point_means, draws = bootstrap_means(scores, seeds, settings.bootstrap_iters,
                                                  row_rng(settings.seed, scope))
-            rows.append(Row(claim, scope, f"matched - random ({random.shape[1]} draws) gold-margin change",
-                            "negative", "nats", n=len(matched), test="paired bootstrap (examples; draws)",
+            rows.append(Row(claim, scope, f"matched - random ({random.shape[1]} draws) joint mediated effect on the "
+                            "group's word occurrences", "positive", "nats", n=len(matched),
+                            test="paired bootstrap (occurrences; draws)",
                             **measure(mean_difference([result["dataset"]], "matched", "random"), point_means, draws,
                                       settings.bootstrap_iters)))
     if not rows:
-        rows.append(Row(claim, "all", note=f"not tested: the grid has no NSA dataset: add one to "
-                                           f"{grid_hint(grid)}.nsa_datasets"))
+        why = (f"no word group of {', '.join(unpaired)} has matched neurons (or nsa.matching is paper): lower "
+               "nsa.share_floor or nsa.effect_floor, or raise the grid's nsa_examples") if unpaired else (
+               f"the grid has no NSA dataset: add one to {grid_hint(grid)}.nsa_datasets")
+        rows.append(Row(claim, "all", note=f"not tested: {why}"))
     return rows
 
 

@@ -14,7 +14,8 @@ CLAIMS = {
     "task_calibration_helps_own_task": "Task-derived calibration helps its own task (Bandari et al., EMNLP 2024)",
     "perplexity_predicts_damage": "Perplexity predicts the task damage",
     "nsa_drop_tracks_accuracy": "NSA's effect-weighted matched-pair drop tracks the accuracy drop",
-    "nsa_neurons_causal": "NSA-matched neurons are causal: ablating them beats ablating random ones",
+    "nsa_neurons_causal": "NSA's pairing is causal: a word group's matched neurons carry more of its words' effect "
+                          "than random neurons of the same layers",
     "nsa_guided_recovers": "NSA-guided pruning recovers the protected category at equal sparsity",
 }
 VERDICTS = ("supported", "contradicted", "inconclusive", "not tested")

@@ -16,6 +16,7 @@ import yaml
 
 from prunescope import memory
 from prunescope.memory import GIB, ModelShape, RunShape, predict
+from prunescope.memory.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("memory_probe.py")
@@ -131,7 +132,7 @@ def test_gpu_predictions_near_the_h200_measurement():
 
 
 def test_the_command_prints_every_stage(capsys):
-    memory.main(["--params", str(ROOT / "params.yaml"), "--grid", "paper", "--methods", "wanda", "sparsegpt",
+    main(["--params", str(ROOT / "params.yaml"), "--grid", "paper", "--methods", "wanda", "sparsegpt",
                  "--model", "llama-2-13b", "llama-2-70b"])
     out = capsys.readouterr().out
     assert "llama-2-70b" in out and "prune (sparsegpt)" in out and "evaluate (sparsegpt)" in out

@@ -1,0 +1,3 @@
+from prunescope.memory.cli import main
+
+main()

@@ -11,6 +11,8 @@ NEG do nearly nothing: NSA that looks only there (the paper's association) canno
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import transformers as tf
@@ -20,6 +22,7 @@ from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, scor
 from prunescope.nsa.mediation import (
     MediationOptions,
     MediationSums,
+    Occurrence,
     example_mediation,
     mediated_matches,
     mediation_sums,
@@ -28,7 +31,7 @@ from prunescope.nsa.mediation import (
 )
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.options import CausalOptions
-from prunescope.nsa.pairing import pairing_test
+from prunescope.nsa.pairing import fold_rankings, halves, pairing_test
 from prunescope.nsa.prompts import Example, render_with_spans, tokenize_words
 
 POSITIVE = ["great", "superb", "lovely"]
@@ -274,36 +277,52 @@ def test_pruning_the_path_shows_as_the_pairs_lost_mediated_effect(model, tokeniz
             assert kept == pytest.approx(match["exact"], rel=1e-4)
 
 
-def _pairing(model, tokenizer, matches=None, draws=3):
+def _pairing(model, tokenizer, swap: bool = False, draws: int = 3):
+    """The pairing test on the planted model; with `swap`, step 2's records credit POS's effects to NEG and NEG's
+    to POS (a mis-assigned pairing)."""
     batch = examples(tokenizer)
     dense = mediation_sums(model, LLAMA, batch, WORDS, [0, 1], options=MediationOptions(0.2, 0.05, 4, 4))
-    if matches is None:
-        matches = mediated_matches(dense, WORDS, GROUPS, [0, 1], share_floor=0.2, effect_floor=0.05)
+    occurrences = dense.patched
+    if swap:
+        other = {(1, POS): NEG, (1, NEG): POS}
+        occurrences = [replace(o, exact=tuple((p, other.get((p, n), n), v) for p, n, v in o.exact))
+                       for o in occurrences]
     salience = {layer: dense.salience[p] / dense.examples for p, layer in enumerate([0, 1])}
     options = CausalOptions(neurons_per_word=3, ablate=1, draws=draws, seed=0, pairing_occurrences=6)
-    return pairing_test(model, LLAMA, batch, [0, 1], dense.patched, GROUPS, matches, WORDS, salience, options, 8)
+    return pairing_test(model, LLAMA, batch, [0, 1], occurrences, GROUPS, salience, options, 8)
 
 
 def test_the_pairing_test_credits_each_group_to_its_own_neuron(model, tokenizer):
-    """The planted pairing is right and specific: patching POS (matched to the positive words) takes nearly all of
-    their effect on their occurrences, while random neurons, the other group's neuron (NEG) and the next most
-    salient neurons take almost none; and the other way round for the negative words."""
+    """The planted pairing is right and specific: patching POS (ranked first for the positive words on the other
+    half of the examples) takes nearly all of their effect on their occurrences, while random neurons, the other
+    group's neuron (NEG) and the next most salient neurons take almost none; and the other way round for the
+    negative words."""
     result = _pairing(model, tokenizer)
     assert set(result) == {"positive", "negative"}
     for group, neuron in (("positive", POS), ("negative", NEG)):
         (point,) = result[group]["curve"]
-        assert result[group]["occurrences"] == 6 and point["neurons"]["matched"] == [[1, neuron]]
+        assert result[group]["occurrences"] == 6 and point["neurons"]["matched"] == [[[1, neuron]], [[1, neuron]]]
         assert point["matched"] > 0.9
         assert point["random"]["high"] < 0.05 and abs(point["other_group"]) < 0.05 and abs(point["important"]) < 0.05
         assert len(point["per_occurrence"]["random"]) == 3 and len(point["per_occurrence"]["matched"]) == 6
 
 
 def test_the_pairing_test_exposes_swapped_neurons(model, tokenizer):
-    """A mis-assigned pairing (each group's words given the other group's neuron) fails the test: the matched
-    neurons carry none of their words' effect and the 'other group' control carries it all."""
-    swapped = [{"layer": 1, "neuron": NEG if word in POSITIVE else POS, "word": word, "score": 1.0}
-               for word in POSITIVE + NEGATIVE]
-    result = _pairing(model, tokenizer, swapped, draws=2)
+    """A mis-assigned pairing (each group's words credited to the other group's neuron) fails the test: the
+    neurons it names carry none of their words' effect and the 'other group' control carries it all."""
+    result = _pairing(model, tokenizer, swap=True, draws=2)
     for group in ("positive", "negative"):
         (point,) = result[group]["curve"]
         assert abs(point["matched"]) < 0.05 and point["other_group"] > 0.9
+
+
+def test_the_pairing_test_never_ranks_a_neuron_on_the_occurrences_it_tests():
+    """Cross-fitting: each group's examples alternate between the halves, and each half's ranking comes from the
+    other half's records only."""
+    occurrences = [Occurrence(0, 0, (1,), 1.0, ((0, 5, 9.0),)), Occurrence(2, 0, (1,), 1.0, ((0, 7, 1.0),)),
+                   Occurrence(2, 1, (1,), -1.0, ((0, 3, 2.0), (0, 4, -1.0))), Occurrence(5, 0, (3,), 0.5, ())]
+    groups = ["positive", "negative"]
+    assert halves(occurrences, groups) == {("positive", 0): 0, ("positive", 2): 1, ("positive", 5): 0,
+                                           ("negative", 2): 0}
+    assert fold_rankings(occurrences, groups, [4], held_out=0) == {"positive": [(4, 7)]}
+    assert fold_rankings(occurrences, groups, [4], held_out=1) == {"positive": [(4, 5)], "negative": [(4, 3)]}

@@ -54,13 +54,15 @@ def word_occurrences(example: Example, vocabulary: dict[str, int]) -> list[tuple
 @dataclass(frozen=True)
 class Occurrence:
     """A word occurrence the dense model patched: the example (its index among the NSA examples), the word (its
-    vocabulary index), its token positions and its effect there (nats, signed: the sign orients every exact effect
-    measured on it, before pruning and after)."""
+    vocabulary index), its token positions, its effect there (nats, signed: the sign orients every exact effect
+    measured on it, before pruning and after) and each patched candidate's exact effect, oriented ((layer position,
+    neuron, nats), ...: what the pairing test ranks neurons by on the examples it does not test)."""
 
     example: int
     word: int
     positions: tuple[int, ...]
     effect: float
+    exact: tuple[tuple[int, int, float], ...] = ()
 
 
 @dataclass
@@ -215,9 +217,11 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             continue  # a word too weak here to be matched on this example: not worth the patching
         exact = patched_effects(model, family, example, intact_embeds, layers,
                                  [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size)
-        sums.patched.append(Occurrence(example_index, word, tuple(positions), effect))
+        sign = 1.0 if effect >= 0 else -1.0
+        oriented = tuple((p, n, sign * value) for (p, n), value in zip(chosen, exact, strict=True))
+        sums.patched.append(Occurrence(example_index, word, tuple(positions), effect, oriented))
         for (p, neuron), value in zip(chosen, exact, strict=True):
-            sums.exact[p, word, neuron] += (1.0 if effect >= 0 else -1.0) * value
+            sums.exact[p, word, neuron] += sign * value
             sums.exact_count[p, word, neuron] += 1
             sums.patched_effect[p, word, neuron] += abs(effect)
             sums.patched_on.setdefault((p, word, neuron), []).append(example_index)

@@ -129,7 +129,9 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
                                        mediation.effect_floor)
             associations, importance = mediated_tensors(sums, matches, vocabulary, studied)
             occurrences = [{"example": o.example, "word": vocabulary[o.word], "positions": list(o.positions),
-                            "effect": round(o.effect, 6)} for o in sums.patched]
+                            "effect": round(o.effect, 6),
+                            "exact": [[studied[p], n, round(value, 6)] for p, n, value in o.exact]}
+                           for o in sums.patched]
             salience = {layer: sums.salience[p] / max(sums.examples, 1) for p, layer in enumerate(studied)}
         with atomic_path(out_path) as tmp:
             save_file({f"{name}{layer}": tensor.float().contiguous() for layer in associations
@@ -289,11 +291,12 @@ def causal_check(model: NsaModel, data: NsaData, options: NsaOptions, dataset: s
         if info.get("matching") == "mediated":
             vocabulary = info["vocabulary"]
             index = {word: i for i, word in enumerate(vocabulary)}
-            occurrences = [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"])
+            studied = sorted(tensors["association"])
+            occurrences = [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"],
+                                      tuple((studied.index(layer), n, value) for layer, n, value in o["exact"]))
                            for o in info["occurrences"]]
-            pairing = pairing_test(loaded, family, examples, sorted(tensors["association"]), occurrences,
-                                   info["groups"], info["matches"], vocabulary, tensors["salience"], causal,
-                                   options.words.batch_size)
+            pairing = pairing_test(loaded, family, examples, studied, occurrences,
+                                   info["groups"], tensors["salience"], causal, options.words.batch_size)
     result = {"dataset": dataset, "ablate_neurons": causal.ablate, "seed": causal.seed,
               "matched_neurons": sum(map(len, matched.values())), **result, "pairing": pairing}
     write_result(out_path, result)

@@ -163,9 +163,10 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFr
             + causal.to_markdown(index=False, floatfmt=".3f")
             + "\n\n## The pairing test: does a word group's matched set carry its words' effect? (dense)\n\n"
             "Share of the group's words' occlusion effect (on its strongest patched occurrences) that patching a set "
-            "of neurons to their occluded activations carries: the group's K best-matched neurons, random neurons "
-            "of the same layers (mean, 95% interval over draws), the other groups' matched neurons and the most "
-            "salient neurons of the same layers; specific: matched beats all three.\n\n"
+            "of neurons to their occluded activations carries: the group's K best neurons by mediated effect, "
+            "ranked on the other half of its examples (cross-fitted), random neurons of the same layers (mean, 95% "
+            "interval over draws), the other groups' K best and the most salient neurons of the same layers; "
+            "specific: matched beats all three.\n\n"
             + (pairing.to_markdown(index=False, floatfmt=".3f") if len(pairing)
                else "(no pairing test: it needs nsa.matching: mediated)")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"

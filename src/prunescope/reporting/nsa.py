@@ -244,10 +244,10 @@ def plot_pairing(pairing: pd.DataFrame, png_path: str, svg_path: str) -> None:
     for ax, (model, dataset, group) in zip(axes[0], panels, strict=False):
         rows = pairing[(pairing["model"] == model) & (pairing["dataset"] == dataset) & (pairing["group"] == group)
                        ].sort_values("k")
-        ax.plot(rows["k"], rows["matched"], marker="o", label="matched to the group's words")
+        ax.plot(rows["k"], rows["matched"], marker="o", label="the group's K best (ranked on the other half)")
         ax.plot(rows["k"], rows["random"], marker="s", label="random, same layers (mean)")
         ax.fill_between(rows["k"], rows["random_low"], rows["random_high"], alpha=0.25, label="random: 95% of draws")
-        ax.plot(rows["k"], rows["other_group"].astype(float), marker="^", label="other groups' matched")
+        ax.plot(rows["k"], rows["other_group"].astype(float), marker="^", label="the other groups' K best")
         ax.plot(rows["k"], rows["important"], marker="v", label="most salient, same layers")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xscale("log", base=2)

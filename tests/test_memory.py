@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from prunescope import memory
-from prunescope.memory import GIB, ModelShape, RunShape, predict
+from prunescope.memory import GIB, ModelShape, RunShape, predict, terms
 from prunescope.memory.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,23 +30,23 @@ TOLERANCE = 0.20
 
 def test_terms_by_hand():
     """The terms at the 7B width, computed by hand."""
-    assert memory.gram_sums(LLAMA_7B) == 3 * (4096 ** 2 + 4096) * 4 + (11008 ** 2 + 11008) * 4  # down_proj's 11008^2
-    assert memory.cholesky_workspace(11008) == 5 * 11008 ** 2 * 4
+    assert terms.gram_sums(LLAMA_7B) == 3 * (4096 ** 2 + 4096) * 4 + (11008 ** 2 + 11008) * 4  # down_proj's 11008^2
+    assert terms.cholesky_workspace(11008) == 5 * 11008 ** 2 * 4
     linear = 4 * 4096 * 4096 + 3 * 4096 * 11008
-    assert memory.block_weights(LLAMA_7B) == (linear + 2 * 4096) * 2
-    assert memory.captured_hidden_states(LLAMA_7B, RunShape()) == 128 * 2048 * 4096 * 2 == 2 * GIB
-    assert memory.packed_masks(LLAMA_7B) == 32 * linear // 8
-    assert memory.largest_linear(LLAMA_7B) in ((11008, 4096), (4096, 11008))
-    assert memory.weight_fp32_copy(LLAMA_7B, 4096, 11008) == 4096 * 11008 * 4
-    assert memory.column_statistics(LLAMA_7B, RunShape()) == sum((1 + 128 * 16) * width * 4
+    assert terms.block_weights(LLAMA_7B) == (linear + 2 * 4096) * 2
+    assert terms.captured_hidden_states(LLAMA_7B, RunShape()) == 128 * 2048 * 4096 * 2 == 2 * GIB
+    assert terms.packed_masks(LLAMA_7B) == 32 * linear // 8
+    assert terms.largest_linear(LLAMA_7B) in ((11008, 4096), (4096, 11008))
+    assert terms.weight_fp32_copy(LLAMA_7B, 4096, 11008) == 4096 * 11008 * 4
+    assert terms.column_statistics(LLAMA_7B, RunShape()) == sum((1 + 128 * 16) * width * 4
                                                                  for width in (4096, 4096, 4096, 11008))
-    assert memory.model_weights(LLAMA_7B) == (2 * 32000 * 4096 + 32 * (linear + 2 * 4096) + 4096) * 2
+    assert terms.model_weights(LLAMA_7B) == (2 * 32000 * 4096 + 32 * (linear + 2 * 4096) + 4096) * 2
 
 
 def test_constants_follow_the_code():
     from prunescope.pruning.stats import ERROR_SAMPLE_PER_SEQUENCE
 
-    assert memory.ERROR_SAMPLE_PER_SEQUENCE == ERROR_SAMPLE_PER_SEQUENCE
+    assert terms.ERROR_SAMPLE_PER_SEQUENCE == ERROR_SAMPLE_PER_SEQUENCE
 
 
 def test_every_model_of_params_has_a_config():
@@ -55,7 +55,7 @@ def test_every_model_of_params_has_a_config():
     assert set(params["models"]) <= set(shapes)
     assert "llama-2-70b" in shapes
     grouped = memory.model_shape("llama-3-8b")
-    assert (grouped.kv_heads, grouped.head_dim, memory.largest_linear(grouped)) == (8, 128, (14336, 4096))
+    assert (grouped.kv_heads, grouped.head_dim, terms.largest_linear(grouped)) == (8, 128, (14336, 4096))
     assert memory.model_shape("opt-6.7b").gated_mlp is False
 
 
@@ -65,11 +65,11 @@ def test_gemma3_uses_the_configs_head_dim_and_two_attention_masks():
     gemma = memory.model_shape("gemma3-270m")
     assert (gemma.head_dim, gemma.attention_types, gemma.tied_embeddings) == (256, 2, True)
     linear = 1024 * 640 * 2 + 256 * 640 * 2 + 3 * 2048 * 640
-    assert memory.block_weights(gemma) == (linear + 2 * 640) * 2
-    assert memory.gram_sums(gemma) == sum(
+    assert terms.block_weights(gemma) == (linear + 2 * 640) * 2
+    assert terms.gram_sums(gemma) == sum(
         (width * width + width) * 4 for width in (640, 1024, 640, 2048))
     as_if_160 = dataclasses.replace(gemma, head_size=None)
-    assert as_if_160.head_dim == 160 and memory.block_weights(as_if_160) < memory.block_weights(gemma)
+    assert as_if_160.head_dim == 160 and terms.block_weights(as_if_160) < terms.block_weights(gemma)
     run = RunShape()
     assert predict(gemma, "prune", run, "sparsegpt").gpu_bytes > predict(as_if_160, "prune", run, "sparsegpt").gpu_bytes
     capture = predict(gemma, "prune", run, "wanda").phases[0].device
@@ -87,7 +87,7 @@ def test_gemma3_uses_the_configs_head_dim_and_two_attention_masks():
 def test_configs_give_the_published_parameter_counts(name, parameters):
     """The plan's weights in parameters (biases and norms aside: within 0.05%)."""
     shape = memory.model_shape(name)
-    assert memory.model_weights(shape) / shape.dtype_bytes == pytest.approx(parameters, rel=5e-4)
+    assert terms.model_weights(shape) / shape.dtype_bytes == pytest.approx(parameters, rel=5e-4)
 
 
 @pytest.mark.parametrize("family", ["gemma3_text", "qwen2", "llama", "opt"])
@@ -223,7 +223,7 @@ def _check_within_tolerance(width: str, blocks: int, records: dict) -> None:
 def test_prune_peak_flat_in_blocks(measurements):
     """Streaming: 2 blocks' peak host memory is within one block's weights plus 10% of the 1-block peak."""
     one, two = measurements("7b", 1), measurements("7b", 2)
-    block = memory.block_weights(_shape("7b", 1))
+    block = terms.block_weights(_shape("7b", 1))
     for method in METHODS:
         difference = two[method]["prune_peak"] - one[method]["prune_peak"]
         print(f"{method}: 2 blocks - 1 block = {difference / GIB:.3f} GiB (one block {block / GIB:.3f} GiB)")

@@ -209,39 +209,48 @@ def plot_heatmap(compare_results: Sequence[dict], png_path: str, svg_path: str) 
     save_figure(fig, png_path, svg_path)
 
 
+def _curves_against_k(panels: Sequence, draw, xlabel: str, ylabel: str, empty: str, png_path: str,
+                      svg_path: str) -> None:
+    """One panel per key in `panels`, draw(ax, key) plotting its curves against K on a log-2 axis with a zero line;
+    the panels share the y label and one legend; `empty` is said when there is no panel."""
+    set_style()
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=False):
+        draw(ax, key)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel if ax is axes[0][0] else "")
+    if panels:
+        axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    else:
+        axes[0][0].text(0.5, 0.5, empty, ha="center", va="center")
+        axes[0][0].set_axis_off()
+    save_figure(fig, png_path, svg_path)
+
+
 def plot_causal_curve(causal: pd.DataFrame, png_path: str, svg_path: str) -> None:
     """Per dataset and ablation: the gold margin's change against K, matched neurons vs the random draws' mean and
     95% interval."""
-    set_style()
-    panels = sorted(set(zip(causal["dataset"], causal["ablation"], strict=True))) if len(causal) else []
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.8), squeeze=False)
-    for ax, (dataset, ablation) in zip(axes[0], panels, strict=False):
+    def draw(ax, key):
+        dataset, ablation = key
         rows = causal[(causal["dataset"] == dataset) & (causal["ablation"] == ablation)].sort_values("k")
         ax.plot(rows["k"], rows["matched_margin_change"], marker="o", label="matched neurons")
         ax.plot(rows["k"], rows["random_margin_change"], marker="s", label="random neurons (mean)")
         ax.fill_between(rows["k"], rows["random_margin_low"], rows["random_margin_high"], alpha=0.25,
                         label="random: 95% of draws")
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("neurons ablated (K)")
-        ax.set_ylabel("change of mean gold margin (nats)" if ax is axes[0][0] else "")  # the panels share it
         ax.set_title(f"{dataset}, {ablation} ablation")
-    if panels:
-        axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
-    else:
-        axes[0][0].text(0.5, 0.5, "no causal check in this grid", ha="center", va="center")
-        axes[0][0].set_axis_off()
-    save_figure(fig, png_path, svg_path)
+
+    panels = sorted(set(zip(causal["dataset"], causal["ablation"], strict=True))) if len(causal) else []
+    _curves_against_k(panels, draw, "neurons ablated (K)", "change of mean gold margin (nats)",
+                      "no causal check in this grid", png_path, svg_path)
 
 
 def plot_pairing(pairing: pd.DataFrame, png_path: str, svg_path: str) -> None:
-    """Per model, dataset and word group: the share of the words' effect carried against K, matched neurons vs
-    random (mean and 95% of draws), the other groups' matched neurons and the most salient neurons."""
-    set_style()
-    panels = sorted(set(zip(pairing["model"], pairing["dataset"], pairing["group"], strict=True))) if len(
-        pairing) else []
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.8), squeeze=False)
-    for ax, (model, dataset, group) in zip(axes[0], panels, strict=False):
+    """Per model, dataset and word group: the share of the words' effect carried against K, the group's own neurons
+    vs random (mean and 95% of draws), the other groups' and the most salient neurons."""
+    def draw(ax, key):
+        model, dataset, group = key
         rows = pairing[(pairing["model"] == model) & (pairing["dataset"] == dataset) & (pairing["group"] == group)
                        ].sort_values("k")
         ax.plot(rows["k"], rows["matched"], marker="o", label="the group's K best (ranked on the other half)")
@@ -249,17 +258,12 @@ def plot_pairing(pairing: pd.DataFrame, png_path: str, svg_path: str) -> None:
         ax.fill_between(rows["k"], rows["random_low"], rows["random_high"], alpha=0.25, label="random: 95% of draws")
         ax.plot(rows["k"], rows["other_group"].astype(float), marker="^", label="the other groups' K best")
         ax.plot(rows["k"], rows["important"], marker="v", label="most salient, same layers")
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("neurons patched (K)")
-        ax.set_ylabel("share of the words' effect carried" if ax is axes[0][0] else "")
         ax.set_title(f"{model}\n{dataset}, {group} words")
-    if panels:
-        axes[0][-1].legend(frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
-    else:
-        axes[0][0].text(0.5, 0.5, "no pairing test in this grid (nsa.matching: paper)", ha="center", va="center")
-        axes[0][0].set_axis_off()
-    save_figure(fig, png_path, svg_path)
+
+    panels = sorted(set(zip(pairing["model"], pairing["dataset"], pairing["group"], strict=True))) if len(
+        pairing) else []
+    _curves_against_k(panels, draw, "neurons patched (K)", "share of the words' effect carried",
+                      "no pairing test in this grid (nsa.matching: paper)", png_path, svg_path)
 
 
 def plot_drop_scatter(drops: pd.DataFrame, png_path: str, svg_path: str) -> None:

@@ -60,7 +60,7 @@ lock:  ## Refresh requirements/lock.txt (hash-pinned environment) from pyproject
 	cp "$$tmp/lock.txt" $(LOCK)
 
 # `make run` is a newcomer's first run: every stage (dense, magnitude, Wanda, SparseGPT, the four task categories,
-# perplexity, NSA, the reports) on the small `quick` grid, under 10 minutes on 2 CPU cores. `make study` is the whole
+# perplexity, NSA, the reports) on the small `quick` grid, about 10 minutes on 2 CPU cores. `make study` is the whole
 # study of params.yaml's grid (the embedded `mini` grid: sweeps, seeds, OWL, NSA-guided pruning), what `dvc repro`
 # reproduces and what reports/ holds. `make models` is the study on three real model families (grids.models). Each
 # grid writes its own reports folder (grids.<name>.reports) and each target ends by printing that run's summary.

@@ -42,7 +42,7 @@ def plot_accuracy_change(table: pd.DataFrame, png_path: str, svg_path: str,
     """
     set_style()
     data = table.assign(category=table["category"].astype(str),
-                        left_out=table["left_out"].fillna("").astype(str) if "left_out" in table else "")
+                        left_out=table["left_out"].astype(object).fillna("").astype(str) if "left_out" in table else "")
     if variants is not None:
         data = data[studied(data, "calibration", variants)]
     several = data.groupby(["model", "method", "pattern"])["calibration"].transform("nunique") > 1

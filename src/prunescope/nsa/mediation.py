@@ -71,9 +71,9 @@ class MediationSums:
     occurrences, |effect| (nats), per layer and neuron the first-order mediated effect and, where patched, the exact
     one with the count and the |effect| of the occurrences patched; and, not oriented, per choice index the fall of
     its log-probability among the choices when the word is occluded (the label it pushes toward: its group). Beside
-    them, the occurrences patched and, per patched (layer position, word, neuron), the examples it was patched on:
-    what a pruned model is patched on again (paired_effects); and each neuron's salience, whatever the word (the
-    pairing test's control of generally important neurons, nsa.pairing)."""
+    them, the occurrences patched, with each patched candidate's exact effect: what a pruned model is patched on
+    again (paired_effects); and each neuron's salience, whatever the word (the pairing test's control of generally
+    important neurons, nsa.pairing)."""
 
     occurrences: torch.Tensor  # (words,)
     effect: torch.Tensor  # (words,)
@@ -85,7 +85,6 @@ class MediationSums:
     salience: torch.Tensor  # (layers, width): sum over examples of |activation x d margin / d activation|, all tokens
     examples: int = 0  # the examples that added to `salience` (those with a vocabulary word)
     patched: list[Occurrence] = field(default_factory=list)
-    patched_on: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, words: int, layers: int, width: int, choices: int) -> MediationSums:
@@ -224,7 +223,6 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             sums.exact[p, word, neuron] += sign * value
             sums.exact_count[p, word, neuron] += 1
             sums.patched_effect[p, word, neuron] += abs(effect)
-            sums.patched_on.setdefault((p, word, neuron), []).append(example_index)
 
 
 def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, layers: Sequence[int]
@@ -337,6 +335,10 @@ def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Seq
     |effect| is at least effect_floor (nats), with the share, the first-order share, the mean exact and first-order
     effects per occurrence (nats), the occurrences patched of all and the examples patched on."""
     share, first_share, exact = sums.share(), sums.first_order_share(), sums.exact_mean()
+    patched_on: dict[tuple[int, int, int], list[int]] = {}  # (layer position, word, neuron): the examples
+    for occurrence in sums.patched:
+        for p, n, _ in occurrence.exact:
+            patched_on.setdefault((p, occurrence.word, n), []).append(occurrence.example)
     strong = (sums.effect / sums.occurrences.clamp_min(1) >= effect_floor)[None, :, None]
     matches = []
     for p, w, n in torch.nonzero((share >= share_floor) & strong).tolist():
@@ -351,7 +353,7 @@ def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Seq
                         "first_order": round(float(sums.first_order[p, w, n]) / count, 6),
                         "word_effect": round(float(sums.effect[w]) / count, 6),
                         "patched": int(sums.exact_count[p, w, n]), "occurrences": int(count),
-                        "examples": sums.patched_on[p, w, n]})  # where patched: a pruned model is patched there
+                        "examples": patched_on[p, w, n]})  # where patched: a pruned model is patched there
     return sorted(matches, key=lambda m: (m["word"], -m["share"], m["layer"], m["neuron"]))
 
 

@@ -210,8 +210,7 @@ def compare_variant(model: NsaModel, data: NsaData, options: NsaOptions, associa
                 for example in match["examples"]:
                     pairs.setdefault((example, index[match["word"]]), []).append(
                         (layers.index(match["layer"]), match["neuron"]))
-            occurrences = [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"])
-                           for o in info["occurrences"]]
+            occurrences = _patched_occurrences(info, layers)
             word_effects, pair_effects = paired_effects(loaded, family, examples, layers, occurrences, pairs,
                                                         options.words.batch_size, desc="pruned mediated effects")
             for match in info["matches"]:
@@ -255,6 +254,14 @@ def compare_variant(model: NsaModel, data: NsaData, options: NsaOptions, associa
     return result
 
 
+def _patched_occurrences(info: dict, layers: Sequence[int]) -> list[Occurrence]:
+    """The occurrences step 2 patched (association.json), words and layers back to indices (vocabulary, `layers`)."""
+    index = {word: i for i, word in enumerate(info["vocabulary"])}
+    return [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"],
+                       tuple((layers.index(layer), n, value) for layer, n, value in o["exact"]))
+            for o in info["occurrences"]]
+
+
 def _matched(tensors: dict[str, dict[int, torch.Tensor]], k: int) -> tuple[dict[int, torch.Tensor],
                                                                           dict[int, list[int]]]:
     """Per layer: the match scores and the neurons matched to any word (each word's k best)."""
@@ -289,13 +296,8 @@ def causal_check(model: NsaModel, data: NsaData, options: NsaOptions, dataset: s
                               causal.draws, causal.seed)
         pairing = None
         if info.get("matching") == "mediated":
-            vocabulary = info["vocabulary"]
-            index = {word: i for i, word in enumerate(vocabulary)}
             studied = sorted(tensors["association"])
-            occurrences = [Occurrence(o["example"], index[o["word"]], tuple(o["positions"]), o["effect"],
-                                      tuple((studied.index(layer), n, value) for layer, n, value in o["exact"]))
-                           for o in info["occurrences"]]
-            pairing = pairing_test(loaded, family, examples, studied, occurrences,
+            pairing = pairing_test(loaded, family, examples, studied, _patched_occurrences(info, studied),
                                    info["groups"], tensors["salience"], causal, options.words.batch_size)
     result = {"dataset": dataset, "ablate_neurons": causal.ablate, "seed": causal.seed,
               "matched_neurons": sum(map(len, matched.values())), **result, "pairing": pairing}

@@ -48,7 +48,7 @@ from prune import RANDOM_CONFIGS, calibration_ids, device_name, random_model  # 
 
 from prunescope.io import write_json  # noqa: E402
 from prunescope.models.streamed import CheckpointBlocks  # noqa: E402
-from prunescope.pruning import METHODS, apply_artifact, prune_model, save_artifact  # noqa: E402
+from prunescope.pruning import METHODS, PruneOptions, apply_artifact, prune_model, save_artifact  # noqa: E402
 
 COLUMNS = ["stage", "seconds", "full_model_seconds", "peak_gpu_bytes", "peak_rss_bytes", "note"]
 SCALED_STAGES = ("dense_forward_x2", "_prune", "_save", "_apply")  # stages whose work is per block
@@ -127,8 +127,8 @@ def prune_stages(stages: Stages, model: nn.Module, checkpoint_dir: Path, method:
     (scratch / f"{method}-blocks").mkdir()
     with stages.stage(f"{method}_prune") as record:
         checkpoint = CheckpointBlocks(checkpoint_dir, dtype, "llama", scratch / f"{method}-blocks")
-        result = prune_model(checkpoint.model, "llama", method, 0.5, "unstructured", calibration, batch_size,
-                             stages.device, {}, residence=lambda index, block, on: checkpoint.resident(
+        result = prune_model(checkpoint.model, "llama", PruneOptions(method, 0.5, batch_size=batch_size), calibration,
+                             stages.device, residence=lambda index, block, on: checkpoint.resident(
                                  index, block, on, keep_pruned))
         record["note"] = f"driver's own seconds {result.seconds:.2f}"
     with stages.stage(f"{method}_save"):

@@ -32,7 +32,7 @@ from peak_memory import peak_rss_bytes  # noqa: E402
 from prunescope.calibration.sample import load_calibration  # noqa: E402
 from prunescope.evaluation.perplexity import perplexity  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
-from prunescope.pruning import prune_model  # noqa: E402
+from prunescope.pruning import PruneOptions, prune_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = {"wanda": {"per_row_alpha": False}, "sparsegpt": {"percdamp": 0.01, "blocksize": 128}}  # params.yaml's
@@ -47,8 +47,8 @@ def prune_ours(model_dir: Path, calibration: Path, method: str, out: Path, spars
     model, _ = load_model(model_dir, "float32", torch.device("cpu"))
     ids = load_calibration(calibration)
     start = time.perf_counter()
-    prune_model(model, "llama", method, sparsity, "unstructured", ids, batch_size, torch.device("cpu"),
-                METHODS[method])
+    prune_model(model, "llama", PruneOptions(method, sparsity, method_options=METHODS[method], batch_size=batch_size),
+                ids, torch.device("cpu"))
     seconds = time.perf_counter() - start
     weights = {f"{name}.weight": module.weight.detach().contiguous() for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear) and ".layers." in name}

@@ -32,8 +32,8 @@ from storage import artifact_bytes  # noqa: E402
 
 from prunescope.calibration.sample import load_calibration  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
-from prunescope.pruning import model_weights, prune_model, save_artifact  # noqa: E402
-from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
+from prunescope.pruning import METHODS as REGISTRY  # noqa: E402
+from prunescope.pruning import PruneOptions, model_weights, prune_model, save_artifact  # noqa: E402
 
 METHODS = tuple(REGISTRY)
 SPARSITY, STRUCTURES = 0.5, ("unstructured", "2:4", "4:8")
@@ -88,8 +88,8 @@ def timed_run(model: nn.Module, method: str, structure: str, calibration: torch.
     gc.collect()
     if device.type == "cpu":
         reset_peak_memory()
-    return prune_model(fresh, model.config.model_type, method, SPARSITY, structure,
-                       calibration if REGISTRY[method].CALIBRATED else None, batch_size, device, {}), fresh
+    return prune_model(fresh, model.config.model_type, PruneOptions(method, SPARSITY, structure, batch_size=batch_size),
+                       calibration if REGISTRY[method].CALIBRATED else None, device), fresh
 
 
 def saved_bytes(result, pruned: nn.Module) -> int:

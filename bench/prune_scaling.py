@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
 from prune import METHODS, device_name  # noqa: E402
 
-from prunescope.pruning import prune_model  # noqa: E402
-from prunescope.pruning.driver import METHODS as REGISTRY  # noqa: E402
+from prunescope.pruning import METHODS as REGISTRY  # noqa: E402
+from prunescope.pruning import PruneOptions, prune_model  # noqa: E402
 
 COLUMNS = ["method", "device", "axis", "hidden_size", "nsamples", "seqlen", "size", "seconds"]
 WIDTHS = (128, 256, 512, 1024)
@@ -50,7 +50,7 @@ def fastest(method: str, hidden_size: int, nsamples: int, seqlen: int, repeats: 
     for _ in range(repeats):
         state = {name: value.clone() for name, value in model.state_dict().items()}
         start = time.perf_counter()
-        prune_model(model, "llama", method, 0.5, "unstructured", calibration, 8, device, {})
+        prune_model(model, "llama", PruneOptions(method, 0.5, batch_size=8), calibration, device)
         times.append(time.perf_counter() - start)
         model.load_state_dict(state)
     return min(times)

@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM
 
 from prunescope.models.prepare import DTYPES
 from prunescope.models.streamed import CheckpointBlocks
-from prunescope.pruning import METHODS, apply_artifact, prune_model, save_artifact
+from prunescope.pruning import METHODS, PruneOptions, apply_artifact, prune_model, save_artifact
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from peak_memory import reset_peak_memory, status_bytes  # noqa: E402
@@ -49,9 +49,9 @@ def prune_stage(folder: Path, method: str, artifact: Path, scratch: Path, args: 
     calibration = torch.randint(0, args.vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     checkpoint = CheckpointBlocks(folder, "float16", "llama", scratch)
     keep_pruned = METHODS[method].UPDATES_WEIGHTS
-    result = prune_model(checkpoint.model, "llama", method, 0.5, "unstructured",
-                         calibration if METHODS[method].CALIBRATED else None, args.batch_size, torch.device("cpu"),
-                         {}, residence=lambda index, block, on: checkpoint.resident(index, block, on, keep_pruned))
+    result = prune_model(checkpoint.model, "llama", PruneOptions(method, 0.5, batch_size=args.batch_size),
+                         calibration if METHODS[method].CALIBRATED else None, torch.device("cpu"),
+                         residence=lambda index, block, on: checkpoint.resident(index, block, on, keep_pruned))
     save_artifact(result, checkpoint.pruned_weight, artifact, {"model": "random"})
 
 

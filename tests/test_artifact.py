@@ -9,7 +9,14 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_tiny_model
 from prunescope.io import ChecksumError, read_json, read_result, sha256_file, write_json, write_result
-from prunescope.pruning import apply_artifact, model_weights, prune_model, save_artifact, write_measurements
+from prunescope.pruning import (
+    PruneOptions,
+    apply_artifact,
+    model_weights,
+    prune_model,
+    save_artifact,
+    write_measurements,
+)
 from prunescope.pruning.artifact import read_manifest, save_streamed
 
 VOCAB = 300
@@ -19,7 +26,8 @@ CALIBRATION = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manua
 def pruned(method: str, family: str = "llama", dtype: torch.dtype = torch.float32, **options):
     model = make_tiny_model(family, VOCAB).to(dtype)
     dense = copy.deepcopy(model)
-    result = prune_model(model, family, method, 0.5, "unstructured", CALIBRATION, 2, torch.device("cpu"), options)
+    result = prune_model(model, family, PruneOptions(method, 0.5, method_options=options, batch_size=2), CALIBRATION,
+                         torch.device("cpu"))
     return dense, model, result
 
 

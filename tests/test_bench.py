@@ -53,10 +53,10 @@ def test_prune_bench_covers_every_method_and_pattern(tmp_path):
 
 
 def test_storage_bench_counts_parameters_and_artifact_bytes(tiny_llama, tmp_path):
-    from prunescope.pruning import model_weights, prune_model, save_artifact
+    from prunescope.pruning import PruneOptions, model_weights, prune_model, save_artifact
 
     tiny_llama.save_pretrained(tmp_path / "models" / "tiny")
-    result = prune_model(tiny_llama, "llama", "magnitude", 0.5, "unstructured", None, 1, "cpu", {})
+    result = prune_model(tiny_llama, "llama", PruneOptions("magnitude", 0.5), None, "cpu")
     variant = tmp_path / "pruned" / "tiny" / "magnitude" / "unstructured-0.5" / "none"
     save_artifact(result, model_weights(tiny_llama), variant, {})
     storage = bench_module("storage")

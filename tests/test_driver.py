@@ -9,8 +9,9 @@ import torch
 
 from conftest import make_tiny_model
 from prunescope.models import FAMILIES, get_family
-from prunescope.pruning import prune_model, pruned_layer_names
+from prunescope.pruning import PruneOptions, prune_model, pruned_layer_names
 from prunescope.pruning.driver import _capture_block_inputs, _hidden_states, _on_device, protected_weights
+from prunescope.pruning.owl import OwlOptions
 
 VOCAB = 300
 CPU = torch.device("cpu")
@@ -95,7 +96,7 @@ def test_capture_computes_no_block_and_restores_their_forwards():
 def test_every_block_linear_pruned_exactly_and_nothing_else(family):
     model = make_tiny_model(family, VOCAB)
     dense = copy.deepcopy(model)
-    result = prune_model(model, family, "wanda", 0.5, "unstructured", calibration(), 4, CPU, {})
+    result = prune_model(model, family, PruneOptions("wanda", 0.5, batch_size=4), calibration(), CPU)
     names = pruned_layer_names(model, family)
     assert sorted(result.masks) == sorted(names) and len(names) >= 8
     modules = dict(model.named_modules())
@@ -120,8 +121,8 @@ def test_batched_driver_gives_the_same_masks_as_one_at_a_time(family, method, op
     masks = []
     for batch_size in (1, 4):
         model = make_tiny_model(family, VOCAB)
-        masks.append(prune_model(model, family, method, 0.5, "unstructured", calibration(), batch_size, CPU,
-                                 options).masks)
+        options_at = PruneOptions(method, 0.5, method_options=options, batch_size=batch_size)
+        masks.append(prune_model(model, family, options_at, calibration(), CPU).masks)
     assert masks[0].keys() == masks[1].keys()
     assert all(torch.equal(masks[0][name], masks[1][name]) for name in masks[0])
 
@@ -147,7 +148,7 @@ def test_flattened_opt_inputs_count_sequences_whatever_the_batch_size():
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "ria"])
 def test_nm_through_the_driver(method):
     model = make_tiny_model("llama", VOCAB)
-    result = prune_model(model, "llama", method, 0.5, "2:4", calibration(), 3, CPU, {})
+    result = prune_model(model, "llama", PruneOptions(method, 0.5, "2:4", batch_size=3), calibration(), CPU)
     for name in result.masks:
         mask = result.mask(name)
         assert ((~mask).reshape(mask.shape[0], -1, 4).sum(dim=-1) == 2).all(), name
@@ -160,7 +161,7 @@ def test_the_run_holds_one_bit_per_weight_and_sparsegpt_updates_in_place(method,
     holds them (save_artifact reads them from it)."""
     model = make_tiny_model("opt", VOCAB)
     dense = copy.deepcopy(model)
-    result = prune_model(model, "opt", method, 0.5, "unstructured", calibration(), 2, CPU, {})
+    result = prune_model(model, "opt", PruneOptions(method, 0.5, batch_size=2), calibration(), CPU)
     assert result.updates_weights == updates and not hasattr(result, "updated_weights")
     for layer in result.layers:
         packed, weight = result.masks[layer["name"]], model.get_submodule(layer["name"]).weight
@@ -174,32 +175,55 @@ def test_the_run_holds_one_bit_per_weight_and_sparsegpt_updates_in_place(method,
 
 def test_magnitude_without_calibration():
     model = make_tiny_model("llama", VOCAB)
-    result = prune_model(model, "llama", "magnitude", 0.5, "unstructured", None, 1, CPU, {})
+    result = prune_model(model, "llama", PruneOptions("magnitude", 0.5), None, CPU)
     assert all(layer["reconstruction_error"] is None and layer["sparsity"] == 0.5 for layer in result.layers)
-    with_data = prune_model(make_tiny_model("llama", VOCAB), "llama", "magnitude", 0.5, "unstructured",
-                            calibration(), 2, CPU, {})
+    with_data = prune_model(make_tiny_model("llama", VOCAB), "llama", PruneOptions("magnitude", 0.5, batch_size=2),
+                            calibration(), CPU)
     assert all(torch.equal(result.masks[name], with_data.masks[name]) for name in result.masks)
     assert all(layer["reconstruction_error"] > 0 for layer in with_data.layers)
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"family": "bloom"}, "supported families: llama, mistral, qwen2, opt, gpt_neox"),
-    ({"family": "opt"}, "is model family 'opt' right"),
     ({"method": "obc"}, "unknown pruning method 'obc'"),
     ({"method_options": {"alpha": 1.0}}, r"no option\(s\) \['alpha'\]"),
-    ({"calibration": None}, "needs calibration"),
     ({"structure": "2:4", "sparsity": 0.6}, "sparsity is 0.6"),
-    ({"structure": "2:4", "protected_neurons": {0: [1]}}, "unstructured sparsity only, not 2:4"),
-    ({"method_options": {"per_row_alpha": True}, "protected_neurons": {0: [1]}}, "per_row_alpha does not support"),
     ({"method_options": {"protected": None}}, r"no option\(s\) \['protected'\]"),
-    ({"protected_neurons": {2: [1]}}, "the model has 2 blocks"),
-    ({"protected_neurons": {0: [128]}}, r"protected neurons must be in \[0, 128\)"),
 ])
-def test_clear_errors(kwargs, message):
-    arguments = {"family": "llama", "method": "wanda", "sparsity": 0.5, "structure": "unstructured",
-                 "calibration": calibration(), "batch_size": 2, "device": CPU, "method_options": {}}
+def test_a_wrong_option_fails_when_the_options_are_built(kwargs, message):
+    """Before any model is loaded or run."""
+    with pytest.raises(ValueError, match=message):
+        PruneOptions(**{"method": "wanda", "sparsity": 0.5, **kwargs})
+
+
+@pytest.mark.parametrize("options,kwargs,message", [
+    ({}, {"family": "bloom"}, "supported families: llama, mistral, qwen2, opt, gpt_neox"),
+    ({}, {"family": "opt"}, "is model family 'opt' right"),
+    ({}, {"calibration": None}, "needs calibration"),
+    ({"structure": "2:4"}, {"protected_neurons": {0: [1]}}, "unstructured sparsity only, not 2:4"),
+    ({"method_options": {"per_row_alpha": True}}, {"protected_neurons": {0: [1]}}, "per_row_alpha does not support"),
+    ({}, {"protected_neurons": {2: [1]}}, "the model has 2 blocks"),
+    ({}, {"protected_neurons": {0: [128]}}, r"protected neurons must be in \[0, 128\)"),
+])
+def test_clear_errors(options, kwargs, message):
+    arguments = {"family": "llama", "calibration": calibration(), "device": CPU,
+                 "options": PruneOptions("wanda", 0.5, batch_size=2, **options)}
     with pytest.raises(ValueError, match=message):
         prune_model(make_tiny_model("llama", VOCAB), **{**arguments, **kwargs})
+
+
+PRUNING = {"calibration_batch_size": 8, "owl": {"m": 4.0, "lambda": 0.1}, "magnitude": {},
+           "wanda": {"per_row_alpha": False}, "sparsegpt": {"percdamp": 0.02, "blocksize": 64}}
+
+
+@pytest.mark.parametrize("method,pattern,expected", [
+    ("wanda", "unstructured-0.5", PruneOptions("wanda", 0.5, "unstructured", {"per_row_alpha": False}, None, 8)),
+    ("sparsegpt", "2of4-0.5", PruneOptions("sparsegpt", 0.5, "2:4", {"percdamp": 0.02, "blocksize": 64}, None, 8)),
+    ("magnitude", "owl-0.7", PruneOptions("magnitude", 0.7, "unstructured", {}, OwlOptions(4.0, 0.1), 8)),
+])
+def test_options_from_params_read_the_variant_pattern_key(method, pattern, expected):
+    """What the prune rule runs: the method's options from params.yaml's pruning section; an owl-<s> key is
+    unstructured at mean s with pruning.owl's m and lambda."""
+    assert PruneOptions.from_params(PRUNING, method, pattern) == expected
 
 
 PROTECTED_NEURONS = {0: [3, 7, 100], 1: list(range(40))}  # block 1 covers SparseGPT's whole first 32-column block
@@ -230,9 +254,10 @@ def test_protected_weights_are_the_neurons_rows_and_columns(family, linears):
 ])
 def test_protected_neurons_kept_at_equal_layer_sparsity(family, method, options):
     data = None if method == "magnitude" else calibration()
-    plain = prune_model(make_tiny_model(family, VOCAB), family, method, 0.5, "unstructured", data, 3, CPU, options)
+    options = PruneOptions(method, 0.5, method_options=options, batch_size=3)
+    plain = prune_model(make_tiny_model(family, VOCAB), family, options, data, CPU)
     model = make_tiny_model(family, VOCAB)
-    result = prune_model(model, family, method, 0.5, "unstructured", data, 3, CPU, options, PROTECTED_NEURONS)
+    result = prune_model(model, family, options, data, CPU, PROTECTED_NEURONS)
     adapter = get_family(family)
     expected = {f"{adapter.blocks_path}.{index}.{name}": mask for index, block in enumerate(adapter.blocks(model))
                 for name, mask in protected_weights(adapter, block, PROTECTED_NEURONS[index]).items()}
@@ -253,7 +278,7 @@ def test_a_model_dispatched_by_accelerate_is_refused_with_the_fix():
 
     model = dispatch_model(make_tiny_model("llama", VOCAB), device_map={"": "cpu"}, force_hooks=True)
     with pytest.raises(ValueError, match=r"not dispatched by accelerate.*load_model\(\.\.\., device='cpu'\)"):
-        prune_model(model, "llama", "wanda", 0.5, "unstructured", calibration(), 2, CPU, {})
+        prune_model(model, "llama", PruneOptions("wanda", 0.5, batch_size=2), calibration(), CPU)
 
 
 def test_a_block_goes_back_to_the_device_it_came_from(monkeypatch):

@@ -19,7 +19,14 @@ from conftest import make_tiny_model
 from prunescope.config import parse_pattern_key
 from prunescope.io import read_result, sha256_file
 from prunescope.models.prepare import load_model
-from prunescope.pruning import apply_artifact, compressed_tensors_peer, model_weights, prune_model, save_artifact
+from prunescope.pruning import (
+    PruneOptions,
+    apply_artifact,
+    compressed_tensors_peer,
+    model_weights,
+    prune_model,
+    save_artifact,
+)
 from prunescope.pruning.export import COMPRESSED_TENSORS_PYTHON, EXPORT_MANIFEST, export_variant
 from test_workflow import ROOT, snakemake, workdir_with
 
@@ -45,8 +52,8 @@ def pruned_artifact(model_dir, family: str, method: str, pattern: str, folder):
     model, _ = load_model(model_dir, "float32", CPU)
     calibration = torch.randint(0, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
     options = {"blocksize": 16} if method == "sparsegpt" else {}
-    result = prune_model(model, family, method, sparsity, structure, None if method == "magnitude" else calibration,
-                         2, CPU, options)
+    result = prune_model(model, family, PruneOptions(method, sparsity, structure, options, batch_size=2),
+                         None if method == "magnitude" else calibration, CPU)
     save_artifact(result, model_weights(model), folder, {"model": f"tiny-{family}", "method": method,
                                                          "pattern": pattern, "calibration": "none"})
     return folder

@@ -20,7 +20,14 @@ from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.prompts import Example, tokenize_words
 from prunescope.nsa.words import occurrence_attributions
-from prunescope.pruning import apply_artifact, model_weights, prune_model, pruned_layer_names, save_artifact
+from prunescope.pruning import (
+    PruneOptions,
+    apply_artifact,
+    model_weights,
+    prune_model,
+    pruned_layer_names,
+    save_artifact,
+)
 from prunescope.pruning.driver import block_linears
 from prunescope.pruning.export import export_variant
 from prunescope.pruning.owl import OwlOptions, block_sparsities, outlier_ratio
@@ -36,11 +43,12 @@ CALIBRATION = torch.randint(0, VOCAB, (4, 12), generator=torch.Generator().manua
 OPTIONS = {"sparsegpt": {"blocksize": 32}}
 
 
-def pruned(family: str, method: str, structure: str = "unstructured", model=None, **arguments):
+def pruned(family: str, method: str, structure: str = "unstructured", model=None, sparsity: float = 0.5,
+           owl: OwlOptions | None = None):
     model = make_tiny_model(family, VOCAB) if model is None else model
     calibration = None if method == "magnitude" else CALIBRATION
-    return model, prune_model(model, family, method, arguments.pop("sparsity", 0.5), structure, calibration, 2, CPU,
-                              OPTIONS.get(method, {}), **arguments)
+    options = PruneOptions(method, sparsity, structure, OPTIONS.get(method, {}), owl, batch_size=2)
+    return model, prune_model(model, family, options, calibration, CPU)
 
 
 def assert_bit_equal(expected: torch.nn.Module, actual: torch.nn.Module) -> None:
@@ -100,7 +108,7 @@ def test_streamed_pruning_writes_the_in_memory_artifact(tmp_path, family):
     folder = saved_model(family, tmp_path / "model")
     streamed_run(folder, family, "sparsegpt", "float32", tmp_path, tmp_path / "streamed")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    result = prune_model(model, family, "sparsegpt", 0.5, "unstructured", STREAMED_CALIBRATION, 2, CPU, {})
+    result = prune_model(model, family, PruneOptions("sparsegpt", 0.5, batch_size=2), STREAMED_CALIBRATION, CPU)
     save_artifact(result, model_weights(model), tmp_path / "in_memory", {"model": "tiny"})
     assert artifact_bytes(tmp_path / "streamed") == artifact_bytes(tmp_path / "in_memory")
 

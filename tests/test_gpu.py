@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import input_devices, make_tiny_model
-from prunescope.pruning import METHODS, prune_model, sparsegpt
+from prunescope.pruning import METHODS, PruneOptions, prune_model, sparsegpt
 from prunescope.pruning.stats import InputStats
 
 VOCAB = 300
@@ -54,11 +54,10 @@ def pruned_per_group(mask: torch.Tensor, method: str, structure: str) -> tuple[t
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_half_precision_pruning_is_exact_and_agrees_with_fp32_up_to_ties(method, structure, dtype, device):
     half = make_tiny_model("llama", VOCAB).to(dtype)
-    options = OPTIONS.get(method, {})
-    reference = prune_model(copy.deepcopy(half).float(), "llama", method, 0.5, structure, CALIBRATION, 4, "cpu",
-                            options)
+    options = PruneOptions(method, 0.5, structure, OPTIONS.get(method, {}), batch_size=4)
+    reference = prune_model(copy.deepcopy(half).float(), "llama", options, CALIBRATION, "cpu")
     with input_devices(half) as seen:
-        result = prune_model(half, "llama", method, 0.5, structure, CALIBRATION, 4, device, options)
+        result = prune_model(half, "llama", options, CALIBRATION, device)
     assert seen == {device}
     assert result.masks.keys() == reference.masks.keys() and len(result.masks) == 14
     for name in result.masks:
@@ -73,7 +72,7 @@ def test_half_precision_pruning_is_exact_and_agrees_with_fp32_up_to_ties(method,
 
 RERUN = """import json, os, sys, torch
 from conftest import input_devices, make_tiny_model
-from prunescope.pruning import model_weights, prune_model, save_artifact
+from prunescope.pruning import PruneOptions, model_weights, prune_model, save_artifact
 from prunescope.runlog import job_device
 
 device = job_device(1)
@@ -83,7 +82,8 @@ for method, options in json.loads(sys.argv[2]).items():
         model = make_tiny_model("llama", 300).to(torch.float16)
         calibration = torch.randint(0, 300, (8, 32), generator=torch.Generator().manual_seed(0))
         with input_devices(model) as seen:
-            result = prune_model(model, "llama", method, 0.5, structure, calibration, 4, device, options)
+            result = prune_model(model, "llama", PruneOptions(method, 0.5, structure, options, batch_size=4),
+                                 calibration, device)
         assert seen == {device.type}, seen
         folder = f"{out}/{method}-{structure.replace(':', 'of')}"
         save_artifact(result, model_weights(model), folder, {"base_model": "tiny"})

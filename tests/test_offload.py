@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from conftest import make_tiny_model
 from prunescope.calibration.sample import save_calibration
 from prunescope.config import ParamsError, validate_params
-from prunescope.evaluation import evaluate_variant
+from prunescope.evaluation import EvaluationOptions, PerplexityOptions, VariantModel, evaluate_variant
 from prunescope.evaluation.perplexity import perplexity_variant
 from prunescope.evaluation.scoring import SharedContextLM
 from prunescope.evaluation.tasks import build_task
@@ -36,7 +36,14 @@ from prunescope.nsa.answers import mean_embedding, score_examples
 from prunescope.nsa.causal import causal_curve
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.words import ATTRIBUTIONS, occurrence_attributions
-from prunescope.pruning import apply_artifact, model_weights, prune_model, save_artifact, write_pruned_checkpoint
+from prunescope.pruning import (
+    PruneOptions,
+    apply_artifact,
+    model_weights,
+    prune_model,
+    save_artifact,
+    write_pruned_checkpoint,
+)
 from test_config import PARAMS
 from test_evaluation import TEMPLATE, make_records, write_dataset
 from test_nsa import _tiny_examples
@@ -67,7 +74,7 @@ def saved_model(folder, tokenizer, tied: bool):
 def magnitude_artifact(model_dir, folder):
     """Magnitude pruning at 50% of the saved model: a real artifact, as the prune rule writes it."""
     model, _ = load_model(model_dir, "float32", CPU)
-    result = prune_model(model, "llama", "magnitude", 0.5, "unstructured", None, 1, CPU, {})
+    result = prune_model(model, "llama", PruneOptions("magnitude", 0.5), None, CPU)
     save_artifact(result, model_weights(model), folder, {"base_model": "tiny-llama"})
     return folder
 
@@ -255,8 +262,10 @@ def test_evaluate_variant_writes_the_same_bytes_offloaded(model_dir, artifact_di
     for pruned_dir in (None, artifact_dir):
         for settings in (None, offload(tmp_path)):
             out = tmp_path / "demo.json"  # one path: the result records where it was written
-            evaluate_variant(str(model_dir), "float32", pruned_dir, ["demo"], ["sentiment"], [tmp_path / "task"],
-                             [out], 4, 0, CPU, {"model": "tiny"}, {}, settings)
+            evaluate_variant(VariantModel(str(model_dir), "float32", pruned_dir, settings),
+                             EvaluationOptions(batch_size=4, bootstrap_iters=0, params={}), datasets=["demo"],
+                             categories=["sentiment"], task_dirs=[tmp_path / "task"], out_paths=[out], device=CPU,
+                             labels={"model": "tiny"})
             written[pruned_dir, settings is None] = out.read_bytes()
         assert written[pruned_dir, True] == written[pruned_dir, False]
     assert json.loads(written[artifact_dir, True])["metrics"]["n"] == 12
@@ -274,8 +283,10 @@ def test_perplexity_variant_writes_the_same_bytes_offloaded(model_dir, artifact_
     for pruned_dir in (None, artifact_dir):
         for settings in (None, offload(tmp_path)):
             out = tmp_path / "demo.json"
-            perplexity_variant(str(model_dir), "float32", pruned_dir, ["demo"], [str(tmp_path / "windows.safetensors")],
-                               [str(out)], 2, CPU, {"model": "tiny"}, {}, settings)
+            perplexity_variant(VariantModel(str(model_dir), "float32", pruned_dir, settings),
+                               PerplexityOptions(batch_size=2, params={}), sources=["demo"],
+                               window_paths=[str(tmp_path / "windows.safetensors")], out_paths=[str(out)], device=CPU,
+                               labels={"model": "tiny"})
             written[pruned_dir, settings is None] = out.read_bytes()
         assert written[pruned_dir, True] == written[pruned_dir, False]
     dense, pruned = (json.loads(written[key, True])["metrics"]["perplexity"] for key in (None, artifact_dir))
@@ -312,7 +323,8 @@ def test_a_pruned_checkpoint_is_the_pruned_model_written_one_block_at_a_time(sav
     if method == "sparsegpt":  # kept values too, not only masks
         model, _ = load_model(model_dir, "float32", CPU)
         calibration = torch.randint(0, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
-        result = prune_model(model, "llama", "sparsegpt", 0.5, "unstructured", calibration, 2, CPU, {"blocksize": 16})
+        options = PruneOptions("sparsegpt", 0.5, method_options={"blocksize": 16}, batch_size=2)
+        result = prune_model(model, "llama", options, calibration, CPU)
         artifact = tmp_path / "sparsegpt"
         save_artifact(result, model_weights(model), artifact, {"base_model": "tiny-llama"})
     written = []

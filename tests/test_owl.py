@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from prunescope.pruning import prune_model
+from prunescope.pruning import PruneOptions, prune_model
 from prunescope.pruning.owl import OwlOptions, block_sparsities, outlier_ratio
 
 VOCAB = 300
@@ -43,8 +43,8 @@ def planted_outlier_model():
 
 def test_a_planted_outlier_block_gets_the_lower_sparsity_and_the_mean_stays_s():
     model = planted_outlier_model()
-    result = prune_model(model, "llama", "wanda", 0.7, "unstructured", CALIBRATION, 2, "cpu", {},
-                         owl=OwlOptions(m=5.0, lam=0.08))
+    result = prune_model(model, "llama", PruneOptions("wanda", 0.7, owl=OwlOptions(m=5.0, lam=0.08), batch_size=2),
+                         CALIBRATION, "cpu")
     owl = result.layer_sparsity
     assert owl["kind"] == "owl" and owl["m"] == 5.0 and owl["lambda"] == 0.08
     assert owl["blocks"] == pytest.approx([0.78, 0.62])  # two equal blocks: s + lambda and s - lambda
@@ -60,17 +60,17 @@ def test_a_planted_outlier_block_gets_the_lower_sparsity_and_the_mean_stays_s():
 
 
 def test_uniform_is_the_default_and_unchanged():
-    plain = prune_model(make_tiny_model("llama", VOCAB), "llama", "magnitude", 0.7, "unstructured", CALIBRATION, 2,
-                        "cpu", {})
+    plain = prune_model(make_tiny_model("llama", VOCAB), "llama", PruneOptions("magnitude", 0.7, batch_size=2),
+                        CALIBRATION, "cpu")
     assert plain.layer_sparsity == {"kind": "uniform"}
     assert all(layer["sparsity"] == pytest.approx(0.7, abs=0.01) for layer in plain.layers)
-    owl = prune_model(planted_outlier_model(), "llama", "magnitude", 0.7, "unstructured", CALIBRATION, 2, "cpu", {},
-                      owl=OwlOptions())
+    owl = prune_model(planted_outlier_model(), "llama", PruneOptions("magnitude", 0.7, owl=OwlOptions(), batch_size=2),
+                      CALIBRATION, "cpu")
     assert owl.layer_sparsity["blocks"][1] < 0.7 < owl.layer_sparsity["blocks"][0]  # any method, magnitude too
 
 
 @pytest.mark.parametrize("structure,calibration", [("2:4", CALIBRATION), ("unstructured", None)])
 def test_owl_needs_unstructured_sparsity_and_calibration(structure, calibration):
     with pytest.raises(ValueError, match="OWL layer sparsity needs unstructured sparsity .* and calibration data"):
-        prune_model(make_tiny_model("llama", VOCAB), "llama", "magnitude", 0.5, structure, calibration, 2, "cpu", {},
-                    owl=OwlOptions())
+        prune_model(make_tiny_model("llama", VOCAB), "llama",
+                    PruneOptions("magnitude", 0.5, structure, owl=OwlOptions(), batch_size=2), calibration, "cpu")

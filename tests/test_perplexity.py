@@ -22,9 +22,10 @@ from prunescope.calibration.sample import (
 )
 from prunescope.calibration.text import CalibrationTextError, download_hub_documents, extract_gensim_text
 from prunescope.config import ParamsError, validate_params
+from prunescope.evaluation import PerplexityOptions, VariantModel
 from prunescope.evaluation.perplexity import WINDOWS_RULE, perplexity, perplexity_variant
 from prunescope.io import read_jsonl, read_result
-from prunescope.pruning import model_weights, prune_model, save_artifact
+from prunescope.pruning import PruneOptions, model_weights, prune_model, save_artifact
 from prunescope.pruning.artifact import pruning_record, read_manifest
 from prunescope.reporting.perplexity import (
     correlation_table,
@@ -228,9 +229,11 @@ def test_perplexity_job_writes_one_result_per_source_with_labels_and_params(tiny
     save_calibration(windows[:2], paths[1], {"source": "b"})
     outs = [tmp_path / "out" / f"{name}.json" for name in ("a", "b")]
     params = {"perplexity": {"seqlen": 24, "windows": 5, "batch_size": 2}}
-    perplexity_variant(str(tmp_path / "model"), "float32", None, ["a", "b"], [str(p) for p in paths],
-                       [str(o) for o in outs], 2, torch.device("cpu"),
-                       {"method": "dense", "pattern": "none", "calib": "none", "model": "tiny"}, params)
+    perplexity_variant(VariantModel(str(tmp_path / "model"), "float32"),
+                       PerplexityOptions.from_params(params["perplexity"]), sources=["a", "b"],
+                       window_paths=[str(p) for p in paths], out_paths=[str(o) for o in outs],
+                       device=torch.device("cpu"),
+                       labels={"method": "dense", "pattern": "none", "calib": "none", "model": "tiny"})
     first = read_result(outs[0], "perplexity")
     assert first["source"] == "a" and first["method"] == "dense" and first["params"] == params
     assert "pruning" not in first and first["environment"]["device"] == "cpu"
@@ -248,13 +251,15 @@ def test_a_pruned_variant_is_scored_with_its_artifact_and_records_its_pruning(ti
     tiny_llama.save_pretrained(tmp_path / "model")
     tiny_tokenizer.save_pretrained(tmp_path / "model")
     model = copy.deepcopy(tiny_llama)
-    result = prune_model(model, "llama", "magnitude", 0.5, "unstructured", None, 2, torch.device("cpu"), {})
+    result = prune_model(model, "llama", PruneOptions("magnitude", 0.5), None, torch.device("cpu"))
     save_artifact(result, model_weights(model), tmp_path / "artifact", {"base_model": "tiny"})
     save_calibration(windows, tmp_path / "w.safetensors", {"source": "a"})
     params = {"perplexity": {"seqlen": 24, "windows": 5, "batch_size": 4}}
-    perplexity_variant(str(tmp_path / "model"), "float32", str(tmp_path / "artifact"), ["a"],
-                       [str(tmp_path / "w.safetensors")], [str(tmp_path / "a.json")], 4, torch.device("cpu"),
-                       {"model": "tiny", "method": "magnitude", "pattern": "unstructured-0.5", "calib": "none"}, params)
+    perplexity_variant(VariantModel(str(tmp_path / "model"), "float32", str(tmp_path / "artifact")),
+                       PerplexityOptions.from_params(params["perplexity"]), sources=["a"],
+                       window_paths=[str(tmp_path / "w.safetensors")], out_paths=[str(tmp_path / "a.json")],
+                       device=torch.device("cpu"),
+                       labels={"model": "tiny", "method": "magnitude", "pattern": "unstructured-0.5", "calib": "none"})
     written = read_result(tmp_path / "a.json", "perplexity")
     assert written["pruning"] == pruning_record(read_manifest(tmp_path / "artifact"))
     assert written["metrics"]["perplexity"] == pytest.approx(perplexity(model, windows, 2)["perplexity"], rel=1e-6)

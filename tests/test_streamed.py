@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from conftest import make_tiny_model
 from prunescope.models import FAMILIES, get_family
 from prunescope.models.streamed import CheckpointBlocks
-from prunescope.pruning import METHODS, model_weights, prune_model, save_artifact
+from prunescope.pruning import METHODS, PruneOptions, model_weights, prune_model, save_artifact
 
 VOCAB = 300
 CPU = torch.device("cpu")
@@ -41,8 +41,8 @@ def streamed_run(model_dir, family, method, dtype, scratch, out, structure="unst
             watch(checkpoint.model)
         return checkpoint.resident(index, block, device, keep)
 
-    result = prune_model(checkpoint.model, family, method, 0.5, structure,
-                         None if method == "magnitude" else CALIBRATION, 2, CPU, {}, protected, residence)
+    result = prune_model(checkpoint.model, family, PruneOptions(method, 0.5, structure, batch_size=2),
+                         None if method == "magnitude" else CALIBRATION, CPU, protected, residence)
     save_artifact(result, checkpoint.pruned_weight, out, {"model": "tiny"})
     return checkpoint
 
@@ -62,8 +62,8 @@ def test_streamed_pruning_writes_the_in_memory_artifact_byte_for_byte(tmp_path, 
     assert (folder / "model.safetensors.index.json").exists() == (shards == "100KB")
     streamed_run(folder, family, method, dtype, tmp_path / ".", tmp_path / "streamed", structure)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()  # all in memory (load_model)
-    result = prune_model(model, family, method, 0.5, structure, None if method == "magnitude" else CALIBRATION, 2,
-                         CPU, {})
+    result = prune_model(model, family, PruneOptions(method, 0.5, structure, batch_size=2),
+                         None if method == "magnitude" else CALIBRATION, CPU)
     save_artifact(result, model_weights(model), tmp_path / "in_memory", {"model": "tiny"})
     written = artifact_bytes(tmp_path / "streamed")
     assert ("weights.safetensors" in written) == METHODS[method].UPDATES_WEIGHTS
@@ -75,7 +75,7 @@ def test_nsa_guided_streamed_pruning_matches_in_memory(tmp_path):
     folder = saved_model("llama", tmp_path / "model")
     streamed_run(folder, "llama", "wanda", "float32", tmp_path, tmp_path / "streamed", protected=protected)
     model = make_tiny_model("llama", VOCAB)
-    result = prune_model(model, "llama", "wanda", 0.5, "unstructured", CALIBRATION, 2, CPU, {}, protected)
+    result = prune_model(model, "llama", PruneOptions("wanda", 0.5, batch_size=2), CALIBRATION, CPU, protected)
     save_artifact(result, model_weights(model), tmp_path / "in_memory", {"model": "tiny"})
     assert artifact_bytes(tmp_path / "streamed") == artifact_bytes(tmp_path / "in_memory")
 

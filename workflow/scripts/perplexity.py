@@ -1,12 +1,13 @@
-from prunescope.config import perplexity_params
+from prunescope.evaluation import PerplexityOptions, VariantModel
 from prunescope.evaluation.perplexity import perplexity_variant
 from prunescope.runlog import job_device, job_log
 
 with job_log(snakemake.log[0]):
     p = snakemake.params
     perplexity_variant(
-        model_dir=snakemake.input.model, dtype=p.model_spec["dtype"], pruned_dir=snakemake.input.get("pruned"),
+        VariantModel(snakemake.input.model, p.model_spec["dtype"], snakemake.input.get("pruned"),
+                     snakemake.config["offload"]),
+        PerplexityOptions.from_params(p.perplexity),
         sources=p.sources, window_paths=snakemake.input.windows, out_paths=snakemake.output,
-        batch_size=p.perplexity["batch_size"], device=job_device(snakemake.threads),
-        labels={"method": "dense", "pattern": "none", "calib": "none", **dict(snakemake.wildcards)},
-        params=perplexity_params(p.perplexity), offload=snakemake.config["offload"])
+        device=job_device(snakemake.threads),
+        labels={"method": "dense", "pattern": "none", "calib": "none", **dict(snakemake.wildcards)})

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from prunescope.calibration.sample import load_calibration
+from prunescope.evaluation.options import PerplexityOptions, VariantModel
 from prunescope.evaluation.variant import variant_provenance
 from prunescope.io import sha256_file, write_result
-from prunescope.models.offload import input_device, loaded_model
+from prunescope.models.offload import input_device
 
 logger = logging.getLogger(__name__)
 WINDOWS_RULE = "perplexity_windows"
@@ -41,16 +42,16 @@ def perplexity(model: torch.nn.Module, windows: torch.LongTensor, batch_size: in
             "windows": windows.shape[0], "seqlen": windows.shape[1]}
 
 
-def perplexity_variant(model_dir: str, dtype: str, pruned_dir: str | None, sources: Sequence[str],
-                       window_paths: Sequence[str], out_paths: Sequence[str], batch_size: int, device: torch.device,
-                       labels: dict, params: dict, offload: Mapping | None = None) -> None:
+def perplexity_variant(model: VariantModel, options: PerplexityOptions, *, sources: Sequence[str],
+                       window_paths: Sequence[str], out_paths: Sequence[str], device: torch.device,
+                       labels: dict) -> None:
     """Perplexity of the dense model, or of a pruned variant, on every source's windows: one result per source, with
-    the labels, params and provenance (pruning options, environment) that evaluation results carry."""
-    provenance = variant_provenance(pruned_dir, device)
+    the labels, options.params and provenance (pruning options, environment) that evaluation results carry."""
+    provenance = variant_provenance(model.pruned_dir, device)
     windows = [load_calibration(path, WINDOWS_RULE) for path in window_paths]
-    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, _tokenizer):  # already on `device`
-        scores = [perplexity(model, ids, batch_size) for ids in windows]
+    with model.loaded(device) as (loaded, _tokenizer):  # already on `device`
+        scores = [perplexity(loaded, ids, options.batch_size) for ids in windows]
     for source, path, score, out_path in zip(sources, window_paths, scores, out_paths, strict=True):
         logger.info("%s: perplexity %.3f over %d tokens", source, score["perplexity"], score["tokens"])
-        write_result(out_path, {**labels, "source": source, "metrics": score, "params": params, **provenance,
+        write_result(out_path, {**labels, "source": source, "metrics": score, "params": options.params, **provenance,
                                 "inputs": {"windows_sha256": sha256_file(path)}})

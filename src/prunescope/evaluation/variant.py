@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from prunescope.evaluation.harness import environment_info, evaluate_tasks
+from prunescope.evaluation.options import EvaluationOptions, VariantModel
 from prunescope.evaluation.tasks import DATA_FILE, task_name
 from prunescope.io import sha256_file, write_result
-from prunescope.models.offload import loaded_model
 from prunescope.pruning.artifact import pruning_record, read_manifest
 
 
@@ -21,25 +21,23 @@ def variant_provenance(pruned_dir: str | None, device: torch.device) -> dict:
     return {**pruning, "environment": environment_info(str(device))}
 
 
-def evaluate_variant(model_dir: str, dtype: str, pruned_dir: str | None, datasets: Sequence[str],
-                     categories: Sequence[str], task_dirs: Sequence[str], out_paths: Sequence[str], batch_size: int,
-                     bootstrap_iters: int, device: torch.device, labels: dict, params: dict,
-                     offload: Mapping | None = None) -> None:
+def evaluate_variant(model: VariantModel, options: EvaluationOptions, *, datasets: Sequence[str],
+                     categories: Sequence[str], task_dirs: Sequence[str], out_paths: Sequence[str],
+                     device: torch.device, labels: dict) -> None:
     """Score the dense model, or the dense model with a pruning artifact applied, on every given dataset.
 
-    Each result embeds the labels and params that made it, and for a pruned variant the options it was pruned with
-    (pruning_record), so aggregation can refuse stale results; and
-    metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples. offload:
-    params.yaml offload, for a model larger than the device (models.offload).
+    Each result embeds the labels and options.params that made it, and for a pruned variant the options it was
+    pruned with (pruning_record), so aggregation can refuse stale results; and
+    metrics.per_example, each example's 0/1 acc and acc_norm, which the reports' bootstrap resamples.
     """
-    provenance = variant_provenance(pruned_dir, device)
+    provenance = variant_provenance(model.pruned_dir, device)
     names = [task_name(dataset) for dataset in datasets]
-    with loaded_model(model_dir, dtype, device, offload, pruned_dir) as (model, tokenizer):
-        scores = evaluate_tasks(model, tokenizer, dict(zip(names, task_dirs, strict=True)), batch_size,
-                                bootstrap_iters, str(device))
+    with model.loaded(device) as (loaded, tokenizer):
+        scores = evaluate_tasks(loaded, tokenizer, dict(zip(names, task_dirs, strict=True)), options.batch_size,
+                                options.bootstrap_iters, str(device))
     for dataset, name, category, task_dir, out_path in zip(datasets, names, categories, task_dirs, out_paths,
                                                            strict=True):
         write_result(out_path, {
-            **labels, "dataset": dataset, "category": category, "metrics": scores[name], "params": params,
+            **labels, "dataset": dataset, "category": category, "metrics": scores[name], "params": options.params,
             **provenance, "inputs": {"task_data_sha256": sha256_file(Path(task_dir) / DATA_FILE)},
         }, inline_int_lists=True)

@@ -11,14 +11,12 @@ statistics, pruned, and run again to feed its pruned outputs to the next block.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
 import resource
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -26,15 +24,13 @@ from torch import nn
 from tqdm import tqdm
 
 from prunescope.models.families import Family, get_family
-from prunescope.pruning import magnitude, ria, sparsegpt, wanda
-from prunescope.pruning.masks import LayerPruning, check_protection, pack_mask, parse_structure, unpack_mask
-from prunescope.pruning.owl import OwlOptions, block_sparsities, outlier_ratio
+from prunescope.pruning.masks import LayerPruning, check_protection, pack_mask, unpack_mask
+from prunescope.pruning.options import METHODS, PruneOptions
+from prunescope.pruning.owl import REQUIREMENTS, OwlOptions, block_sparsities, outlier_ratio
 from prunescope.pruning.stats import InputStats, collect_inputs
 from prunescope.pruning.wanda import wanda_scores
 
 logger = logging.getLogger(__name__)
-
-METHODS: dict[str, ModuleType] = {"magnitude": magnitude, "wanda": wanda, "sparsegpt": sparsegpt, "ria": ria}
 
 
 @dataclass
@@ -75,21 +71,20 @@ class _StopForward(Exception):
     """Raised by the capture recorder once the last block's arguments are recorded."""
 
 
-def prune_model(model: nn.Module, family: str, method: str, sparsity: float, structure: str,
-                calibration: torch.Tensor | None, batch_size: int, device: torch.device | str,
-                method_options: Mapping[str, Any],
-                protected_neurons: Mapping[int, Sequence[int]] | None = None,
-                residence: Residence | None = None, owl: OwlOptions | None = None) -> PruneResult:
-    """Prune every Linear of the decoder blocks in place; embeddings and lm_head are never touched.
+def prune_model(model: nn.Module, family: str, options: PruneOptions, calibration: torch.Tensor | None,
+                device: torch.device | str, protected_neurons: Mapping[int, Sequence[int]] | None = None,
+                residence: Residence | None = None) -> PruneResult:
+    """Prune every Linear of the decoder blocks in place, as `options` say; embeddings and lm_head are never
+    touched.
 
     protected_neurons ({block index: MLP intermediate neurons}, NSA-guided pruning) exempts those neurons' weights
     (protected_weights) from pruning; each Linear still loses as many weights as without protection.
     residence(index, block, device) brings one block onto the device for its turn: by default it moves the block
     of an in-memory model there and back; models.streamed.CheckpointBlocks.resident reads it from the checkpoint.
-    owl sets each block's sparsity from its outlier ratio (pruning/owl.py), a dense pass over the blocks first.
+    options.owl sets each block's sparsity from its outlier ratio (pruning/owl.py), a dense pass over the blocks first.
     """
-    prune_layer = _method(method, method_options)
-    nm = parse_structure(structure, sparsity)
+    method, sparsity, structure, owl = options.method, options.sparsity, options.structure, options.owl
+    batch_size, nm, prune_layer = options.batch_size, options.nm, options.layer_pruning()
     adapter = get_family(family)
     device = torch.device(device)
     check_protection(nm, protected_neurons)
@@ -99,14 +94,13 @@ def prune_model(model: nn.Module, family: str, method: str, sparsity: float, str
                          f"{n_blocks} blocks")
     if calibration is None and METHODS[method].CALIBRATED:
         raise ValueError(f"method {method!r} needs calibration data")
-    if owl is not None and (nm is not None or calibration is None):
-        raise ValueError("OWL layer sparsity needs unstructured sparsity (N:M fixes every group's count) and "
-                         f"calibration data (its outlier ratios are Wanda scores); got {structure}"
-                         f"{'' if calibration is not None else ' without calibration'}")
+    if owl is not None and calibration is None:
+        raise ValueError(f"{REQUIREMENTS}; got {structure} without calibration")
     if any(hasattr(module, "_hf_hook") for module in model.modules()):
         raise ValueError("prune_model needs the model in host memory, not dispatched by accelerate (device_map): "
                          "load it with load_model(..., device='cpu'); the driver moves one block at a time")
-    result = PruneResult(method, family, sparsity, structure, dict(method_options), METHODS[method].UPDATES_WEIGHTS)
+    result = PruneResult(method, family, sparsity, structure, dict(options.method_options),
+                         METHODS[method].UPDATES_WEIGHTS)
     residence = residence or (lambda index, block, device: _on_device(block, device))
     if device.type == "cuda":
         torch.cuda.init()  # the peak counters of a device exist only once CUDA is initialised
@@ -175,19 +169,6 @@ def pruned_layer_names(model: nn.Module, family: str) -> list[str]:
     adapter = get_family(family)
     return [f"{adapter.blocks_path}.{index}.{name}"
             for index, block in enumerate(adapter.blocks(model)) for name in block_linears(block)]
-
-
-def _method(method: str, options: Mapping[str, Any]) -> Callable[..., LayerPruning]:
-    """The method's prune_layer with its options bound; unknown names are a clear error."""
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; supported: {', '.join(METHODS)}")
-    prune_layer = METHODS[method].prune_layer
-    allowed = [name for name in list(inspect.signature(prune_layer).parameters)[4:] if name != "protected"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"method {method!r} has no option(s) {unknown}; its options are {allowed or 'none'}")
-    return lambda weight, stats, sparsity, nm, protected: prune_layer(weight, stats, sparsity, nm, **options,
-                                                                      protected=protected)
 
 
 def _prune_linear(name: str, layer: nn.Linear, pruned: LayerPruning, stats: InputStats | None,

@@ -13,6 +13,10 @@ from typing import NamedTuple
 
 import torch
 
+# why a run with OWL must prune unstructured, with calibration data (PruneOptions and prune_model check each part)
+REQUIREMENTS = ("OWL layer sparsity needs unstructured sparsity (N:M fixes every group's count) and calibration data "
+                "(its outlier ratios are Wanda scores)")
+
 
 class OwlOptions(NamedTuple):
     """M (outlier threshold, in multiples of the block's mean score) and lambda (the half-width of the range)."""

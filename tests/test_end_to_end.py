@@ -30,7 +30,7 @@ PATTERNS = ["unstructured-0.5", "2of4-0.5"]
 pytestmark = pytest.mark.e2e
 # `make test` runs pytest-xdist with --dist loadscope: the module's own tests run on one worker (the first of them
 # builds the shared run, see finished_run) and the class TestOnClones on the other, so that after the run the two
-# halves of the time (SLURM and the report; kill/resume, DVC and task-derived calibration) run side by side.
+# halves of the time (SLURM, kill/resume and the report; DVC and task-derived calibration) run side by side.
 # conftest hands the module's tests out first and the class last (XDIST_ORDER), so that the other worker runs the
 # unit tests while the run is being built. No test changes the shared run: those that rebuild or add outputs work
 # on a clone_run.
@@ -86,9 +86,9 @@ def shrunk_params() -> dict:
     mini["calibration"].update(sources=["gensim_wiki"], nsamples=4, seqlen=64, seeds=[0])
     mini["sweeps"] = {"methods": ["wanda"], "sparsities": [0.3], "nsamples": [2], "seqlens": [32]}
     mini["owl"] = {"methods": ["magnitude"], "sparsities": [0.5]}  # one extra variant: owl-0.5 (calibrated)
-    mini["nsa_datasets"], mini["nsa_examples"] = ["movie_reviews"], 6
-    params["nsa"].update(min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=4,
-                         random_draws=2)
+    mini["nsa_datasets"], mini["nsa_examples"] = ["movie_reviews"], 4
+    params["nsa"].update(min_count=1, layers=[0, 15, 29], epochs=100, ablate_neurons=4, random_draws=2, candidates=4,
+                         pairing_occurrences=4)
     params["pruning"]["calibration_batch_size"] = 2
     params["evaluation"]["batch_size"] = 8
     params["perplexity"].update(seqlen=64, windows=2, batch_size=2)
@@ -227,7 +227,7 @@ def test_nsa_finds_words_and_neurons_and_compares_every_variant(finished_run):
     assert len(example["tokens"]) == len(example["dense"]) == len(example["pruned"]) and example["key_tokens"]
     assert all(pair["importance"] > 0 for pair in association["matches"])  # matched: carries the word and matters
     causal = json.loads((nsa / "causal.json").read_text())
-    assert causal["examples"] == 6 and causal["draws"] == 2
+    assert causal["examples"] == 4 and causal["draws"] == 2
     assert [(p["k"], p["ablation"]) for p in causal["curve"]] == [(k, a) for k in (1, 2, 4) for a in ("zero", "mean")]
     assert all(sum(map(len, p["matched"].values())) == p["k"] for p in causal["curve"])
     assert causal["pairing"] and all(  # the pairing test: every matched group, K up to ablate_neurons
@@ -479,6 +479,41 @@ def test_slurm_reports_a_failed_job_keeps_the_others_and_a_rerun_finishes(finish
             for path in sorted((workdir / task).rglob("*")) if path.is_file()} == task_before
 
 
+def test_a_killed_run_resumes_and_gives_byte_identical_results(finished_run, tmp_path):
+    """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune
+    job: no partial output survives; after `snakemake --unlock` (a killed Snakemake cannot remove its directory
+    lock) the same command finishes, the masks, manifest and results equal the uninterrupted run's bytes, and
+    Snakemake's records are whole again (nothing left to do). On a clone of the finished run with one variant's
+    outputs deleted: only that variant is pruned and scored again, and the shared run stays as it was."""
+    variant = "smollm2-135m/sparsegpt/2of4-0.5/gensim_wiki-raw-n4-l64-s0"
+    before = outputs_of(finished_run, [variant])
+    workdir = clone_run(finished_run, tmp_path / "run")
+    remove_outputs(workdir, [variant])
+    log = workdir / f"logs/prune/{variant}.log"
+    log.unlink()
+    targets = [f"results/eval/{variant}/{dataset}.json" for dataset in DATASETS]
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+               "--cores", "2", *targets]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "block" in log.read_text()):  # the driver is pruning blocks
+            assert run.poll() is None and time.monotonic() < deadline, "the prune job never started"
+            time.sleep(0.2)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    pruned_parent = (workdir / "results/pruned" / variant).parent
+    assert not (workdir / "results/pruned" / variant).exists()
+    assert not (workdir / "results/eval" / variant).exists()
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2", *targets)
+    assert not [path.name for path in pruned_parent.iterdir() if path.name.startswith(".")]  # no temp left
+    assert outputs_of(workdir, [variant]) == before
+    plan = snakemake(workdir, "--cores", "1", "--dry-run", *targets)
+    assert "Nothing to be done" in plan.stdout + plan.stderr
+
+
 class TestOnClones:
     """The tests that rebuild outputs, each on a clone of the finished run (pytest-xdist: on the other worker)."""
 
@@ -502,40 +537,6 @@ class TestOnClones:
         assert set(task) == set(wiki) == set(DATASETS)
         assert task["strategyqa"]["embedding_cosine"] > wiki["strategyqa"]["embedding_cosine"]
         assert task["strategyqa"]["vocab_coverage"] > wiki["strategyqa"]["vocab_coverage"]
-
-    def test_a_killed_run_resumes_and_gives_byte_identical_results(self, finished_run, tmp_path):
-        """SIGKILL the whole run (Snakemake and its job, as a lost node or power cut would) in the middle of a prune
-        job: no partial output survives; after `snakemake --unlock` (a killed Snakemake cannot remove its directory
-        lock) the same command finishes, the masks, manifest and results equal the uninterrupted run's bytes, and
-        Snakemake's records are whole again (nothing left to do). On a clone of the finished run with one variant's
-        outputs deleted: only that variant is pruned and scored again, and the shared run stays as it was."""
-        variant = "smollm2-135m/sparsegpt/2of4-0.5/gensim_wiki-raw-n4-l64-s0"
-        before = outputs_of(finished_run, [variant])
-        workdir = clone_run(finished_run, tmp_path / "run")
-        remove_outputs(workdir, [variant])
-        log = workdir / f"logs/prune/{variant}.log"
-        log.unlink()
-        targets = [f"results/eval/{variant}/{dataset}.json" for dataset in DATASETS]
-        command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-                   "--cores", "2", *targets]
-        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not (log.exists() and "block" in log.read_text()):  # the driver is pruning blocks
-                assert run.poll() is None and time.monotonic() < deadline, "the prune job never started"
-                time.sleep(0.2)
-        finally:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-        pruned_parent = (workdir / "results/pruned" / variant).parent
-        assert not (workdir / "results/pruned" / variant).exists()
-        assert not (workdir / "results/eval" / variant).exists()
-        snakemake(workdir, "--unlock")
-        snakemake(workdir, "--cores", "2", *targets)
-        assert not [path.name for path in pruned_parent.iterdir() if path.name.startswith(".")]  # no temp left
-        assert outputs_of(workdir, [variant]) == before
-        plan = snakemake(workdir, "--cores", "1", "--dry-run", *targets)
-        assert "Nothing to be done" in plan.stdout + plan.stderr
 
     def test_dvc_repro_rebuilds_only_what_changed(self, finished_run, tmp_path):
         """`dvc repro` is incremental (dvc.yaml: persisted outputs, Snakemake decides through its params trigger and

@@ -11,9 +11,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import torch
+if TYPE_CHECKING:  # torch is imported by job_device only: the reporting jobs never need it (3 s a job)
+    import torch
 
 
 @contextlib.contextmanager
@@ -52,6 +53,8 @@ def job_device(threads: int) -> torch.device:
     `gpu` resource units but not device indices, so the job claims the first free one itself (claim_gpu_slot).
     """
     global _held_slot
+    import torch
+
     torch.set_num_threads(max(1, threads))
     if not torch.cuda.is_available():
         return torch.device("cpu")

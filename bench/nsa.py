@@ -8,7 +8,11 @@
 3. The causal curve's ablated settings (K = 1, 2, 4, ..., --ablate best-matched neurons of an association file,
    zero ablation, with --draws random draws of the same layers each): resumed from the block below each setting's
    lowest ablated layer (nsa.causal) against a full forward of every setting (the plain loop).
-Each pair must give the same margins (the largest difference is recorded). Writes <out>/nsa.csv and <out>/nsa.md.
+4. Mediated matching (step 2, nsa.mediation.mediation_sums over the association's vocabulary, params.yaml's
+   candidates): each patched forward resumed at its rows' lowest patched layer (neurons.resume_points) against
+   patched forwards from the embeddings (resume_points replaced by one that records nothing).
+Each pair must give the same margins (the largest difference is recorded; for 4, of the pooled exact effects).
+Writes <out>/nsa.csv and <out>/nsa.md.
 
   python bench/nsa.py --model-dir data/models/smollm2-135m --association results/nsa/smollm2-135m/{dataset}/\
 association.safetensors --datasets movie_reviews social_iqa --examples 32
@@ -17,10 +21,12 @@ association.safetensors --datasets movie_reviews social_iqa --examples 32
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -31,10 +37,11 @@ from outputs import write_outputs  # noqa: E402
 
 from prunescope.models.families import Family, get_family  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
+from prunescope.nsa import mediation  # noqa: E402
 from prunescope.nsa.answers import gold_margin, score_examples, variant_margins  # noqa: E402
 from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
 from prunescope.nsa.neurons import ablated  # noqa: E402
-from prunescope.nsa.options import NsaData  # noqa: E402
+from prunescope.nsa.options import MediationOptions, NsaData  # noqa: E402
 from prunescope.nsa.stages import _matched, load_association  # noqa: E402
 
 COLUMNS = ["dataset", "measure", "examples", "settings", "baseline_s", "ours_s", "speedup", "max_margin_diff"]
@@ -96,6 +103,26 @@ def compare(model, family: Family, examples, settings: list[dict[int, list[int]]
     return rows
 
 
+@contextlib.contextmanager
+def _records_nothing(*_args):
+    yield {}
+
+
+def mediated(model, family: Family, examples, vocabulary: list[str], layers: list[int],
+             options: MediationOptions) -> dict:
+    """Step 2's mediation sums with patched forwards from the embeddings, then resumed (the workflow's)."""
+    start = time.perf_counter()
+    with mock.patch.object(mediation, "resume_points", _records_nothing):
+        plain = mediation.mediation_sums(model, family, examples, vocabulary, layers, options)
+    middle = time.perf_counter()
+    resumed = mediation.mediation_sums(model, family, examples, vocabulary, layers, options)
+    end = time.perf_counter()
+    patched = sum(len(o.exact) for o in resumed.patched)
+    return {"measure": "mediated matching", "examples": len(examples), "settings": patched,
+            "baseline_s": middle - start, "ours_s": end - middle, "speedup": (middle - start) / (end - middle),
+            "max_margin_diff": float((plain.exact - resumed.exact).abs().max())}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", default="data/models/smollm2-135m")
@@ -117,13 +144,18 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.datasets:
         examples = NsaData(str(Path(args.datasets_dir) / f"{dataset}.jsonl"), params["datasets"][dataset]["template"],
                            args.examples, 0).examples(tokenizer)
-        tensors, _ = load_association(args.association.format(dataset=dataset))
+        tensors, info = load_association(args.association.format(dataset=dataset))
         settings = causal_settings(tensors, params["nsa"]["neurons_per_word"], args.ablate, args.draws, 0)
         rows += [{"dataset": dataset, **row}
                  for row in compare(model, family, examples, settings, tokenizer.pad_token_id)]
-    lines = ["# NSA: occlusion, scoring and causal settings vs their plain baselines", "",
+        nsa = params["nsa"]
+        options = MediationOptions(nsa["share_floor"], nsa["effect_floor"], nsa["candidates"], nsa["attribution_batch"])
+        rows.append({"dataset": dataset, **mediated(model, family, examples, info["vocabulary"],
+                                                    sorted(tensors["mean"]), options)})
+    lines = ["# NSA: occlusion, scoring, causal settings and mediated matching vs their plain baselines", "",
              f"{args.examples} NSA examples per dataset, {args.threads} thread(s), zero ablation, "
-             f"K up to {args.ablate} with {args.draws} random draws each.", "",
+             f"K up to {args.ablate} with {args.draws} random draws each; mediated matching's settings are its "
+             "patched (word, neuron) pairs.", "",
              "| dataset | measure | settings | baseline s | ours s | speedup | max margin diff |",
              "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['dataset']} | {r['measure']} | {r['settings']} | {r['baseline_s']:.1f} | {r['ours_s']:.1f} | "

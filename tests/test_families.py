@@ -257,3 +257,35 @@ def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
     occurrence = next(o for o in sums.patched if o.word == word)
     _, paired = paired_effects(model, adapter, [example], [0, 1], [occurrence], {(0, word): [(layer, neuron)]}, 2)
     assert paired == {(0, word, layer, neuron): pytest.approx(float(sums.exact[layer, word, neuron]), abs=1e-5)}
+
+
+@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES])
+def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, family):
+    """patched_effects with the intact pass's block outputs (resume_points): rows patching layer 0 and layer 1 in one
+    batch give the full forwards' numbers, and rows patching layer 1 only really skip block 0 (wrecking its weights
+    after the intact pass changes nothing). A multi-token choice records nothing (its cache needs every block)."""
+    from prunescope.nsa.mediation import patched_effects, prompt_margin
+    from prunescope.nsa.neurons import resume_points
+
+    model, adapter = make_tiny_model(family, VOCAB), get_family(family)
+    multi = examples(tiny_tokenizer)[1]
+    example = Example(multi.prompt, [[5], [17], [40]], 1, "correct")
+    embeds = model.get_input_embeddings()(torch.tensor([example.prompt.input_ids])).detach()
+    length = len(example.prompt.input_ids)
+    values = torch.linspace(-2.0, 2.0, length)
+    patches = [[(1, 3, values)], [(0, 7, values)], [(1, 9, -values), (0, 2, values)], [(1, 60, values)]]
+    with torch.no_grad():
+        with resume_points(model, adapter, multi, [0, 1]) as nothing:
+            prompt_margin(model, multi, embeds)
+        assert nothing == {}
+        with resume_points(model, adapter, example, [0, 1]) as below:
+            intact = prompt_margin(model, example, embeds)
+        plain = patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2)
+        assert patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2, below) == pytest.approx(
+            plain, abs=1e-5)
+        assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
+        for parameter in adapter.blocks(model)[0].parameters():
+            parameter.mul_(-3.0)
+        upper = [patches[0], patches[3]]
+        assert patched_effects(model, adapter, example, embeds, [0, 1], upper, intact, 2, below) == pytest.approx(
+            [plain[0], plain[3]], abs=1e-5)

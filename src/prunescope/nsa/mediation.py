@@ -11,10 +11,11 @@ Per occurrence of a vocabulary word (one example, all its tokens), three forward
   (nsa.answers.margin). A neuron's first-order mediated effect is sum over prompt positions t >= the word's first
   token of (a_intact[t] - a_occluded[t]) x d margin / d a[t] (attribution patching); its exact mediated effect is
   margin(intact) - margin(patched), run for the `candidates` neurons with the largest first-order |effect|.
-Patching runs once per word and example (its strongest occurrence there). Per word, effects are pooled over
-occurrences with sums only, each occurrence oriented by the sign of its own
-effect (the direction it pushes this example), so a word that pushes toward "negative" in a positive review and in
-a negative one adds up. A (word, neuron) pair is matched when the word's mean |effect| reaches `effect_floor` and
+Patching runs once per word and example (its strongest occurrence there); with single-token choices each patched
+forward starts at its lowest patched layer, from what the intact pass's block below it returned (patched_effects).
+Per word, effects are pooled over occurrences with sums only, each occurrence oriented by the sign of its own effect
+(the direction it pushes this example), so a word that pushes toward "negative" in a positive review and in a
+negative one adds up. A (word, neuron) pair is matched when the word's mean |effect| reaches `effect_floor` and
 the neuron's exact share of it (pooled exact effect over the pooled |effect| of the occurrences where it was
 patched) reaches `share_floor`; nothing is matched to fill a quota. First order only picks the candidates: it
 saturates where a norm or a large activation flattens the margin (a neuron that moves the margin by 15 nats can
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding
+from prunescope.nsa.neurons import repeated, resume_points, resumed_at
 from prunescope.nsa.options import MediationOptions
 from prunescope.nsa.prompts import Example
 
@@ -179,7 +181,8 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     if not occurrences:
         return
     intact_embeds = embedded_prompt(model, example)
-    intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
+    with resume_points(model, family, example, layers) as below:
+        intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
     intact_margin = float(margin(logprobs, example.label)[0])
     intact_choices = torch.log_softmax(logprobs[0], dim=-1)
     sums.salience += torch.stack([(intact[p] * grads[p]).abs().sum(0) for p in range(len(layers))]).double().cpu()
@@ -215,7 +218,8 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
         if abs(effect) < options.effect_floor:
             continue  # a word too weak here to be matched on this example: not worth the patching
         exact = patched_effects(model, family, example, intact_embeds, layers,
-                                 [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size)
+                                 [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size,
+                                 below)
         sign = 1.0 if effect >= 0 else -1.0
         oriented = tuple((p, n, sign * value) for (p, n), value in zip(chosen, exact, strict=True))
         sums.patched.append(Occurrence(example_index, word, tuple(positions), effect, oriented))
@@ -247,27 +251,38 @@ def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, 
 
 
 def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
-                     patches: Sequence[Sequence[tuple[int, int, torch.Tensor]]], intact_margin: float,
-                     batch_size: int) -> list[float]:
+                    patches: Sequence[Sequence[tuple[int, int, torch.Tensor]]], intact_margin: float,
+                    batch_size: int, below: Mapping[int, object] | None = None) -> list[float]:
     """Per row of patches [(layer position, neuron, activations), ...]: margin(intact) - margin(intact with each
     of those neurons set to its activations at every prompt position), one forward row per patch row, `batch_size`
-    rows per forward."""
-    length, effects = len(example.prompt.input_ids), []
-    for start in range(0, len(patches), batch_size):
-        batch = patches[start:start + batch_size]
+    rows per forward. Rows go by their lowest patched layer, and with `below` (resume_points of the intact prompt)
+    each forward resumes at its rows' lowest patched layer: the blocks under it would only repeat the intact pass."""
+    def lowest(listed) -> int:
+        return min((layers[p] for p, _, _ in listed), default=0)
+
+    length, effects = len(example.prompt.input_ids), [0.0] * len(patches)
+    order = sorted(range(len(patches)), key=lambda row: lowest(patches[row]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = [patches[row] for row in rows]
+        layer = min(lowest(listed) for listed in batch)
 
         def patch(p, activation, batch=batch):
-            rows = [(row, neuron, values) for row, listed in enumerate(batch) for q, neuron, values in listed if q == p]
-            if not rows:
+            listed = [(row, neuron, values) for row, found in enumerate(batch) for q, neuron, values in found if q == p]
+            if not listed:
                 return None
             patched = activation.clone()
-            for row, neuron, values in rows:
+            for row, neuron, values in listed:
                 patched[row, :length, neuron] = values.to(patched.dtype)
             return patched
 
-        with torch.no_grad():
+        resume = (resumed_at(model, family, layer, repeated(below[layer - 1], len(batch))) if below and layer > 0
+                  else contextlib.nullcontext())
+        with torch.no_grad(), resume:
             logprobs = prompt_logprobs(model, family, example, intact_embeds.repeat(len(batch), 1, 1), layers, patch)
-        effects += (intact_margin - margin(logprobs, example.label)).double().cpu().tolist()
+        for row, value in zip(rows, (intact_margin - margin(logprobs, example.label)).double().cpu().tolist(),
+                              strict=True):
+            effects[row] = value
     return effects
 
 
@@ -302,7 +317,8 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
     for i, found in tqdm(sorted(by_example.items()), desc=desc, mininterval=10):
         example = examples[i]
         intact_embeds = embedded_prompt(model, example)
-        intact_margin = prompt_margin(model, example, intact_embeds)
+        with resume_points(model, family, example, layers) as below:
+            intact_margin = prompt_margin(model, example, intact_embeds)
         for start in range(0, len(found), batch_size):
             batch = found[start:start + batch_size]
             wanted = [pairs.get((i, o.word), ()) for o in batch]
@@ -323,7 +339,7 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
                     patches.append([(p, neuron, kept[p][1][row, :, column])])
                     keys.append((i, occurrence.word, p, neuron, sign))
             effects = patched_effects(model, family, example, intact_embeds, layers, patches, intact_margin,
-                                       batch_size)
+                                       batch_size, below)
             for (example_index, word, p, neuron, sign), value in zip(keys, effects, strict=True):
                 pair_effects[example_index, word, p, neuron] = sign * value
     return word_effects, pair_effects

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
-from prunescope.nsa.answers import gold_margin
+from prunescope.nsa.answers import gold_margin, single_token
 from prunescope.nsa.prompts import Example
 
 
@@ -200,3 +200,22 @@ def resumed_at(model, family: Family, layer: int, output) -> Iterator[None]:
                 del block.forward
             else:
                 block.forward = forward
+
+
+@contextlib.contextmanager
+def resume_points(model, family: Family, example: Example, layers: Sequence[int]) -> Iterator[dict[int, object]]:
+    """What the block under each studied layer returns in the forward inside (the intact prompt's), kept after it
+    for mediation.patched_effects' `below`. Empty for multi-token choices: they continue from the prompt's key/value
+    cache, which skipped blocks would leave unfilled."""
+    if not single_token(example.choices):
+        yield {}
+        return
+    with recorded_outputs(model, family, [layer - 1 for layer in layers if layer > 0]) as below:
+        yield below
+
+
+def repeated(output, rows: int):
+    """A one-row block output (a tensor, or a tuple led by one) as `rows` rows, detached."""
+    if isinstance(output, tuple):
+        return (repeated(output[0], rows), *output[1:])
+    return output.detach().repeat(rows, *[1] * (output.dim() - 1))

@@ -33,6 +33,7 @@ from prunescope.models.families import Family
 from prunescope.nsa.answers import mean_embedding
 from prunescope.nsa.causal import k_values
 from prunescope.nsa.mediation import Occurrence, embedded_prompt, occluded_pass, patched_effects, prompt_margin
+from prunescope.nsa.neurons import resume_points
 from prunescope.nsa.options import CausalOptions
 from prunescope.nsa.prompts import Example
 
@@ -188,7 +189,8 @@ def _joint_effects(model, family: Family, examples: Sequence[Example], layers: S
     for example_index, rows in tqdm(sorted(by_example.items()), desc="pairing test", mininterval=10):
         example = examples[example_index]
         intact_embeds = embedded_prompt(model, example)
-        intact_margin = prompt_margin(model, example, intact_embeds)
+        with resume_points(model, family, example, layers) as below:
+            intact_margin = prompt_margin(model, example, intact_embeds)
 
         def columns(p, occluded):
             return torch.tensor(wanted.get(p, []), dtype=torch.long, device=occluded.device).expand(
@@ -203,6 +205,6 @@ def _joint_effects(model, family: Family, examples: Sequence[Example], layers: S
                     position[layer]].index(neuron)]) for layer, neuron in neurons])
                 keys.append((s, i))
         for (s, i), value in zip(keys, patched_effects(model, family, example, intact_embeds, layers, patches,
-                                                        intact_margin, batch_size), strict=True):
+                                                        intact_margin, batch_size, below), strict=True):
             effects[s][i] = (1.0 if occurrences[i].effect >= 0 else -1.0) * value
     return effects

@@ -1,4 +1,6 @@
-"""Dataset side: archive fetch and checksum, stand-in extraction, record checks, the registry's field mappings."""
+"""Dataset side: archive fetch and checksum, stand-in extraction, record checks, the registry's field mappings.
+
+One module (over 400 lines) because every test reads the same registry (params.yaml) and fake archives."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""One real run of the workflow on a shrunk embedded default: SmolLM2-135M, one stand-in per category."""
+"""One real run of the workflow on a shrunk embedded default: SmolLM2-135M, one stand-in per category.
+
+One module (over 400 lines) because every test reads the one finished run, built once per session (finished_run),
+and pytest-xdist hands a module's tests to one worker (see XDIST_ORDER)."""
 
 import csv
 import json
@@ -414,7 +417,7 @@ def dvc_outputs(project: Path) -> dict[str, tuple[int, str]]:
 
 def slurm_test_profile(folder: Path) -> Path:
     """profiles/slurm as a cluster user has it, with the resources the one test node can give (gpu 0 over the
-    rules' own gpu=1, CPUs and memory capped at the node's) and quick status checks."""
+    rules' own gpu=1, CPUs and memory capped at the node's), quick status checks and no retry."""
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     cpus, memory = slurm_cluster.node_resources()
 
@@ -427,7 +430,7 @@ def slurm_test_profile(folder: Path) -> Path:
     profile["default-resources"] = fit(profile["default-resources"])
     profile["set-resources"] = {rule: fit(resources) for rule, resources in profile["set-resources"].items()}
     profile.update({"slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2,
-                    "latency-wait": 5})
+                    "latency-wait": 5, "retries": 0})  # the planted failure is not retried (35 s a retry)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return folder
 

@@ -6,7 +6,7 @@ spread over several neurons. Without them every prompt reads "negative". One pla
 ("wonder" + "##ful", the marker on the second), attention is on (random), and two near-silent neurons (SILENT)
 fire a thousand times weaker but perfectly in step with the planted words. NSA must find the planted words by
 occlusion, match them to SPREAD and never to SILENT, separate SPREAD from random neurons in its causal curve, and
-see pruning of SPREAD's weights as their drop.
+see pruning of SPREAD's weights as their drop. One module (over 400 lines): every test reads this one planted model.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """params.yaml: validation (once, before any job) and the naming of every grid point.
 
 The keys built here are the path components of every output, so a result's path says which model,
-method, pattern, calibration sample and dataset made it.
+method, pattern, calibration sample and dataset made it. One module, just over 400 lines: the checks and the grid's
+expansion read the same key grammar (pattern and calibration keys, variant exclusions).
 """
 
 from __future__ import annotations

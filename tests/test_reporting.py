@@ -356,6 +356,48 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_layer(tmp_path):
+    """By hand: negative ("bad") has two patched occurrences, |effect| 2 + 1 = 3; its matched neurons give
+    layer 3: 0.5 + 0.25 (neuron 7), layer 5: 0.3 - 0.1 (neuron 2); neuron 9 of layer 3 was patched but not
+    matched, and (3, 7) is matched to "bad" only, so it does not count for "good". The -1 nats occurrence's exact
+    effects are stored already oriented by its sign (nsa.mediation): added as they are, not flipped again."""
+    from prunescope.reporting.nsa import layer_share_table, nsa_metrics, write_markdown
+
+    mediated = tmp_path / "results/nsa/m/movies/association.json"
+    paper = tmp_path / "results/nsa/m/boolq/association.json"
+    for path in (mediated, paper):
+        path.parent.mkdir(parents=True)
+    match = lambda word, group, layer, neuron: {  # noqa: E731
+        "word": word, "group": group, "layer": layer, "neuron": neuron, "share": 0.5, "exact": 0.5}
+    io.write_result(mediated, {
+        "vocabulary": ["bad", "good"], "groups": ["negative", "positive"], "matching": "mediated",
+        "matches": [match("bad", "negative", 3, 7), match("bad", "negative", 5, 2), match("good", "positive", 3, 1)],
+        "occurrences": [
+            {"example": 0, "word": "bad", "positions": [4], "effect": 2.0,
+             "exact": [[3, 7, 0.5], [5, 2, 0.3], [3, 9, 0.8]]},
+            {"example": 1, "word": "bad", "positions": [2], "effect": -1.0, "exact": [[3, 7, 0.25], [5, 2, -0.1]]},
+            {"example": 0, "word": "good", "positions": [6], "effect": 4.0, "exact": [[3, 1, 1.0], [3, 7, 2.0]]}]})
+    io.write_result(paper, {"vocabulary": ["bad"], "groups": ["negative"], "matching": "paper",
+                            "matches": [match("bad", "negative", 3, 7)], "occurrences": []})
+
+    table = layer_share_table([str(mediated.with_suffix(".safetensors")), str(paper)])
+    assert table[["model", "dataset", "group", "layer", "neurons", "occurrences"]].values.tolist() == [
+        ["m", "movies", "negative", 3, 1, 2], ["m", "movies", "negative", 5, 1, 2],
+        ["m", "movies", "positive", 3, 1, 1]]
+    assert table["share"].tolist() == pytest.approx([0.75 / 3, 0.2 / 3, 1.0 / 4])
+    assert table["effect"].tolist() == pytest.approx([1.5, 1.5, 4.0])
+    assert layer_share_table([str(paper)]).empty  # paper matching patches nothing
+    empty = pd.DataFrame()
+    metrics = nsa_metrics(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty,
+                          empty, table)
+    assert metrics["layer_share"]["m movies"] == {"negative": {"3": 0.25, "5": 0.0667}, "positive": {"3": 0.25}}
+    write_markdown(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty, empty,
+                   tmp_path / "nsa.md", table)
+    text = (tmp_path / "nsa.md").read_text()
+    assert "## Where the matched neurons carry the words' effect, by layer (dense)" in text
+    assert "Positions are not measured" in text and "| positive |" in text
+
+
 def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_path, monkeypatch):
     """Hand-made report tables: the summary names the category hurt most (least headroom kept), perplexity as a
     multiple of dense averaged over calibration seeds (x3 and x5 -> x4.00), guided and unlisted variants left out,

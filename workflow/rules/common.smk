@@ -109,6 +109,10 @@ NSA_COMPARE_FILES = [
     if v.model in NSA_MODELS
 ]
 NSA_CAUSAL_FILES = expand("results/nsa/{model}/{dataset}/causal.json", model=NSA_MODELS, dataset=GRID["nsa_datasets"])
+# step 2's sidecars: the matched pairs and the occurrences patched (the report's by-layer shares)
+NSA_ASSOCIATION_INFO_FILES = expand(
+    "results/nsa/{model}/{dataset}/association.json", model=NSA_MODELS, dataset=GRID["nsa_datasets"]
+)
 # token heatmaps, one per model and NSA dataset: a row per variant of the first calibration key (or data-free)
 FIRST_CALIB = next((v.calib for v in STUDIED if v.calib != NO_CALIBRATION), NO_CALIBRATION)
 NSA_HEATMAPS = [(model, dataset) for model in NSA_MODELS for dataset in GRID["nsa_datasets"]]

@@ -169,13 +169,15 @@ use rule evaluate_dense as evaluate_guided with:
 
 
 rule nsa_report:
-    """NSA tables (drops vs accuracy drops and their correlation, the causal curve, guided vs plain pruning),
-    headline numbers, the drop scatter, the causal curve and one token heatmap per NSA dataset."""
+    """NSA tables (drops vs accuracy drops and their correlation, the causal curve, the matched neurons' share of
+    the words' effect by layer, guided vs plain pruning), headline numbers, the drop scatter, the causal curve and
+    one token heatmap per NSA dataset."""
     input:
         results=STUDIED_EVAL_FILES,
         guided=GUIDED_EVAL_FILES,
         compare=NSA_COMPARE_FILES,
         causal=NSA_CAUSAL_FILES,
+        associations=NSA_ASSOCIATION_INFO_FILES,
     output:
         drops=report(
             f"{REPORTS}/tables/nsa.csv",

@@ -4,6 +4,7 @@ from prunescope.reporting.nsa import (
     causal_table,
     drop_table,
     guided_table,
+    layer_share_table,
     nsa_metrics,
     pairing_table,
     plot_causal_curve,
@@ -22,10 +23,11 @@ with job_log(snakemake.log[0]):
     results, guided = load_results(i.results, expected, p.pruning), load_results(i.guided, expected, p.pruning)
     drops, causal, pairing = drop_table(i.compare, results), causal_table(i.causal), pairing_table(i.causal)
     gains = guided_table(results, guided, p.evaluation["bootstrap_iters"], seed=0)
+    layers = layer_share_table(i.associations)
     write_csv(drops, o.drops)
     write_csv(gains, o.guided)
-    write_markdown(drops, causal, pairing, gains, o.markdown)
-    write_json(o.metrics, nsa_metrics(drops, causal, pairing, gains))
+    write_markdown(drops, causal, pairing, gains, o.markdown, layers)
+    write_json(o.metrics, nsa_metrics(drops, causal, pairing, gains, layers))
     plot_drop_scatter(drops, o.scatter_png, o.scatter_svg)
     plot_guided(gains, o.guided_png, o.guided_svg)
     plot_causal_curve(causal, o.causal_png, o.causal_svg)

@@ -1,5 +1,5 @@
 """NSA's tables, headline numbers and figures: matched-neuron drops against accuracy drops, the causal check,
-NSA-guided vs plain pruning, and the token heatmaps."""
+the matched neurons' share of the words' effect by layer, NSA-guided vs plain pruning, and the token heatmaps."""
 
 from __future__ import annotations
 
@@ -90,6 +90,51 @@ def pairing_table(causal_paths: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PAIRING_COLUMNS)
 
 
+LAYER_SHARE_COLUMNS = ["model", "dataset", "group", "layer", "neurons", "occurrences", "effect", "share"]
+
+
+def layer_share_table(association_paths: Iterable[str]) -> pd.DataFrame:
+    """One row per model, NSA dataset, word group and layer holding a neuron matched to one of the group's words
+    (mediated matching; a file written with `matching: paper` has no patched occurrences and gives no row):
+    neurons, the (layer, neuron)s matched to the group's words there; occurrences and effect, the group's patched
+    occurrences and their mean |effect| (nats); share, the sum over those occurrences of the exact mediated effects
+    of the neurons matched to the occurrence's word in that layer, over the sum of their |effect|.
+
+    The exact effects are association.json's "occurrences" as step 2 measured them (nsa.mediation: each already
+    oriented by its occurrence's effect sign, as stages._patched_occurrences reads them back for the pairing test);
+    a matched neuron counts only on the occurrences where it was among the patched candidates. A share is a sum of
+    single-neuron effects (each neuron patched alone): shares across layers need not add to 1 and are not the
+    effect of the layer's neurons patched together (the pairing test measures joint effects). Positions are not
+    split: patching sets a neuron at every prompt position at once."""
+    rows = []
+    for path in association_paths:
+        info = read_result(Path(path).with_suffix(".json"), "nsa_association")
+        if info.get("matching") != "mediated" or not info.get("occurrences"):
+            continue
+        model, dataset = info.get("model", Path(path).parts[-3]), info.get("dataset", Path(path).parts[-2])
+        group_of = dict(zip(info["vocabulary"], info["groups"], strict=True))
+        matched: dict[str, set[tuple[int, int]]] = {}  # word: its matched (layer, neuron)s
+        neurons: dict[tuple[str, int], set[int]] = {}  # (group, layer): the neurons matched to its words
+        for match in info["matches"]:
+            matched.setdefault(match["word"], set()).add((match["layer"], match["neuron"]))
+            neurons.setdefault((group_of[match["word"]], match["layer"]), set()).add(match["neuron"])
+        carried: dict[tuple[str, int], float] = {}  # (group, layer): summed exact effect of its matched neurons
+        effect: dict[str, list[float]] = {}  # group: its patched occurrences' |effect|
+        for occurrence in info["occurrences"]:
+            group = group_of[occurrence["word"]]
+            effect.setdefault(group, []).append(abs(occurrence["effect"]))
+            for layer, neuron, value in occurrence["exact"]:
+                if (layer, neuron) in matched.get(occurrence["word"], ()):
+                    carried[group, layer] = carried.get((group, layer), 0.0) + value
+        for (group, layer), found in sorted(neurons.items()):
+            if group not in effect:
+                continue
+            rows.append({"model": model, "dataset": dataset, "group": group, "layer": layer, "neurons": len(found),
+                         "occurrences": len(effect[group]), "effect": sum(effect[group]) / len(effect[group]),
+                         "share": carried.get((group, layer), 0.0) / max(sum(effect[group]), 1e-12)})
+    return pd.DataFrame(rows, columns=LAYER_SHARE_COLUMNS)
+
+
 def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, seed: int) -> pd.DataFrame:
     """Per protected category, guided variant (calibration seeds pooled) and task category: dense, plain and guided
     mean accuracy, and the recovery (guided - plain) with a 95% percentile bootstrap interval that resamples each
@@ -123,12 +168,16 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame) -> dict:
+def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
+                layers: pd.DataFrame | None = None) -> dict:
     """Headline numbers: the drop-accuracy correlation, matched vs random ablation, the pairing test at the largest
-    K, guided recovery."""
+    K, the matched neurons' share of each group's effect per layer (layer_share_table), guided recovery."""
     metrics = {"drop_vs_accuracy": drop_correlation(drops),
                "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {},
-               "pairing": {}}
+               "pairing": {}, "layer_share": {}}
+    for row in [] if layers is None else layers.itertuples():
+        metrics["layer_share"].setdefault(f"{row.model} {row.dataset}", {}).setdefault(row.group, {})[
+            str(row.layer)] = round(row.share, 4)
     for row in pairing.itertuples():  # the largest K of each model, dataset and group
         metrics["pairing"].setdefault(f"{row.model} {row.dataset}", {})[row.group] = {
             "k": row.k, "occurrences": row.occurrences,
@@ -151,7 +200,8 @@ def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame
 
 
 def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
-                   path: str) -> None:
+                   path: str, layers: pd.DataFrame | None = None) -> None:
+    layers = pd.DataFrame(columns=LAYER_SHARE_COLUMNS) if layers is None else layers
     plain, weighted = drop_correlation(drops), drop_correlation(drops, "weighted_relative_drop")
     text = ("## Matched neurons: activation drop vs accuracy drop\n\n"
             f"Mean relative drop: Pearson r = {plain['pearson']}, Spearman rho = {plain['spearman']}; "
@@ -169,6 +219,14 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFr
             "specific: matched beats all three.\n\n"
             + (pairing.to_markdown(index=False, floatfmt=".3f") if len(pairing)
                else "(no pairing test: it needs nsa.matching: mediated)")
+            + "\n\n## Where the matched neurons carry the words' effect, by layer (dense)\n\n"
+            "share: the exact mediated effects of the neurons matched to each word in that layer, each patched alone "
+            "(so layers need not add to 1, and a layer's share is not its neurons' joint effect), summed over the "
+            "group's patched occurrences and divided by their summed |effect|; neurons: the neurons matched there. "
+            "Positions are not measured: patching sets a neuron at every prompt position at once (the token heatmap "
+            "shows one matched neuron by position).\n\n"
+            + (layers.to_markdown(index=False, floatfmt=".3f") if len(layers)
+               else "(no by-layer shares: they need nsa.matching: mediated)")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
             "recovered = guided - plain accuracy (calibration seeds pooled); 95% paired bootstrap interval over "
             "examples and seeds.\n\n"

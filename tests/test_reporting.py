@@ -261,6 +261,7 @@ def test_figure_reads_the_written_table_and_draws_chosen_variants(results, tmp_p
 
 def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     from prunescope.reporting.nsa import (
+        LAYER_SHARE_COLUMNS,
         causal_table,
         drop_correlation,
         drop_table,
@@ -336,14 +337,15 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
                                                                ["m", "positive", 2]]
     # specific: matched above the random interval, the other group's set (where there is one) and the salient one
     assert paired["specific"].tolist() == [False, True, False]
-    metrics = nsa_metrics(drops, causal, paired, table)
+    no_layers = pd.DataFrame(columns=LAYER_SHARE_COLUMNS)
+    metrics = nsa_metrics(drops, causal, paired, table, no_layers)
     assert metrics["pairing"]["m movies"]["positive"] == {
         "k": 2, "occurrences": 5, "matched": 0.9, "random": 0.01, "random_low": -0.02, "random_high": 0.05,
         "other_group": 0.95, "important": 0.1, "specific": False}
     assert metrics["pairing"]["m movies"]["negative"]["other_group"] is None
     plot_pairing(paired, tmp_path / "p.png", tmp_path / "p.svg")
     assert b"positive words" in (tmp_path / "p.svg").read_bytes()
-    write_markdown(drops, causal, paired, table, tmp_path / "nsa.md")
+    write_markdown(drops, causal, paired, table, no_layers, tmp_path / "nsa.md")
     assert "## The pairing test" in (tmp_path / "nsa.md").read_text()
     assert metrics["causal"]["movies"]["zero"] == {
         "k": 2, "matched_margin_change": -1.0, "random_margin_change": -0.1, "random_margin_interval": [-0.3, 0.0],
@@ -392,7 +394,7 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
                           empty, table)
     assert metrics["layer_share"]["m movies"] == {"negative": {"3": 0.25, "5": 0.0667}, "positive": {"3": 0.25}}
     write_markdown(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty, empty,
-                   tmp_path / "nsa.md", table)
+                   table, tmp_path / "nsa.md")
     text = (tmp_path / "nsa.md").read_text()
     assert "## Where the matched neurons carry the words' effect, by layer (dense)" in text
     assert "Positions are not measured" in text and "| positive |" in text

@@ -26,7 +26,7 @@ with job_log(snakemake.log[0]):
     layers = layer_share_table(i.associations)
     write_csv(drops, o.drops)
     write_csv(gains, o.guided)
-    write_markdown(drops, causal, pairing, gains, o.markdown, layers)
+    write_markdown(drops, causal, pairing, gains, layers, o.markdown)
     write_json(o.metrics, nsa_metrics(drops, causal, pairing, gains, layers))
     plot_drop_scatter(drops, o.scatter_png, o.scatter_svg)
     plot_guided(gains, o.guided_png, o.guided_svg)

@@ -169,13 +169,13 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
 
 
 def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
-                layers: pd.DataFrame | None = None) -> dict:
+                layers: pd.DataFrame) -> dict:
     """Headline numbers: the drop-accuracy correlation, matched vs random ablation, the pairing test at the largest
     K, the matched neurons' share of each group's effect per layer (layer_share_table), guided recovery."""
     metrics = {"drop_vs_accuracy": drop_correlation(drops),
                "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {},
                "pairing": {}, "layer_share": {}}
-    for row in [] if layers is None else layers.itertuples():
+    for row in layers.itertuples():
         metrics["layer_share"].setdefault(f"{row.model} {row.dataset}", {}).setdefault(row.group, {})[
             str(row.layer)] = round(row.share, 4)
     for row in pairing.itertuples():  # the largest K of each model, dataset and group
@@ -200,8 +200,7 @@ def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame
 
 
 def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
-                   path: str, layers: pd.DataFrame | None = None) -> None:
-    layers = pd.DataFrame(columns=LAYER_SHARE_COLUMNS) if layers is None else layers
+                   layers: pd.DataFrame, path: str) -> None:
     plain, weighted = drop_correlation(drops), drop_correlation(drops, "weighted_relative_drop")
     text = ("## Matched neurons: activation drop vs accuracy drop\n\n"
             f"Mean relative drop: Pearson r = {plain['pearson']}, Spearman rho = {plain['spearman']}; "
@@ -217,23 +216,26 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFr
             "ranked on the other half of its examples (cross-fitted), random neurons of the same layers (mean, 95% "
             "interval over draws), the other groups' K best and the most salient neurons of the same layers; "
             "specific: matched beats all three.\n\n"
-            + (pairing.to_markdown(index=False, floatfmt=".3f") if len(pairing)
-               else "(no pairing test: it needs nsa.matching: mediated)")
+            + _table(pairing, "(no pairing test: it needs nsa.matching: mediated)")
             + "\n\n## Where the matched neurons carry the words' effect, by layer (dense)\n\n"
             "share: the exact mediated effects of the neurons matched to each word in that layer, each patched alone "
             "(so layers need not add to 1, and a layer's share is not its neurons' joint effect), summed over the "
             "group's patched occurrences and divided by their summed |effect|; neurons: the neurons matched there. "
             "Positions are not measured: patching sets a neuron at every prompt position at once (the token heatmap "
             "shows one matched neuron by position).\n\n"
-            + (layers.to_markdown(index=False, floatfmt=".3f") if len(layers)
-               else "(no by-layer shares: they need nsa.matching: mediated)")
+            + _table(layers, "(no by-layer shares: they need nsa.matching: mediated)")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
             "recovered = guided - plain accuracy (calibration seeds pooled); 95% paired bootstrap interval over "
             "examples and seeds.\n\n"
-            + (guided.to_markdown(index=False, floatfmt=".3f") if len(guided) else "(no guided variants in this grid)")
+            + _table(guided, "(no guided variants in this grid)")
             + "\n")
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _table(table: pd.DataFrame, empty: str) -> str:
+    """The table as markdown, or `empty` (what the grid would need) when it has no rows."""
+    return table.to_markdown(index=False, floatfmt=".3f") if len(table) else empty
 
 
 def plot_heatmap(compare_results: Sequence[dict], png_path: str, svg_path: str) -> None:

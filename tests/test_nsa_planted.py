@@ -1,6 +1,6 @@
-"""Known truth for NSA, the cases tests/test_nsa.py and tests/test_nsa_mediation.py do not plant (methods.md, NSA's
-last paragraph): a neuron that matters for every example, two words that share a neuron, a neutral word that
-co-occurs with one label, and NSA-guided pruning protecting what mediated matching found.
+"""Known truth for NSA, the cases tests/test_nsa.py and tests/test_nsa_mediation.py do not plant (docs/methods.md,
+the NSA section's planted models): a neuron that matters for every example, two words that share a neuron, a neutral
+word that co-occurs with one label, and NSA-guided pruning protecting what mediated matching found.
 
 Every model is a variant of the planted attention model (tests/planted_attention.py: a head moves the sentiment word
 to the last position, where layer-1 neurons POS and NEG read it) with an anchor, a massive activation of the last

@@ -1,6 +1,6 @@
 """RIA (Zhang et al. 2024): relative importance times input norm to the power alpha.
 
-The reference mixes in the weight's half precision; this is the exact fp32 version (methods.md).
+The reference mixes in the weight's half precision; this is the exact fp32 version (docs/methods.md).
 """
 
 from __future__ import annotations

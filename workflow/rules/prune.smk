@@ -24,6 +24,7 @@ rule prune:
     params:
         code=library_code("prune.py"),  # the library code it runs (common.smk)
         model_spec=lambda wc: config["models"][wc.model],
+        # the options PruneOptions.from_params reads from config["pruning"]: listed as rerun triggers
         method_options=lambda wc: config["pruning"][wc.method],
         owl=config["pruning"]["owl"],
         batch_size=config["pruning"]["calibration_batch_size"],

@@ -150,6 +150,14 @@ def prompt_margin(model, example: Example, embeds: torch.Tensor) -> float:
                             example.label)[0])
 
 
+def intact_prompt(model, family: Family, example: Example, layers: Sequence[int]) -> tuple[torch.Tensor, float, dict]:
+    """The embedded prompt, its gold margin and the block outputs patched forwards resume from (resume_points):
+    what patching a model on an example starts from."""
+    embeds = embedded_prompt(model, example)
+    with resume_points(model, family, example, layers) as below:
+        return embeds, prompt_margin(model, example, embeds), below
+
+
 def occluded_pass(model, family: Family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
                    baseline: torch.Tensor, rows: Sequence[Sequence[int]], columns
                    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
@@ -316,9 +324,7 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
     word_effects, pair_effects = {}, {}
     for i, found in tqdm(sorted(by_example.items()), desc=desc, mininterval=10):
         example = examples[i]
-        intact_embeds = embedded_prompt(model, example)
-        with resume_points(model, family, example, layers) as below:
-            intact_margin = prompt_margin(model, example, intact_embeds)
+        intact_embeds, intact_margin, below = intact_prompt(model, family, example, layers)
         for start in range(0, len(found), batch_size):
             batch = found[start:start + batch_size]
             wanted = [pairs.get((i, o.word), ()) for o in batch]

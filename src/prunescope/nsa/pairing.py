@@ -32,8 +32,7 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.nsa.answers import mean_embedding
 from prunescope.nsa.causal import k_values
-from prunescope.nsa.mediation import Occurrence, embedded_prompt, occluded_pass, patched_effects, prompt_margin
-from prunescope.nsa.neurons import resume_points
+from prunescope.nsa.mediation import Occurrence, intact_prompt, occluded_pass, patched_effects
 from prunescope.nsa.options import CausalOptions
 from prunescope.nsa.prompts import Example
 
@@ -188,9 +187,7 @@ def _joint_effects(model, family: Family, examples: Sequence[Example], layers: S
         by_example.setdefault(occurrence.example, []).append(i)
     for example_index, rows in tqdm(sorted(by_example.items()), desc="pairing test", mininterval=10):
         example = examples[example_index]
-        intact_embeds = embedded_prompt(model, example)
-        with resume_points(model, family, example, layers) as below:
-            intact_margin = prompt_margin(model, example, intact_embeds)
+        intact_embeds, intact_margin, below = intact_prompt(model, family, example, layers)
 
         def columns(p, occluded):
             return torch.tensor(wanted.get(p, []), dtype=torch.long, device=occluded.device).expand(

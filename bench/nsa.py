@@ -9,8 +9,9 @@
    zero ablation, with --draws random draws of the same layers each): resumed from the block below each setting's
    lowest ablated layer (nsa.causal) against a full forward of every setting (the plain loop).
 4. Mediated matching (step 2, nsa.mediation.mediation_sums over the association's vocabulary, params.yaml's
-   candidates): each patched forward resumed at its rows' lowest patched layer (neurons.resume_points) against
-   patched forwards from the embeddings (resume_points replaced by one that records nothing).
+   candidates): each patched forward resumed at its rows' lowest patched layer (neurons.resume_points) and run
+   from the occluded word's first token after the intact prefix's key/value cache, against patched forwards of
+   the whole prompt from the embeddings (patched_effects without the resume points and the starts).
 Each pair must give the same margins (the largest difference is recorded; for 4, of the pooled exact effects).
 Writes <out>/nsa.csv and <out>/nsa.md.
 
@@ -21,7 +22,6 @@ association.safetensors --datasets movie_reviews social_iqa --examples 32
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import sys
 import time
@@ -103,16 +103,13 @@ def compare(model, family: Family, examples, settings: list[dict[int, list[int]]
     return rows
 
 
-@contextlib.contextmanager
-def _records_nothing(*_args):
-    yield {}
-
-
 def mediated(model, family: Family, examples, vocabulary: list[str], layers: list[int],
              options: MediationOptions) -> dict:
-    """Step 2's mediation sums with patched forwards from the embeddings, then resumed (the workflow's)."""
+    """Step 2's mediation sums with patched forwards of the whole prompt from the embeddings, then resumed and
+    from the word on (the workflow's)."""
+    whole_prompt = mediation.patched_effects
     start = time.perf_counter()
-    with mock.patch.object(mediation, "resume_points", _records_nothing):
+    with mock.patch.object(mediation, "patched_effects", lambda *args: whole_prompt(*args[:8])):  # no below, starts
         plain = mediation.mediation_sums(model, family, examples, vocabulary, layers, options)
     middle = time.perf_counter()
     resumed = mediation.mediation_sums(model, family, examples, vocabulary, layers, options)

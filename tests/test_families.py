@@ -213,7 +213,8 @@ def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
     written into the intact forward; the margin's fall is the exact effect. Every family (OPT's 2-D activations,
     Gemma's scaled embeddings and sliding windows, multi-token choices), chosen and patched again alike."""
     from prunescope.nsa.answers import margin
-    from prunescope.nsa.mediation import MediationOptions, mediation_sums, paired_effects, word_occurrences
+    from prunescope.nsa.compare import paired_effects
+    from prunescope.nsa.mediation import MediationOptions, mediation_sums, word_occurrences
 
     model = make_tiny_model(family, VOCAB)
     adapter = get_family(family)
@@ -289,3 +290,41 @@ def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, f
         upper = [patches[0], patches[3]]
         assert patched_effects(model, adapter, example, embeds, [0, 1], upper, intact, 2, below) == pytest.approx(
             [plain[0], plain[3]], abs=1e-5)
+
+
+@pytest.mark.parametrize("choices", ["single-token", "multi-token"])
+@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES])
+def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, family, choices):
+    """patched_effects given each row's first changed position (`starts`) runs the prompt from its batch's earliest
+    start, after the intact prefix's key/value cache: the full forwards' numbers for rows of different starts in one
+    batch, resumed at a layer or not, with single- and multi-token choices (Gemma 3's 4-token windows: a prefix
+    longer than the window)."""
+    from prunescope.nsa.mediation import patched_effects, prompt_margin
+    from prunescope.nsa.neurons import resume_points, token_activations
+
+    model, adapter = make_tiny_model(family, VOCAB), get_family(family)
+    multi = examples(tiny_tokenizer)[1]
+    example = multi if choices == "multi-token" else Example(multi.prompt, [[5], [17], [40]], 1, "correct")
+    ids = example.prompt.input_ids
+    embeds = model.get_input_embeddings()(torch.tensor([ids])).detach()
+    length = len(ids)
+    assert length > 6
+
+    def changed(layer: int, neuron: int, start: int) -> torch.Tensor:
+        values = torch.tensor(token_activations(model, adapter, ids, layer, neuron))
+        values[start:] += torch.linspace(1.0, 3.0, length - start)
+        return values
+
+    starts = [2, 5, 3, 1, length - 1]
+    patches = [[(1, 3, changed(1, 3, 2))], [(0, 7, changed(0, 7, 5))],
+               [(1, 9, changed(1, 9, 3)), (0, 2, changed(0, 2, 6))], [(1, 60, changed(1, 60, 1))],
+               [(1, 11, changed(1, 11, length - 1))]]
+    with torch.no_grad():
+        with resume_points(model, adapter, example, [0, 1]) as below:
+            intact = prompt_margin(model, example, embeds)
+        plain = patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2)
+        assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
+        assert patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2, starts=starts) == (
+            pytest.approx(plain, abs=1e-5))
+        assert patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 3, below, starts) == (
+            pytest.approx(plain, abs=1e-5))

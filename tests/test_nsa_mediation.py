@@ -23,6 +23,7 @@ from planted_attention import (
     planted_tokenizer,
 )
 from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, score_examples
+from prunescope.nsa.compare import paired_effects
 from prunescope.nsa.mediation import (
     MediationOptions,
     MediationSums,
@@ -30,7 +31,6 @@ from prunescope.nsa.mediation import (
     example_mediation,
     mediated_matches,
     mediation_sums,
-    paired_effects,
     word_occurrences,
 )
 from prunescope.nsa.neurons import ablated, activation_stats

@@ -50,27 +50,44 @@ def single_token(choices: Sequence[Sequence[int]]) -> bool:
     return all(len(choice) == 1 for choice in choices)
 
 
+def prefix_cache(model, embeds: torch.Tensor, rows: int):
+    """The key/value cache of one prompt's first tokens (embeds: (1, start, hidden)), repeated for `rows` rows: a
+    forward of the rest of the prompt continues from it (choice_logprobs' prefix) as the whole prompt would."""
+    with torch.no_grad():
+        cache = model.base_model(inputs_embeds=embeds, use_cache=True).cache
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def choice_logprobs(model, prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]],
-                    prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                    prompt_embeds: torch.Tensor | None = None, prefix: tuple[object, int] | None = None
+                    ) -> torch.Tensor:
     """(prompts, choices): log p(choice | prompt) summed over the choice's tokens, the same choices after each prompt
     (occlusion's variants of one prompt, or one prompt).
 
     With single-token choices each prompt is one row, read at its last position (prompts right-padded: a causal
     model's scores at a position ignore later tokens). Otherwise the prompts (of equal length) run once and every
     choice continues from their key/value cache. Only positions that predict a choice token reach the output head.
-    prompt_embeds (prompts, length, hidden), for the gradient attributions, replaces the embedded prompts.
+    prompt_embeds (prompts, length, hidden), for the gradient attributions, replaces the embedded prompts. With
+    prefix = (prefix_cache of the prompts' shared first `start` tokens, start), prompt_embeds holds only the
+    prompts' tokens from `start` on.
     """
     device = input_device(model)
     head = model.get_output_embeddings()
+    cache, start = prefix if prefix is not None else (None, 0)
+    if cache is not None and prompt_embeds is None:
+        raise ValueError("a prefix cache needs the prompts' embedded rest (prompt_embeds)")
+    options = {} if cache is None else {"cache": cache}
     if single_token(choices):
         width = max(map(len, prompts))
         ids = torch.tensor([list(p) + [0] * (width - len(p)) for p in prompts], device=device)
-        hidden = _run(model, ids, prompt_embeds).last_hidden_state  # the final norm included, for every family here
-        last = hidden[torch.arange(len(prompts), device=device), torch.tensor([len(p) - 1 for p in prompts])]
+        hidden = _run(model, ids, prompt_embeds, **options).last_hidden_state  # the final norm included (all families)
+        last = hidden[torch.arange(len(prompts), device=device), torch.tensor([len(p) - 1 - start for p in prompts])]
         return torch.log_softmax(head(last).float(), dim=-1)[:, [c[0] for c in choices]]
     if len({len(p) for p in prompts}) != 1:
         raise ValueError("multi-token choices are scored after prompts of one length")
-    out = _run(model, torch.tensor([list(p) for p in prompts], device=device), prompt_embeds, use_cache=True)
+    out = _run(model, torch.tensor([list(p) for p in prompts], device=device), prompt_embeds, use_cache=True,
+               **options)
     longest = max(map(len, choices))
     continuation = torch.tensor([list(c) + [0] * (longest - len(c)) for c in choices], device=device)
     out.cache.batch_repeat_interleave(len(choices))

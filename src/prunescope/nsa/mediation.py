@@ -11,8 +11,10 @@ Per occurrence of a vocabulary word (one example, all its tokens), three forward
   (nsa.answers.margin). A neuron's first-order mediated effect is sum over prompt positions t >= the word's first
   token of (a_intact[t] - a_occluded[t]) x d margin / d a[t] (attribution patching); its exact mediated effect is
   margin(intact) - margin(patched), run for the `candidates` neurons with the largest first-order |effect|.
-Patching runs once per word and example (its strongest occurrence there); with single-token choices each patched
-forward starts at its lowest patched layer, from what the intact pass's block below it returned (patched_effects).
+Patching runs once per word and example (its strongest occurrence there); each patched forward runs the prompt from
+the word's first token on, after the intact prefix's key/value cache (before the word, occluded and intact
+activations are the same), and with single-token choices from its lowest patched layer up, from what the intact
+pass's block below it returned (patched_effects).
 Per word, effects are pooled over occurrences with sums only, each occurrence oriented by the sign of its own effect
 (the direction it pushes this example), so a word that pushes toward "negative" in a positive review and in a
 negative one adds up. A (word, neuron) pair is matched when the word's mean |effect| reaches `effect_floor` and
@@ -23,8 +25,8 @@ get a first-order estimate of 1), so it is recorded beside the exact effect, nev
 prompt's: with multi-token choices, the choices' own positions are not patched.
 
 A pruned variant is measured on exactly the dense model's patched occurrences, each matched pair on the examples it
-was patched on, oriented by the dense effect's sign (paired_effects): a paired comparison, at three forwards an
-example.
+was patched on, oriented by the dense effect's sign (nsa.compare.paired_effects): a paired comparison, at three
+forwards an example.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
-from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding
+from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, prefix_cache
 from prunescope.nsa.neurons import repeated, resume_points, resumed_at
 from prunescope.nsa.options import MediationOptions
 from prunescope.nsa.prompts import Example
@@ -74,8 +76,8 @@ class MediationSums:
     one with the count and the |effect| of the occurrences patched; and, not oriented, per choice index the fall of
     its log-probability among the choices when the word is occluded (the label it pushes toward: its group). Beside
     them, the occurrences patched, with each patched candidate's exact effect: what a pruned model is patched on
-    again (paired_effects); and each neuron's salience, whatever the word (the pairing test's control of generally
-    important neurons, nsa.pairing)."""
+    again (nsa.compare.paired_effects); and each neuron's salience, whatever the word (the pairing test's control of
+    generally important neurons, nsa.pairing)."""
 
     occurrences: torch.Tensor  # (words,)
     effect: torch.Tensor  # (words,)
@@ -133,10 +135,12 @@ def _prompt_hooks(model, family: Family, layers: Sequence[int], rows: int, edit)
             handle.remove()
 
 
-def prompt_logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edit) -> torch.Tensor:
-    """(rows, choices) log p(choice | prompt) for rows of embedded prompts, with `edit` on the prompt's pass."""
+def prompt_logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edit,
+                    prefix: tuple[object, int] | None = None) -> torch.Tensor:
+    """(rows, choices) log p(choice | prompt) for rows of embedded prompts (from the prefix's end on, with a prefix:
+    answers.choice_logprobs), with `edit` on the prompt's pass."""
     with _prompt_hooks(model, family, layers, embeds.shape[0], edit):
-        return choice_logprobs(model, [example.prompt.input_ids] * embeds.shape[0], example.choices, embeds)
+        return choice_logprobs(model, [example.prompt.input_ids] * embeds.shape[0], example.choices, embeds, prefix)
 
 
 def embedded_prompt(model, example: Example) -> torch.Tensor:
@@ -227,7 +231,7 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             continue  # a word too weak here to be matched on this example: not worth the patching
         exact = patched_effects(model, family, example, intact_embeds, layers,
                                  [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size,
-                                 below)
+                                 below, [min(positions)] * len(chosen))
         sign = 1.0 if effect >= 0 else -1.0
         oriented = tuple((p, n, sign * value) for (p, n), value in zip(chosen, exact, strict=True))
         sums.patched.append(Occurrence(example_index, word, tuple(positions), effect, oriented))
@@ -260,34 +264,41 @@ def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, 
 
 def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
                     patches: Sequence[Sequence[tuple[int, int, torch.Tensor]]], intact_margin: float,
-                    batch_size: int, below: Mapping[int, object] | None = None) -> list[float]:
+                    batch_size: int, below: Mapping[int, object] | None = None,
+                    starts: Sequence[int] | None = None) -> list[float]:
     """Per row of patches [(layer position, neuron, activations), ...]: margin(intact) - margin(intact with each
     of those neurons set to its activations at every prompt position), one forward row per patch row, `batch_size`
     rows per forward. Rows go by their lowest patched layer, and with `below` (resume_points of the intact prompt)
-    each forward resumes at its rows' lowest patched layer: the blocks under it would only repeat the intact pass."""
+    each forward resumes at its rows' lowest patched layer: the blocks under it would only repeat the intact pass.
+    With `starts` (per row: the first position where its activations differ from the intact ones, the occluded
+    word's first token) a forward runs its rows' prompt from their earliest start on, after the intact prefix's
+    key/value cache (answers.prefix_cache): the tokens before it would only repeat the intact pass too."""
     def lowest(listed) -> int:
         return min((layers[p] for p, _, _ in listed), default=0)
 
-    length, effects = len(example.prompt.input_ids), [0.0] * len(patches)
-    order = sorted(range(len(patches)), key=lambda row: lowest(patches[row]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    starts = starts or [0] * len(patches)
+    effects = [0.0] * len(patches)
+    order = sorted(range(len(patches)), key=lambda row: (lowest(patches[row]), starts[row]))
+    for first in range(0, len(order), batch_size):
+        rows = order[first:first + batch_size]
         batch = [patches[row] for row in rows]
-        layer = min(lowest(listed) for listed in batch)
+        layer, start = min(lowest(listed) for listed in batch), min(starts[row] for row in rows)
 
-        def patch(p, activation, batch=batch):
+        def patch(p, activation, batch=batch, start=start):
             listed = [(row, neuron, values) for row, found in enumerate(batch) for q, neuron, values in found if q == p]
             if not listed:
                 return None
             patched = activation.clone()
             for row, neuron, values in listed:
-                patched[row, :length, neuron] = values.to(patched.dtype)
+                patched[row, :, neuron] = values[start:].to(patched.dtype)
             return patched
 
-        resume = (resumed_at(model, family, layer, repeated(below[layer - 1], len(batch))) if below and layer > 0
-                  else contextlib.nullcontext())
+        prefix = (prefix_cache(model, intact_embeds[:, :start], len(batch)), start) if start else None
+        resume = (resumed_at(model, family, layer, repeated(below[layer - 1], len(batch), start))
+                  if below and layer > 0 else contextlib.nullcontext())
         with torch.no_grad(), resume:
-            logprobs = prompt_logprobs(model, family, example, intact_embeds.repeat(len(batch), 1, 1), layers, patch)
+            logprobs = prompt_logprobs(model, family, example, intact_embeds[:, start:].repeat(len(batch), 1, 1),
+                                       layers, patch, prefix)
         for row, value in zip(rows, (intact_margin - margin(logprobs, example.label)).double().cpu().tolist(),
                               strict=True):
             effects[row] = value
@@ -306,49 +317,6 @@ def mediation_sums(model, family: Family, examples: Sequence[Example], vocabular
     for i, example in enumerate(tqdm(examples, desc=desc, mininterval=10)):
         example_mediation(model, family, example, index, layers, baseline, options, sums, i)
     return sums
-
-
-def paired_effects(model, family: Family, examples: Sequence[Example], layers: Sequence[int],
-                   occurrences: Sequence[Occurrence], pairs: Mapping[tuple[int, int], Sequence[tuple[int, int]]],
-                   batch_size: int, desc: str = "paired mediated effects"
-                   ) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int, int, int], float]]:
-    """The dense model's patched occurrences again, on this model (a pruned variant): each occurrence's effect
-    {(example, word): nats} and each listed pair's exact mediated effect {(example, word, layer position, neuron):
-    nats} for pairs[(example, word)] = [(layer position, neuron), ...], both oriented by the dense effect's sign, so
-    a paired comparison with the dense numbers (a flip counts as a loss). Three forwards an example (intact,
-    occluded, patched), whatever the vocabulary: only what the dense model patched and matched is measured."""
-    baseline = mean_embedding(model)
-    by_example: dict[int, list[Occurrence]] = {}
-    for occurrence in occurrences:
-        by_example.setdefault(occurrence.example, []).append(occurrence)
-    word_effects, pair_effects = {}, {}
-    for i, found in tqdm(sorted(by_example.items()), desc=desc, mininterval=10):
-        example = examples[i]
-        intact_embeds, intact_margin, below = intact_prompt(model, family, example, layers)
-        for start in range(0, len(found), batch_size):
-            batch = found[start:start + batch_size]
-            wanted = [pairs.get((i, o.word), ()) for o in batch]
-
-            def columns(p, occluded, wanted=wanted):
-                neurons = sorted({n for listed in wanted for q, n in listed if q == p})
-                return torch.tensor(neurons, dtype=torch.long, device=occluded.device).expand(occluded.shape[0], -1)
-
-            logprobs, kept = occluded_pass(model, family, example, intact_embeds, layers, baseline,
-                                            [o.positions for o in batch], columns)
-            margins = margin(logprobs, example.label)
-            patches, keys = [], []
-            for row, (occurrence, listed) in enumerate(zip(batch, wanted, strict=True)):
-                sign = 1.0 if occurrence.effect >= 0 else -1.0
-                word_effects[i, occurrence.word] = sign * (intact_margin - float(margins[row]))
-                for p, neuron in listed:
-                    column = kept[p][0][row].tolist().index(neuron)
-                    patches.append([(p, neuron, kept[p][1][row, :, column])])
-                    keys.append((i, occurrence.word, p, neuron, sign))
-            effects = patched_effects(model, family, example, intact_embeds, layers, patches, intact_margin,
-                                       batch_size, below)
-            for (example_index, word, p, neuron, sign), value in zip(keys, effects, strict=True):
-                pair_effects[example_index, word, p, neuron] = sign * value
-    return word_effects, pair_effects
 
 
 def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Sequence[str], layers: Sequence[int],

@@ -214,8 +214,8 @@ def resume_points(model, family: Family, example: Example, layers: Sequence[int]
         yield below
 
 
-def repeated(output, rows: int):
-    """A one-row block output (a tensor, or a tuple led by one) as `rows` rows, detached."""
+def repeated(output, rows: int, start: int = 0):
+    """A one-row block output (a tensor, or a tuple led by one) as `rows` rows from position `start` on, detached."""
     if isinstance(output, tuple):
-        return (repeated(output[0], rows), *output[1:])
-    return output.detach().repeat(rows, *[1] * (output.dim() - 1))
+        return (repeated(output[0], rows, start), *output[1:])
+    return output[:, start:].detach().repeat(rows, *[1] * (output.dim() - 1))

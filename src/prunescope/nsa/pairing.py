@@ -201,7 +201,8 @@ def _joint_effects(model, family: Family, examples: Sequence[Example], layers: S
                 patches.append([(position[layer], neuron, kept[position[layer]][1][row, :, wanted[
                     position[layer]].index(neuron)]) for layer, neuron in neurons])
                 keys.append((s, i))
+        starts = [min(occurrences[i].positions) for _, i in keys]
         for (s, i), value in zip(keys, patched_effects(model, family, example, intact_embeds, layers, patches,
-                                                        intact_margin, batch_size, below), strict=True):
+                                                        intact_margin, batch_size, below, starts), strict=True):
             effects[s][i] = (1.0 if occurrences[i].effect >= 0 else -1.0) * value
     return effects

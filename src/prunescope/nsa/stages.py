@@ -20,6 +20,7 @@ from prunescope.nsa.compare import (
     group_drop_fractions,
     match_scores,
     matched_pairs,
+    paired_effects,
     semantic_retention,
     weighted_drop,
 )
@@ -29,7 +30,6 @@ from prunescope.nsa.mediation import (
     mediated_matches,
     mediated_tensors,
     mediation_sums,
-    paired_effects,
     pushed_groups,
 )
 from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
@@ -187,7 +187,7 @@ def compare_variant(model: NsaModel, data: NsaData, options: NsaOptions, associa
     dense effect).
 
     Mediated matching (the association says which): each pair's exact mediated effect on the occurrences the dense
-    model patched it on, oriented as there (nsa.mediation.paired_effects), before (dense) and after pruning, and each
+    model patched it on, oriented as there (nsa.compare.paired_effects), before (dense) and after pruning, and each
     word's effect on its patched occurrences; semantic retention is the share of the matched pairs' summed dense
     mediated effect the pruned model keeps. Paper matching: each pair's mean activation over the word's tokens, and
     semantic retention of the association refitted on the pruned model."""

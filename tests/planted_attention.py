@@ -10,7 +10,8 @@ NEG do nearly nothing: NSA that looks only there (the paper's association) canno
 
 Variants (planted_model's arguments, tests/test_nsa_planted.py): an anchor (a massive activation of the verdict token)
 that makes the last position's norms fixed gains, a generally important neuron (GENERAL) that every answer leans on,
-and a neuron (SHARED) that two positive words share, one of them with POS beside it.
+a neuron (SHARED) that two positive words share, one of them with POS beside it, and a layer-0 neuron (OWN) that
+reads "lovely" at its own position, whose output a layer-1 head then moves to the answer.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ FILLER = ["the", "movie", "film", "was", "is", "acting", "plot", "really", "and"
 VOCAB = ["[UNK]", "[PAD]", "positive", "negative", "verdict", *POSITIVE, *NEGATIVE, *FILLER]
 POS, NEG, WIDTH, HIDDEN = 5, 6, 32, 64
 GENERAL, SHARED = 8, 9  # the variants' further layer-1 neurons
+OWN = 10  # the own variant's layer-0 neuron
 ANCHOR, MARK, MOVED = 10, 11, 12  # the variants' further dimensions: the verdict's anchor, SHARED's marker and copy
+OWN_MARK, OWN_OUT = 13, 14  # ... the own variant's: "lovely"'s marker and what OWN writes at its position
 SHARED_WORDS = ["great", "superb"]  # carry MARK; "superb" carries only MARK, not the positive marker
+OWN_WORD = "lovely"  # carries only OWN_MARK in the own variant
 LAYER_GAIN, FINAL_GAIN = 0.65, 0.1  # with an anchor: the norms' gains (over the verdict's scale)
 GENERAL_INPUT = 2.0  # GENERAL's gate and up input at the last position
 LLAMA = get_family("llama")
@@ -43,7 +47,7 @@ def planted_tokenizer():
     return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[PAD]")
 
 
-def planted_model(anchor: float = 0.0, general: float = 0.0, shared: bool = False):
+def planted_model(anchor: float = 0.0, general: float = 0.0, shared: bool = False, own: bool = False):
     """The planted model (module docstring); its variants, each needing an anchor:
 
     anchor > 0: the verdict token carries `anchor` in dimension ANCHOR, far above the rest of the residual, so at the
@@ -57,9 +61,12 @@ def planted_model(anchor: float = 0.0, general: float = 0.0, shared: bool = Fals
     shared: "great" and "superb" also carry marker MARK (and "superb" loses the positive marker), which the head
     moves to dimension MOVED at the last position, where layer-1 neuron SHARED reads it (gated as POS is) and
     writes "positive": "great" is read by POS and SHARED, "superb" by SHARED only, "lovely" by POS only.
+    own: "lovely" carries marker OWN_MARK instead of the positive one; layer-0 neuron OWN reads it at the word's own
+    position and writes OWN_OUT there, and a layer-1 head, queried by the verdict token, moves OWN_OUT to the last
+    position as "positive". OWN carries the word at the word's position and is silent at the last one.
     """
-    if (general or shared) and not anchor:
-        raise ValueError("the general and shared variants need an anchor")
+    if (general or shared or own) and not anchor:
+        raise ValueError("the general, shared and own variants need an anchor")
     config = tf.LlamaConfig(hidden_size=HIDDEN, intermediate_size=WIDTH, num_hidden_layers=2, num_attention_heads=4,
                             num_key_value_heads=4, vocab_size=len(VOCAB), max_position_embeddings=64,
                             rope_theta=1e6, tie_word_embeddings=False, attn_implementation="eager")
@@ -82,6 +89,8 @@ def planted_model(anchor: float = 0.0, general: float = 0.0, shared: bool = Fals
         if shared:
             embed[[VOCAB.index(w) for w in SHARED_WORDS], MARK] = 1.0
             embed[VOCAB.index("superb"), 0] = 0.0
+        if own:
+            embed[VOCAB.index(OWN_WORD), [0, OWN_MARK]] = torch.tensor([0.0, 1.0])
         gain = 1.0  # the verdict's scale, relative to its scale without an anchor
         if anchor:
             plain = embed[verdict].norm()
@@ -114,6 +123,16 @@ def planted_model(anchor: float = 0.0, general: float = 0.0, shared: bool = Fals
             mlp.down_proj.weight[:, neuron] = 0
             mlp.down_proj.weight[writes, neuron] = 0.5
         model.model.layers[0].mlp.down_proj.weight.zero_()
+        if own:
+            first = model.model.layers[0].mlp
+            for proj in (first.gate_proj, first.up_proj):
+                proj.weight[OWN] = 0
+                proj.weight[OWN, OWN_MARK] = 1.5
+            first.down_proj.weight[OWN_OUT, OWN] = 0.5
+            move = layer.self_attn  # its head 0 moves OWN_OUT from the word to the verdict token, as "positive"
+            move.q_proj.weight[slow, 4] = 4.0 * gain
+            move.k_proj.weight[slow, OWN_OUT] = 4.0
+            move.v_proj.weight[0, OWN_OUT] = move.o_proj.weight[1, 0] = 1.0
         head = model.lm_head.weight
         head.zero_()
         head[VOCAB.index("positive"), 1] = head[VOCAB.index("negative"), 2] = 2.0

@@ -112,6 +112,8 @@ def test_mediated_matching_pairs_each_word_with_the_neuron_that_carries_it(model
     assert pairs == {(w, 1, POS) for w in POSITIVE} | {(w, 1, NEG) for w in NEGATIVE}
     for match in matches:
         assert match["share"] > 0.9 and match["patched"] == match["occurrences"] == 4
+        # POS and NEG read the head's copy at the last token: patched there alone, they carry the whole effect
+        assert match["exact_last_token"] == pytest.approx(match["exact"], rel=0.02)
         # first order saturates (the final norm flattens the margin where the planted neuron is large): it ranks
         # the planted neuron first, which is all it is used for, but estimates a small share of its effect
         assert 0 < match["first_order"] < 0.2 * match["exact"]

@@ -1,6 +1,7 @@
 """Known truth for NSA, the cases tests/test_nsa.py and tests/test_nsa_mediation.py do not plant (docs/methods.md,
-the NSA section's planted models): a neuron that matters for every example, two words that share a neuron, a neutral
-word that co-occurs with one label, and NSA-guided pruning protecting what mediated matching found.
+the NSA section's planted models): a neuron that matters for every example, two words that share a neuron, a word
+carried at its own position beside words carried at the last token, a neutral word that co-occurs with one label,
+and NSA-guided pruning protecting what mediated matching found.
 
 Every model is a variant of the planted attention model (tests/planted_attention.py: a head moves the sentiment word
 to the last position, where layer-1 neurons POS and NEG read it) with an anchor, a massive activation of the last
@@ -27,6 +28,7 @@ from planted_attention import (
     LLAMA,
     NEG,
     NEGATIVE,
+    OWN,
     POS,
     POSITIVE,
     SHARED,
@@ -226,6 +228,33 @@ def test_the_pairing_test_credits_the_group_with_its_shared_neuron(shared_model,
         assert point["other_group"] is None or abs(point["other_group"]) < 0.01
     (negative,) = result["negative"]["curve"]
     assert negative["matched"] > 0.95
+
+
+# --- where a neuron carries the word: at the last token, or at the word's own ------------------------------------
+
+
+def test_the_position_split_tells_a_neuron_reading_the_word_where_it_stands_from_one_reading_the_moved_copy(
+        tokenizer):
+    """Planted (the own variant): layer-0 neuron OWN reads "lovely" at the word's own position and a layer-1 head
+    moves what it writes to the answer; POS and NEG read the other sentiment words' copy at the last token. Mediated
+    matching pairs "lovely" with OWN, and patching each matched neuron at the last prompt token alone gives POS's and
+    NEG's whole exact effect and none of OWN's: the by-position split names where each pair carries its word.
+    Catches a split that patches the wrong token, that reports the whole effect as the last token's, or that misses
+    a word carried before the answer's token."""
+    model = planted_model(ANCHOR_SIZE, own=True)
+    batch = examples(tokenizer)
+    assert all(score_examples(model, batch)[1])
+    with _one_thread():
+        sums = mediation_sums(model, LLAMA, batch, WORDS, LAYERS, OPTIONS)
+    matches = mediated_matches(sums, WORDS, GROUPS, LAYERS, OPTIONS.share_floor, OPTIONS.effect_floor)
+    assert {(m["word"], m["layer"], m["neuron"]) for m in matches} == {("lovely", 0, OWN)} | {
+        (w, 1, POS) for w in POSITIVE if w != "lovely"} | {(w, 1, NEG) for w in NEGATIVE}
+    for match in matches:
+        assert match["share"] > 0.95 and match["exact"] > 1.0
+        expected = 0.0 if match["neuron"] == OWN and match["layer"] == 0 else match["exact"]
+        assert match["exact_last_token"] == pytest.approx(expected, abs=0.02 * match["exact"])
+    lovely = [o for o in sums.patched if WORDS[o.word] == "lovely"]
+    assert lovely and all(len(o.last) == len(o.exact) == OPTIONS.candidates for o in lovely)
 
 
 # --- a neutral word that co-occurs with one label ----------------------------------------------------------------

@@ -362,7 +362,9 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
     """By hand: negative ("bad") has two patched occurrences, |effect| 2 + 1 = 3; its matched neurons give
     layer 3: 0.5 + 0.25 (neuron 7), layer 5: 0.3 - 0.1 (neuron 2); neuron 9 of layer 3 was patched but not
     matched, and (3, 7) is matched to "bad" only, so it does not count for "good". The -1 nats occurrence's exact
-    effects are stored already oriented by its sign (nsa.mediation): added as they are, not flipped again."""
+    effects are stored already oriented by its sign (nsa.mediation): added as they are, not flipped again. The same
+    neurons patched at the last prompt token alone ("last") give layer 3: 0.4 + 0.2, layer 5: 0.0 - 0.1; "good"'s
+    neuron carries nothing there (it reads the word at its own position)."""
     from prunescope.reporting.nsa import layer_share_table, nsa_metrics, write_markdown
 
     mediated = tmp_path / "results/nsa/m/movies/association.json"
@@ -376,9 +378,11 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
         "matches": [match("bad", "negative", 3, 7), match("bad", "negative", 5, 2), match("good", "positive", 3, 1)],
         "occurrences": [
             {"example": 0, "word": "bad", "positions": [4], "effect": 2.0,
-             "exact": [[3, 7, 0.5], [5, 2, 0.3], [3, 9, 0.8]]},
-            {"example": 1, "word": "bad", "positions": [2], "effect": -1.0, "exact": [[3, 7, 0.25], [5, 2, -0.1]]},
-            {"example": 0, "word": "good", "positions": [6], "effect": 4.0, "exact": [[3, 1, 1.0], [3, 7, 2.0]]}]})
+             "exact": [[3, 7, 0.5], [5, 2, 0.3], [3, 9, 0.8]], "last": [[3, 7, 0.4], [5, 2, 0.0], [3, 9, 0.7]]},
+            {"example": 1, "word": "bad", "positions": [2], "effect": -1.0, "exact": [[3, 7, 0.25], [5, 2, -0.1]],
+             "last": [[3, 7, 0.2], [5, 2, -0.1]]},
+            {"example": 0, "word": "good", "positions": [6], "effect": 4.0, "exact": [[3, 1, 1.0], [3, 7, 2.0]],
+             "last": [[3, 1, 0.0], [3, 7, 1.5]]}]})
     io.write_result(paper, {"vocabulary": ["bad"], "groups": ["negative"], "matching": "paper",
                             "matches": [match("bad", "negative", 3, 7)], "occurrences": []})
 
@@ -388,16 +392,25 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
         ["m", "movies", "positive", 3, 1, 1]]
     assert table["share"].tolist() == pytest.approx([0.75 / 3, 0.2 / 3, 1.0 / 4])
     assert table["effect"].tolist() == pytest.approx([1.5, 1.5, 4.0])
+    assert table["share_last_token"].tolist() == pytest.approx([0.6 / 3, -0.1 / 3, 0.0])
     assert layer_share_table([str(paper)]).empty  # paper matching patches nothing
+    older = tmp_path / "results/nsa/m/tweets/association.json"  # written before the position split
+    older.parent.mkdir(parents=True)
+    written = io.read_result(mediated, "nsa_association")
+    io.write_result(older, {**written, "occurrences": [{key: value for key, value in o.items() if key != "last"}
+                                                       for o in written["occurrences"]]})
+    assert layer_share_table([str(older)])["share_last_token"].isna().all()
     empty = pd.DataFrame()
     metrics = nsa_metrics(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty,
                           empty, table)
     assert metrics["layer_share"]["m movies"] == {"negative": {"3": 0.25, "5": 0.0667}, "positive": {"3": 0.25}}
+    assert metrics["layer_share_last_token"]["m movies"] == {"negative": {"3": 0.2, "5": -0.0333},
+                                                             "positive": {"3": 0.0}}
     write_markdown(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty, empty,
                    table, tmp_path / "nsa.md")
     text = (tmp_path / "nsa.md").read_text()
-    assert "## Where the matched neurons carry the words' effect, by layer (dense)" in text
-    assert "Positions are not measured" in text and "| positive |" in text
+    assert "## Where the matched neurons carry the words' effect, by layer and position (dense)" in text
+    assert "share_last_token" in text and "| positive |" in text
 
 
 def test_run_summary_states_each_variants_numbers_and_where_the_reports_are(tmp_path, monkeypatch):

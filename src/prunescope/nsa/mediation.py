@@ -11,10 +11,12 @@ Per occurrence of a vocabulary word (one example, all its tokens), three forward
   (nsa.answers.margin). A neuron's first-order mediated effect is sum over prompt positions t >= the word's first
   token of (a_intact[t] - a_occluded[t]) x d margin / d a[t] (attribution patching); its exact mediated effect is
   margin(intact) - margin(patched), run for the `candidates` neurons with the largest first-order |effect|.
-Patching runs once per word and example (its strongest occurrence there); each patched forward runs the prompt from
-the word's first token on, after the intact prefix's key/value cache (before the word, occluded and intact
-activations are the same), and with single-token choices from its lowest patched layer up, from what the intact
-pass's block below it returned (patched_effects).
+Patching runs once per word and example (its strongest occurrence there), and once more with each candidate set at
+the last prompt token alone: how much of its exact effect it carries there, where an attention head may have moved
+the word, rather than at the word's own and the following tokens (the position split). Each patched forward runs the
+prompt from its first patched token on, after the intact prefix's key/value cache (before the word, occluded and
+intact activations are the same), and with single-token choices from its lowest patched layer up, from what the
+intact pass's block below it returned (patched_effects).
 Per word, effects are pooled over occurrences with sums only, each occurrence oriented by the sign of its own effect
 (the direction it pushes this example), so a word that pushes toward "negative" in a positive review and in a
 negative one adds up. A (word, neuron) pair is matched when the word's mean |effect| reaches `effect_floor` and
@@ -67,6 +69,7 @@ class Occurrence:
     positions: tuple[int, ...]
     effect: float
     exact: tuple[tuple[int, int, float], ...] = ()
+    last: tuple[tuple[int, int, float], ...] = ()  # the same candidates patched at the last prompt token alone
 
 
 @dataclass
@@ -226,15 +229,21 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             chosen = sorted(values, key=lambda pn: (-abs(float(row_first_order[pn])), pn))[:options.candidates]
             if abs(effect) > abs(strongest.get(word, (0.0,))[0]):
                 strongest[word] = (effect, positions, values, chosen)
-    for word, (effect, positions, values, chosen) in sorted(strongest.items()):
-        if abs(effect) < options.effect_floor:
-            continue  # a word too weak here to be matched on this example: not worth the patching
+    patched = [(word, found) for word, found in sorted(strongest.items())
+               if abs(found[0]) >= options.effect_floor]  # a weaker word is not worth the patching here
+    # each word's candidates patched at the last prompt token alone (where a head may have moved the word): one-token
+    # forwards after the intact prefix, all words' in one batch
+    rows = [(word, p, n, values[p, n]) for word, (_, _, values, chosen) in patched for p, n in chosen]
+    at_last = iter(patched_effects(model, family, example, intact_embeds, layers, [[row[1:]] for row in rows],
+                                   intact_margin, options.batch_size, below, [length - 1] * len(rows)))
+    for word, (effect, positions, values, chosen) in patched:
         exact = patched_effects(model, family, example, intact_embeds, layers,
                                  [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size,
                                  below, [min(positions)] * len(chosen))
         sign = 1.0 if effect >= 0 else -1.0
         oriented = tuple((p, n, sign * value) for (p, n), value in zip(chosen, exact, strict=True))
-        sums.patched.append(Occurrence(example_index, word, tuple(positions), effect, oriented))
+        last = tuple((p, n, sign * next(at_last)) for p, n in chosen)
+        sums.patched.append(Occurrence(example_index, word, tuple(positions), effect, oriented, last))
         for (p, neuron), value in zip(chosen, exact, strict=True):
             sums.exact[p, word, neuron] += sign * value
             sums.exact_count[p, word, neuron] += 1
@@ -323,12 +332,16 @@ def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Seq
                      share_floor: float, effect_floor: float) -> list[dict]:
     """Every (word, neuron) whose exact share of the word's |effect| is at least share_floor, for words whose mean
     |effect| is at least effect_floor (nats), with the share, the first-order share, the mean exact and first-order
-    effects per occurrence (nats), the occurrences patched of all and the examples patched on."""
+    effects per occurrence (nats), the mean exact effect of the neuron patched at the last prompt token alone, the
+    occurrences patched of all and the examples patched on."""
     share, first_share, exact = sums.share(), sums.first_order_share(), sums.exact_mean()
     patched_on: dict[tuple[int, int, int], list[int]] = {}  # (layer position, word, neuron): the examples
+    at_last: dict[tuple[int, int, int], float] = {}  # ... and its exact effects at the last prompt token, summed
     for occurrence in sums.patched:
         for p, n, _ in occurrence.exact:
             patched_on.setdefault((p, occurrence.word, n), []).append(occurrence.example)
+        for p, n, value in occurrence.last:
+            at_last[p, occurrence.word, n] = at_last.get((p, occurrence.word, n), 0.0) + value
     strong = (sums.effect / sums.occurrences.clamp_min(1) >= effect_floor)[None, :, None]
     matches = []
     for p, w, n in torch.nonzero((share >= share_floor) & strong).tolist():
@@ -340,6 +353,7 @@ def mediated_matches(sums: MediationSums, vocabulary: Sequence[str], groups: Seq
                         "importance": round(float(exact[p, w, n]), 6),
                         "first_order_share": round(float(first_share[p, w, n]), 6),
                         "exact": round(float(exact[p, w, n]), 6),
+                        "exact_last_token": round(at_last.get((p, w, n), 0.0) / len(patched_on[p, w, n]), 6),
                         "first_order": round(float(sums.first_order[p, w, n]) / count, 6),
                         "word_effect": round(float(sums.effect[w]) / count, 6),
                         "patched": int(sums.exact_count[p, w, n]), "occurrences": int(count),

@@ -130,7 +130,8 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
             associations, importance = mediated_tensors(sums, matches, vocabulary, studied)
             occurrences = [{"example": o.example, "word": vocabulary[o.word], "positions": list(o.positions),
                             "effect": round(o.effect, 6),
-                            "exact": [[studied[p], n, round(value, 6)] for p, n, value in o.exact]}
+                            "exact": [[studied[p], n, round(value, 6)] for p, n, value in o.exact],
+                            "last": [[studied[p], n, round(value, 6)] for p, n, value in o.last]}
                            for o in sums.patched]
             salience = {layer: sums.salience[p] / max(sums.examples, 1) for p, layer in enumerate(studied)}
         with atomic_path(out_path) as tmp:

@@ -90,7 +90,8 @@ def pairing_table(causal_paths: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PAIRING_COLUMNS)
 
 
-LAYER_SHARE_COLUMNS = ["model", "dataset", "group", "layer", "neurons", "occurrences", "effect", "share"]
+LAYER_SHARE_COLUMNS = ["model", "dataset", "group", "layer", "neurons", "occurrences", "effect", "share",
+                       "share_last_token"]
 
 
 def layer_share_table(association_paths: Iterable[str]) -> pd.DataFrame:
@@ -98,14 +99,16 @@ def layer_share_table(association_paths: Iterable[str]) -> pd.DataFrame:
     (mediated matching; a file written with `matching: paper` has no patched occurrences and gives no row):
     neurons, the (layer, neuron)s matched to the group's words there; occurrences and effect, the group's patched
     occurrences and their mean |effect| (nats); share, the sum over those occurrences of the exact mediated effects
-    of the neurons matched to the occurrence's word in that layer, over the sum of their |effect|.
+    of the neurons matched to the occurrence's word in that layer, over the sum of their |effect|;
+    share_last_token, the same with each neuron patched at the last prompt token alone (the position split: what
+    it carries where a head may have moved the word, against its own and the following tokens).
 
     The exact effects are association.json's "occurrences" as step 2 measured them (nsa.mediation: each already
     oriented by its occurrence's effect sign, as stages._patched_occurrences reads them back for the pairing test);
     a matched neuron counts only on the occurrences where it was among the patched candidates. A share is a sum of
     single-neuron effects (each neuron patched alone): shares across layers need not add to 1 and are not the
-    effect of the layer's neurons patched together (the pairing test measures joint effects). Positions are not
-    split: patching sets a neuron at every prompt position at once."""
+    effect of the layer's neurons patched together (the pairing test measures joint effects), and the last token's
+    share need not be below the whole one (the margin is not additive over positions)."""
     rows = []
     for path in association_paths:
         info = read_result(Path(path).with_suffix(".json"), "nsa_association")
@@ -118,20 +121,25 @@ def layer_share_table(association_paths: Iterable[str]) -> pd.DataFrame:
         for match in info["matches"]:
             matched.setdefault(match["word"], set()).add((match["layer"], match["neuron"]))
             neurons.setdefault((group_of[match["word"]], match["layer"]), set()).add(match["neuron"])
-        carried: dict[tuple[str, int], float] = {}  # (group, layer): summed exact effect of its matched neurons
+        carried: dict[tuple[str, str, int], float] = {}  # (patched where, group, layer): matched neurons' effects
         effect: dict[str, list[float]] = {}  # group: its patched occurrences' |effect|
         for occurrence in info["occurrences"]:
             group = group_of[occurrence["word"]]
             effect.setdefault(group, []).append(abs(occurrence["effect"]))
-            for layer, neuron, value in occurrence["exact"]:
-                if (layer, neuron) in matched.get(occurrence["word"], ()):
-                    carried[group, layer] = carried.get((group, layer), 0.0) + value
+            for where in ("exact", "last"):
+                for layer, neuron, value in occurrence.get(where, ()):
+                    if (layer, neuron) in matched.get(occurrence["word"], ()):
+                        carried[where, group, layer] = carried.get((where, group, layer), 0.0) + value
         for (group, layer), found in sorted(neurons.items()):
             if group not in effect:
                 continue
+            total = max(sum(effect[group]), 1e-12)
             rows.append({"model": model, "dataset": dataset, "group": group, "layer": layer, "neurons": len(found),
                          "occurrences": len(effect[group]), "effect": sum(effect[group]) / len(effect[group]),
-                         "share": carried.get((group, layer), 0.0) / max(sum(effect[group]), 1e-12)})
+                         "share": carried.get(("exact", group, layer), 0.0) / total,
+                         # association files from before the position split hold no "last": no number, not 0
+                         "share_last_token": (carried.get(("last", group, layer), 0.0) / total
+                                              if "last" in info["occurrences"][0] else None)})
     return pd.DataFrame(rows, columns=LAYER_SHARE_COLUMNS)
 
 
@@ -171,13 +179,17 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
 def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
                 layers: pd.DataFrame) -> dict:
     """Headline numbers: the drop-accuracy correlation, matched vs random ablation, the pairing test at the largest
-    K, the matched neurons' share of each group's effect per layer (layer_share_table), guided recovery."""
+    K, the matched neurons' share of each group's effect per layer, whole and at the last prompt token
+    (layer_share_table), guided recovery."""
     metrics = {"drop_vs_accuracy": drop_correlation(drops),
                "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {},
                "pairing": {}, "layer_share": {}}
     for row in layers.itertuples():
         metrics["layer_share"].setdefault(f"{row.model} {row.dataset}", {}).setdefault(row.group, {})[
             str(row.layer)] = round(row.share, 4)
+        if row.share_last_token is not None and not pd.isna(row.share_last_token):
+            metrics.setdefault("layer_share_last_token", {}).setdefault(f"{row.model} {row.dataset}", {}).setdefault(
+                row.group, {})[str(row.layer)] = round(row.share_last_token, 4)
     for row in pairing.itertuples():  # the largest K of each model, dataset and group
         metrics["pairing"].setdefault(f"{row.model} {row.dataset}", {})[row.group] = {
             "k": row.k, "occurrences": row.occurrences,
@@ -217,12 +229,13 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFr
             "interval over draws), the other groups' K best and the most salient neurons of the same layers; "
             "specific: matched beats all three.\n\n"
             + _table(pairing, "(no pairing test: it needs nsa.matching: mediated)")
-            + "\n\n## Where the matched neurons carry the words' effect, by layer (dense)\n\n"
+            + "\n\n## Where the matched neurons carry the words' effect, by layer and position (dense)\n\n"
             "share: the exact mediated effects of the neurons matched to each word in that layer, each patched alone "
-            "(so layers need not add to 1, and a layer's share is not its neurons' joint effect), summed over the "
-            "group's patched occurrences and divided by their summed |effect|; neurons: the neurons matched there. "
-            "Positions are not measured: patching sets a neuron at every prompt position at once (the token heatmap "
-            "shows one matched neuron by position).\n\n"
+            "at every prompt position from the word on (so layers need not add to 1, and a layer's share is not its "
+            "neurons' joint effect), summed over the group's patched occurrences and divided by their summed "
+            "|effect|; share_last_token: the same with each neuron patched at the last prompt token alone, where an "
+            "attention head may have moved the word (near share: the neuron reads the word there; near 0: at the "
+            "word's own or the following tokens); neurons: the neurons matched there.\n\n"
             + _table(layers, "(no by-layer shares: they need nsa.matching: mediated)")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
             "recovered = guided - plain accuracy (calibration seeds pooled); 95% paired bootstrap interval over "

@@ -589,3 +589,28 @@ def test_activation_statistics_memory_is_flat_in_the_number_of_examples():
                          timeout=300)
     growth = json.loads(out.stdout.strip().splitlines()[-1])
     assert growth["250"] < 40, growth  # the high-water mark set by 8 examples moves by less than 40 MiB
+
+
+def test_both_matchings_find_a_word_read_through_a_norm_at_its_own_token(planted_model, word_tokenizer):
+    """The spread neurons read the planted words at the words' own tokens (through the norm), here the last token:
+    mediated matching pairs every planted word with all three, and so does the paper's matching (recorded beside it,
+    stages._paper_matching), which sees neurons only at the word's tokens; patched at the last prompt token alone
+    they carry the whole exact effect, since that is where the word is. The positive case of the comparison the
+    planted attention model fails (tests/test_nsa_planted.py: there the paper's matching makes none of the pairs)."""
+    from prunescope.nsa.mediation import MediationOptions, mediated_matches, mediation_sums
+    from prunescope.nsa.options import PaperOptions
+    from prunescope.nsa.stages import _paper_matching
+
+    examples = planted_examples(word_tokenizer, 12)
+    groups = ["positive"] * len(PLANTED_WORDS) + ["negative"] * len(OTHER_WORDS)
+    sums = mediation_sums(planted_model, LLAMA, examples, VOCABULARY, [LAYER, 1], MediationOptions(0.1, 0.1, 8, 8))
+    matches = mediated_matches(sums, VOCABULARY, groups, [LAYER, 1], 0.1, 0.1)
+    stats = activation_stats(planted_model, LLAMA, examples, word_ids(examples, VOCABULARY), [LAYER, 1],
+                             len(VOCABULARY), importance=True)
+    paper = {(m["word"], m["layer"], m["neuron"]) for m in _paper_matching(
+        stats, VOCABULARY, groups, PaperOptions(1.0, 600, 0.05, 0.01, 3, 0))[2]}
+    planted = {(word, LAYER, neuron) for word in PLANTED_WORDS for neuron in SPREAD}
+    assert planted <= {(m["word"], m["layer"], m["neuron"]) for m in matches} and planted <= paper
+    for match in matches:
+        if (match["word"], match["layer"], match["neuron"]) in planted:
+            assert match["exact_last_token"] == pytest.approx(match["exact"], rel=0.01)

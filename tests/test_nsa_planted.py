@@ -316,7 +316,8 @@ class PlantedData:
 def test_nsa_guided_pruning_protects_the_mediated_matches_not_the_general_neuron(tmp_path, tokenizer):
     """The stages on the planted model with both variants, with the project's NSA options: select_words finds the
     six sentiment words, learn_association matches them to POS, NEG and SHARED in layer 1 (its heatmap shows the
-    matched neuron firing at the last position), and protected_neurons exempts exactly those three from pruning,
+    matched neuron firing at the last position; the paper's matching, recorded beside, makes none of those pairs),
+    and protected_neurons exempts exactly those three from pruning,
     not GENERAL, the most salient neuron, which carries none of the words. Catches guided pruning that protects
     important neurons rather than the words' paths, or that drops a word's second neuron."""
     model = PlantedModel(planted_model(ANCHOR_SIZE, general=PUSH, shared=True), tokenizer)
@@ -330,6 +331,12 @@ def test_nsa_guided_pruning_protects_the_mediated_matches_not_the_general_neuron
     assert {(m["word"], m["layer"], m["neuron"]) for m in info["matches"]} == {
         ("great", 1, POS), ("great", 1, SHARED), ("superb", 1, SHARED), ("lovely", 1, POS)} | {
         (w, 1, NEG) for w in NEGATIVE}
+    # the paper's matching on the same examples, recorded beside: blind to the path (at the words' own tokens no
+    # neuron here moves the answer), it makes none of the planted pairs (none at all: it matches only a positive
+    # activation x gradient)
+    assert info["paper_matches"] is not None
+    assert not {tuple(pair) for pair in info["paper_matches"]} & {(m["word"], m["layer"], m["neuron"])
+                                                                   for m in info["matches"]}
     heatmap = info["example"]
     assert heatmap["layer"] == 1 and heatmap["neuron"] in {POS, NEG, SHARED}
     assert max(range(len(heatmap["dense"])), key=heatmap["dense"].__getitem__) == len(heatmap["dense"]) - 1

@@ -262,6 +262,8 @@ def test_figure_reads_the_written_table_and_draws_chosen_variants(results, tmp_p
 def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
     from prunescope.reporting.nsa import (
         LAYER_SHARE_COLUMNS,
+        OVERLAP_COLUMNS,
+        NsaTables,
         causal_table,
         drop_correlation,
         drop_table,
@@ -337,15 +339,16 @@ def test_nsa_tables_join_drops_with_accuracy_and_guided_with_plain(tmp_path):
                                                                ["m", "positive", 2]]
     # specific: matched above the random interval, the other group's set (where there is one) and the salient one
     assert paired["specific"].tolist() == [False, True, False]
-    no_layers = pd.DataFrame(columns=LAYER_SHARE_COLUMNS)
-    metrics = nsa_metrics(drops, causal, paired, table, no_layers)
+    tables = NsaTables(drops, causal, paired, table, pd.DataFrame(columns=LAYER_SHARE_COLUMNS),
+                       pd.DataFrame(columns=OVERLAP_COLUMNS))
+    metrics = nsa_metrics(tables)
     assert metrics["pairing"]["m movies"]["positive"] == {
         "k": 2, "occurrences": 5, "matched": 0.9, "random": 0.01, "random_low": -0.02, "random_high": 0.05,
         "other_group": 0.95, "important": 0.1, "specific": False}
     assert metrics["pairing"]["m movies"]["negative"]["other_group"] is None
     plot_pairing(paired, tmp_path / "p.png", tmp_path / "p.svg")
     assert b"positive words" in (tmp_path / "p.svg").read_bytes()
-    write_markdown(drops, causal, paired, table, no_layers, tmp_path / "nsa.md")
+    write_markdown(tables, tmp_path / "nsa.md")
     assert "## The pairing test" in (tmp_path / "nsa.md").read_text()
     assert metrics["causal"]["movies"]["zero"] == {
         "k": 2, "matched_margin_change": -1.0, "random_margin_change": -0.1, "random_margin_interval": [-0.3, 0.0],
@@ -364,8 +367,9 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
     matched, and (3, 7) is matched to "bad" only, so it does not count for "good". The -1 nats occurrence's exact
     effects are stored already oriented by its sign (nsa.mediation): added as they are, not flipped again. The same
     neurons patched at the last prompt token alone ("last") give layer 3: 0.4 + 0.2, layer 5: 0.0 - 0.1; "good"'s
-    neuron carries nothing there (it reads the word at its own position)."""
-    from prunescope.reporting.nsa import layer_share_table, nsa_metrics, write_markdown
+    neuron carries nothing there (it reads the word at its own position). The paper's matching made (bad, 3, 7),
+    which mediated matching made too, and two pairs it did not: one of three pairs both, carrying 0.5 of 1.5 nats."""
+    from prunescope.reporting.nsa import NsaTables, layer_share_table, nsa_metrics, paper_overlap_table, write_markdown
 
     mediated = tmp_path / "results/nsa/m/movies/association.json"
     paper = tmp_path / "results/nsa/m/boolq/association.json"
@@ -382,7 +386,8 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
             {"example": 1, "word": "bad", "positions": [2], "effect": -1.0, "exact": [[3, 7, 0.25], [5, 2, -0.1]],
              "last": [[3, 7, 0.2], [5, 2, -0.1]]},
             {"example": 0, "word": "good", "positions": [6], "effect": 4.0, "exact": [[3, 1, 1.0], [3, 7, 2.0]],
-             "last": [[3, 1, 0.0], [3, 7, 1.5]]}]})
+             "last": [[3, 1, 0.0], [3, 7, 1.5]]}],
+        "paper_matches": [["bad", 3, 7], ["bad", 3, 9], ["good", 5, 4]]})
     io.write_result(paper, {"vocabulary": ["bad"], "groups": ["negative"], "matching": "paper",
                             "matches": [match("bad", "negative", 3, 7)], "occurrences": []})
 
@@ -400,15 +405,21 @@ def test_nsa_layer_shares_sum_the_matched_neurons_exact_effects_per_group_and_la
     io.write_result(older, {**written, "occurrences": [{key: value for key, value in o.items() if key != "last"}
                                                        for o in written["occurrences"]]})
     assert layer_share_table([str(older)])["share_last_token"].isna().all()
+    overlap = paper_overlap_table([str(mediated.with_suffix(".safetensors")), str(paper)])
+    assert overlap.drop(columns="mediated_effect_found").values.tolist() == [["m", "movies", 3, 3, 1]]
+    assert overlap["mediated_effect_found"].tolist() == pytest.approx([1 / 3])
     empty = pd.DataFrame()
-    metrics = nsa_metrics(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty,
-                          empty, table)
+    tables = NsaTables(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty,
+                       empty, table, overlap)
+    metrics = nsa_metrics(tables)
     assert metrics["layer_share"]["m movies"] == {"negative": {"3": 0.25, "5": 0.0667}, "positive": {"3": 0.25}}
     assert metrics["layer_share_last_token"]["m movies"] == {"negative": {"3": 0.2, "5": -0.0333},
                                                              "positive": {"3": 0.0}}
-    write_markdown(empty.assign(weighted_relative_drop=[], mean_relative_drop=[], acc_drop=[]), empty, empty, empty,
-                   table, tmp_path / "nsa.md")
+    assert metrics["paper_overlap"]["m movies"] == {"mediated_pairs": 3, "paper_pairs": 3, "both": 1,
+                                                    "mediated_effect_found": 0.3333}
+    write_markdown(tables, tmp_path / "nsa.md")
     text = (tmp_path / "nsa.md").read_text()
+    assert "## The paper's matching beside mediated matching (dense)" in text
     assert "## Where the matched neurons carry the words' effect, by layer and position (dense)" in text
     assert "share_last_token" in text and "| positive |" in text
 

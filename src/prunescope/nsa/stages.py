@@ -88,6 +88,24 @@ def _associations(stats: dict[int, LayerStats], paper: PaperOptions) -> dict[int
     return dict(zip(layers, fitted, strict=True))
 
 
+def _paper_matching(stats: dict[int, LayerStats], vocabulary: list[str], groups: list[str], paper: PaperOptions
+                    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], list[dict]]:
+    """The paper's matching: per layer the learned association A and each pair's importance (mean activation x
+    gradient of the gold margin over the word's tokens), and the matched pairs (each word's neurons_per_word best
+    per layer by association x importance)."""
+    associations = _associations(stats, paper)
+    importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
+    matches = []
+    for layer, association in associations.items():
+        scores = match_scores(association, importance[layer])
+        means = stats[layer].word_means()
+        matches += [{"layer": layer, "word": vocabulary[w], "group": groups[w], "neuron": n,
+                     "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
+                     "importance": round(float(importance[layer][w, n]), 6), "dense": round(float(means[w, n]), 6)}
+                    for w, n in matched_pairs(scores, paper.neurons_per_word)]
+    return associations, importance, matches
+
+
 def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words_path: str | os.PathLike,
                       out_path: str | os.PathLike) -> None:
     """Step 2 on the dense model: which neurons carry each word (safetensors association<L>, importance<L>, mean<L>)
@@ -97,34 +115,29 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
     Mediated matching (options.mediation): association<L> is each pair's exact mediated share of the word's effect
     where matched (else 0) and importance<L> its exact mediated effect in nats (nsa.mediation); groups come from the
     label each word pushes toward; the sidecar keeps the occurrences patched, which a pruned variant is patched on
-    again. Paper matching: one streaming pass learns A and each pair's causal importance (mean activation x
-    gradient of the gold margin over the word's tokens)."""
+    again, and "paper_matches" the pairs the paper's matching makes on the same examples, for the comparison.
+    Paper matching: one streaming pass learns A and each pair's causal importance (mean activation x gradient of
+    the gold margin over the word's tokens)."""
     words = read_result(words_path, "nsa_words")["words"]
     vocabulary, mediation, paper = sorted(words), options.mediation, options.paper
     occurrences: list[dict] = []
     salience: dict[int, torch.Tensor] = {}
+    paper_pairs = None
     with model.loaded() as (loaded, tokenizer):
         examples = data.examples(tokenizer)
         family = get_family(model.family)
-        stats = _stats(loaded, model.family, examples, vocabulary, options.layers, importance=mediation is None,
+        stats = _stats(loaded, model.family, examples, vocabulary, options.layers, importance=True,
                        desc="dense activations")
+        step_one_groups = [words[w]["group"] for w in vocabulary]
         if mediation is None:
-            associations = _associations(stats, paper)
-            importance = {layer: s.word_importance / s.word_counts.clamp_min(1)[:, None] for layer, s in stats.items()}
-            groups = [words[w]["group"] for w in vocabulary]
-            matches = []
-            for layer, association in associations.items():
-                scores = match_scores(association, importance[layer])
-                means = stats[layer].word_means()
-                matches += [{"layer": layer, "word": vocabulary[w], "group": groups[w], "neuron": n,
-                             "association": round(float(association[w, n]), 6), "score": round(float(scores[w, n]), 6),
-                             "importance": round(float(importance[layer][w, n]), 6),
-                             "dense": round(float(means[w, n]), 6)}
-                            for w, n in matched_pairs(scores, paper.neurons_per_word)]
+            associations, importance, matches = _paper_matching(stats, vocabulary, step_one_groups, paper)
+            groups = step_one_groups
         else:
+            paper_pairs = [[m["word"], m["layer"], m["neuron"]]
+                           for m in _paper_matching(stats, vocabulary, step_one_groups, paper)[2]]
             studied = sorted(stats)
             sums = mediation_sums(loaded, family, examples, vocabulary, studied, mediation)
-            groups = pushed_groups(sums, examples, [words[w]["group"] for w in vocabulary])
+            groups = pushed_groups(sums, examples, step_one_groups)
             matches = mediated_matches(sums, vocabulary, groups, studied, mediation.share_floor,
                                        mediation.effect_floor)
             associations, importance = mediated_tensors(sums, matches, vocabulary, studied)
@@ -144,7 +157,7 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
             "vocabulary": vocabulary, "groups": groups, "sha256": digest,
             "matching": "paper" if mediation is None else "mediated",
             "examples": len(examples), "neurons_per_word": paper.neurons_per_word, "std_floor": paper.std_floor,
-            "matches": matches, "occurrences": occurrences,
+            "matches": matches, "occurrences": occurrences, "paper_matches": paper_pairs,
             "example": heatmap_example(loaded, family, tokenizer, examples, vocabulary, matches),
             "top_words": {f"{layer}:{neuron}": ranked for layer, a in associations.items()
                           for neuron, ranked in top_words(a, vocabulary, TOP_WORDS_SHOWN).items()},

@@ -1,9 +1,11 @@
 """NSA's tables, headline numbers and figures: matched-neuron drops against accuracy drops, the causal check,
-the matched neurons' share of the words' effect by layer, NSA-guided vs plain pruning, and the token heatmaps."""
+the matched neurons' share of the words' effect by layer and position, the paper's matching beside the mediated
+one, NSA-guided vs plain pruning, and the token heatmaps."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,49 @@ LAYER_SHARE_COLUMNS = ["model", "dataset", "group", "layer", "neurons", "occurre
                        "share_last_token"]
 
 
+OVERLAP_COLUMNS = ["model", "dataset", "mediated_pairs", "paper_pairs", "both", "mediated_effect_found"]
+
+
+@dataclass(frozen=True)
+class NsaTables:
+    """What nsa_report writes its markdown and headline numbers from, one table per section."""
+
+    drops: pd.DataFrame  # drop_table
+    causal: pd.DataFrame  # causal_table
+    pairing: pd.DataFrame  # pairing_table
+    guided: pd.DataFrame  # guided_table
+    layers: pd.DataFrame  # layer_share_table
+    overlap: pd.DataFrame  # paper_overlap_table
+
+
+def _mediated_associations(association_paths: Iterable[str]) -> Iterator[tuple[str, str, dict]]:
+    """(model, dataset, association.json) of each file written by mediated matching with patched occurrences (a
+    file written with `matching: paper` patches nothing)."""
+    for path in association_paths:
+        info = read_result(Path(path).with_suffix(".json"), "nsa_association")
+        if info.get("matching") == "mediated" and info.get("occurrences"):
+            yield info.get("model", Path(path).parts[-3]), info.get("dataset", Path(path).parts[-2]), info
+
+
+def paper_overlap_table(association_paths: Iterable[str]) -> pd.DataFrame:
+    """One row per model and NSA dataset: the (word, layer, neuron) pairs mediated matching made, those the paper's
+    learned association made on the same examples (association.json "paper_matches": each word's neurons_per_word
+    best per layer), the pairs both made, and the share of the mediated pairs' summed exact effect that the pairs
+    both made carry: how much of what carries the words the paper's matching finds."""
+    rows = []
+    for model, dataset, info in _mediated_associations(association_paths):
+        if info.get("paper_matches") is None:
+            continue  # written before the comparison
+        paper = {tuple(pair) for pair in info["paper_matches"]}
+        mediated = {(m["word"], m["layer"], m["neuron"]): m["exact"] for m in info["matches"]}
+        both = [pair for pair in mediated if pair in paper]
+        total = sum(max(effect, 0.0) for effect in mediated.values())
+        rows.append({"model": model, "dataset": dataset, "mediated_pairs": len(mediated), "paper_pairs": len(paper),
+                     "both": len(both), "mediated_effect_found": (sum(max(mediated[pair], 0.0) for pair in both)
+                                                                  / total if total > 0 else None)})
+    return pd.DataFrame(rows, columns=OVERLAP_COLUMNS)
+
+
 def layer_share_table(association_paths: Iterable[str]) -> pd.DataFrame:
     """One row per model, NSA dataset, word group and layer holding a neuron matched to one of the group's words
     (mediated matching; a file written with `matching: paper` has no patched occurrences and gives no row):
@@ -110,11 +155,7 @@ def layer_share_table(association_paths: Iterable[str]) -> pd.DataFrame:
     effect of the layer's neurons patched together (the pairing test measures joint effects), and the last token's
     share need not be below the whole one (the margin is not additive over positions)."""
     rows = []
-    for path in association_paths:
-        info = read_result(Path(path).with_suffix(".json"), "nsa_association")
-        if info.get("matching") != "mediated" or not info.get("occurrences"):
-            continue
-        model, dataset = info.get("model", Path(path).parts[-3]), info.get("dataset", Path(path).parts[-2])
+    for model, dataset, info in _mediated_associations(association_paths):
         group_of = dict(zip(info["vocabulary"], info["groups"], strict=True))
         matched: dict[str, set[tuple[int, int]]] = {}  # word: its matched (layer, neuron)s
         neurons: dict[tuple[str, int], set[int]] = {}  # (group, layer): the neurons matched to its words
@@ -176,15 +217,20 @@ def guided_table(results: pd.DataFrame, guided: pd.DataFrame, iterations: int, s
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
-                layers: pd.DataFrame) -> dict:
+def nsa_metrics(tables: NsaTables) -> dict:
     """Headline numbers: the drop-accuracy correlation, matched vs random ablation, the pairing test at the largest
     K, the matched neurons' share of each group's effect per layer, whole and at the last prompt token
-    (layer_share_table), guided recovery."""
+    (layer_share_table), the paper's matching beside the mediated one, guided recovery."""
+    drops, causal, pairing, guided = tables.drops, tables.causal, tables.pairing, tables.guided
     metrics = {"drop_vs_accuracy": drop_correlation(drops),
                "weighted_drop_vs_accuracy": drop_correlation(drops, "weighted_relative_drop"), "causal": {},
-               "pairing": {}, "layer_share": {}}
-    for row in layers.itertuples():
+               "pairing": {}, "layer_share": {}, "paper_overlap": {}}
+    for row in tables.overlap.itertuples():
+        metrics["paper_overlap"][f"{row.model} {row.dataset}"] = {
+            "mediated_pairs": row.mediated_pairs, "paper_pairs": row.paper_pairs, "both": row.both,
+            "mediated_effect_found": None if pd.isna(row.mediated_effect_found)
+            else round(row.mediated_effect_found, 4)}
+    for row in tables.layers.itertuples():
         metrics["layer_share"].setdefault(f"{row.model} {row.dataset}", {}).setdefault(row.group, {})[
             str(row.layer)] = round(row.share, 4)
         if row.share_last_token is not None and not pd.isna(row.share_last_token):
@@ -211,8 +257,8 @@ def nsa_metrics(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame
     return metrics
 
 
-def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFrame, guided: pd.DataFrame,
-                   layers: pd.DataFrame, path: str) -> None:
+def write_markdown(tables: NsaTables, path: str) -> None:
+    drops = tables.drops
     plain, weighted = drop_correlation(drops), drop_correlation(drops, "weighted_relative_drop")
     text = ("## Matched neurons: activation drop vs accuracy drop\n\n"
             f"Mean relative drop: Pearson r = {plain['pearson']}, Spearman rho = {plain['spearman']}; "
@@ -221,14 +267,14 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFr
             + "\n\n## Causal curve: the K best-matched neurons ablated vs K random ones of the same layers (dense)\n\n"
             "Change of the mean gold margin (nats) and of accuracy; random: mean and 95% interval over draws; "
             "beyond_random: the matched change is below the random interval.\n\n"
-            + causal.to_markdown(index=False, floatfmt=".3f")
+            + tables.causal.to_markdown(index=False, floatfmt=".3f")
             + "\n\n## The pairing test: does a word group's matched set carry its words' effect? (dense)\n\n"
             "Share of the group's words' occlusion effect (on its strongest patched occurrences) that patching a set "
             "of neurons to their occluded activations carries: the group's K best neurons by mediated effect, "
             "ranked on the other half of its examples (cross-fitted), random neurons of the same layers (mean, 95% "
             "interval over draws), the other groups' K best and the most salient neurons of the same layers; "
             "specific: matched beats all three.\n\n"
-            + _table(pairing, "(no pairing test: it needs nsa.matching: mediated)")
+            + _table(tables.pairing, "(no pairing test: it needs nsa.matching: mediated)")
             + "\n\n## Where the matched neurons carry the words' effect, by layer and position (dense)\n\n"
             "share: the exact mediated effects of the neurons matched to each word in that layer, each patched alone "
             "at every prompt position from the word on (so layers need not add to 1, and a layer's share is not its "
@@ -236,11 +282,17 @@ def write_markdown(drops: pd.DataFrame, causal: pd.DataFrame, pairing: pd.DataFr
             "|effect|; share_last_token: the same with each neuron patched at the last prompt token alone, where an "
             "attention head may have moved the word (near share: the neuron reads the word there; near 0: at the "
             "word's own or the following tokens); neurons: the neurons matched there.\n\n"
-            + _table(layers, "(no by-layer shares: they need nsa.matching: mediated)")
+            + _table(tables.layers, "(no by-layer shares: they need nsa.matching: mediated)")
+            + "\n\n## The paper's matching beside mediated matching (dense)\n\n"
+            "Pairs (word, layer, neuron) matched by mediated effect and by the paper's learned association on the "
+            "same examples (each word's best neurons per layer by association x activation x gradient at the word's "
+            "own tokens), the pairs both made, and the share of the mediated pairs' summed exact effect those carry: "
+            "how much of what carries the words the paper's matching finds.\n\n"
+            + _table(tables.overlap, "(no comparison: it needs nsa.matching: mediated)")
             + "\n\n## NSA-guided pruning: protected category's matched neurons exempt, equal layer sparsity\n\n"
             "recovered = guided - plain accuracy (calibration seeds pooled); 95% paired bootstrap interval over "
             "examples and seeds.\n\n"
-            + _table(guided, "(no guided variants in this grid)")
+            + _table(tables.guided, "(no guided variants in this grid)")
             + "\n")
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -233,9 +233,9 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
                if abs(found[0]) >= options.effect_floor]  # a weaker word is not worth the patching here
     # each word's candidates patched at the last prompt token alone (where a head may have moved the word): one-token
     # forwards after the intact prefix, all words' in one batch
-    rows = [(word, p, n, values[p, n]) for word, (_, _, values, chosen) in patched for p, n in chosen]
-    at_last = iter(patched_effects(model, family, example, intact_embeds, layers, [[row[1:]] for row in rows],
-                                   intact_margin, options.batch_size, below, [length - 1] * len(rows)))
+    rows = [[(p, n, values[p, n])] for _, (_, _, values, chosen) in patched for p, n in chosen]
+    at_last = iter(patched_effects(model, family, example, intact_embeds, layers, rows, intact_margin,
+                                   options.batch_size, below, [length - 1] * len(rows)))
     for word, (effect, positions, values, chosen) in patched:
         exact = patched_effects(model, family, example, intact_embeds, layers,
                                  [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size,

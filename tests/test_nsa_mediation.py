@@ -156,6 +156,24 @@ def test_sums_do_not_depend_on_the_batch_size(model, tokenizer):
         torch.testing.assert_close(getattr(one, field), getattr(many, field), rtol=1e-5, atol=1e-6)
 
 
+def test_the_intact_passes_give_the_paper_associations_sums(model, tokenizer):
+    """mediation_sums(layer_stats=True) keeps what the paper's association fits on (LayerStats, importance
+    included) from its intact passes: equal to activation_stats' own pass with gradients, examples without a
+    vocabulary word (the negative reviews here) included."""
+    batch, vocabulary = examples(tokenizer, 6), sorted(POSITIVE)
+    sums = mediation_sums(model, LLAMA, batch, vocabulary, [0, 1], MediationOptions(0.2, 0.05, 2, 8), layer_stats=True)
+    ids = [torch.tensor([vocabulary.index(e.prompt.words[w]) if w >= 0 and e.prompt.words[w] in vocabulary else -1
+                         for w in e.prompt.token_words]) for e in batch]
+    separate = activation_stats(model, LLAMA, batch, ids, [0, 1], len(vocabulary), importance=True)
+    assert sums.examples == 3  # the positive reviews: salience counts only examples with a vocabulary word
+    for layer in (0, 1):
+        fused, alone = sums.stats[layer], separate[layer]
+        assert fused.tokens == alone.tokens == sum(len(e.prompt.input_ids) for e in batch)
+        for name in ("sums", "squares", "word_sums", "word_counts", "word_importance", "neuron_importance"):
+            torch.testing.assert_close(getattr(fused, name), getattr(alone, name), rtol=1e-5, atol=1e-7)
+    assert float(sums.stats[1].neuron_importance.abs().max()) > 0.1  # the comparison can fail
+
+
 def test_an_example_without_vocabulary_words_adds_nothing(model, tokenizer):
     sums = MediationSums.empty(1, 1, WIDTH, 2)
     example = examples(tokenizer, 1)[0]

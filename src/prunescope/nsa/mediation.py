@@ -43,7 +43,7 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, prefix_cache
-from prunescope.nsa.neurons import repeated, resume_points, resumed_at
+from prunescope.nsa.neurons import LayerStats, repeated, resume_points, resumed_at
 from prunescope.nsa.options import MediationOptions
 from prunescope.nsa.prompts import Example
 
@@ -92,6 +92,9 @@ class MediationSums:
     salience: torch.Tensor  # (layers, width): sum over examples of |activation x d margin / d activation|, all tokens
     examples: int = 0  # the examples that added to `salience` (those with a vocabulary word)
     patched: list[Occurrence] = field(default_factory=list)
+    # {layer: LayerStats of the intact pass over every example, importance included}: the paper's association fits
+    # on these (nsa.stages), at no further pass; None unless mediation_sums is asked for them
+    stats: dict[int, LayerStats] | None = None
 
     @classmethod
     def empty(cls, words: int, layers: int, width: int, choices: int) -> MediationSums:
@@ -193,11 +196,18 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     counts for the effect and first order; patching, the cost, runs once per word and example, on its strongest
     occurrence there, and not at all where that moves the margin by less than options.effect_floor."""
     occurrences = word_occurrences(example, vocabulary)
-    if not occurrences:
+    if not occurrences and sums.stats is None:
         return
     intact_embeds = embedded_prompt(model, example)
     with resume_points(model, family, example, layers) as below:
         intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
+    if sums.stats is not None:
+        words = torch.tensor([vocabulary.get(example.prompt.words[w], -1) if w >= 0 else -1
+                              for w in example.prompt.token_words])
+        for p, layer in enumerate(layers):
+            sums.stats[layer].add(intact[p].cpu(), words, (intact[p] * grads[p]).cpu())
+    if not occurrences:
+        return
     intact_margin = float(margin(logprobs, example.label)[0])
     intact_choices = torch.log_softmax(logprobs[0], dim=-1)
     sums.salience += torch.stack([(intact[p] * grads[p]).abs().sum(0) for p in range(len(layers))]).double().cpu()
@@ -315,16 +325,23 @@ def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor
 
 
 def mediation_sums(model, family: Family, examples: Sequence[Example], vocabulary: Sequence[str],
-                   layers: Sequence[int], options: MediationOptions, desc: str = "mediated effects") -> MediationSums:
+                   layers: Sequence[int], options: MediationOptions, desc: str = "mediated effects",
+                   layer_stats: bool = False) -> MediationSums:
     """MediationSums of every example's vocabulary words; memory O(layers x words x neurons) for the sums, plus
-    the patched occurrences' records (at most examples x words x candidates)."""
+    the patched occurrences' records (at most examples x words x candidates). With `layer_stats`, also the intact
+    pass's LayerStats per layer over every example (sums.stats; an example without a vocabulary word then runs
+    its intact pass for them alone)."""
     width = family.mlp_out(family.blocks(model)[layers[0]]).in_features
     choices = max(len(example.choices) for example in examples)
     sums = MediationSums.empty(len(vocabulary), len(layers), width, choices)
+    if layer_stats:
+        sums.stats = {layer: LayerStats.empty(len(vocabulary), width, importance=True) for layer in layers}
     index = {word: i for i, word in enumerate(vocabulary)}
     baseline = mean_embedding(model)
     for i, example in enumerate(tqdm(examples, desc=desc, mininterval=10)):
         example_mediation(model, family, example, index, layers, baseline, options, sums, i)
+    for stats in (sums.stats or {}).values():
+        stats.per_example_importance(len(examples))
     return sums
 
 

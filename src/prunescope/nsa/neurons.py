@@ -56,6 +56,10 @@ class LayerStats:
         """(words, neurons): the mean raw activation over each word's tokens (0 for a word never seen)."""
         return self.word_sums / self.word_counts.clamp_min(1)[:, None]
 
+    def per_example_importance(self, examples: int) -> None:
+        """neuron_importance as a mean per example, once every example is added."""
+        self.neuron_importance /= max(examples, 1)
+
     def add(self, activations: torch.Tensor, token_words: torch.Tensor, importance: torch.Tensor | None) -> None:
         """Add one example's (tokens, neurons) activations; importance: its (tokens, neurons) activation x grad."""
         values = activations.to(torch.float64)
@@ -120,7 +124,7 @@ def activation_stats(model, family: Family, examples: Sequence[Example], word_id
         model.zero_grad(set_to_none=True)
     if importance:
         for layer_stats in stats.values():
-            layer_stats.neuron_importance /= max(len(examples), 1)
+            layer_stats.per_example_importance(len(examples))
     return stats
 
 

@@ -69,16 +69,19 @@ def _word_ids(examples: Sequence[Example], vocabulary: list[str]) -> list[torch.
             for e in examples]
 
 
-def _stats(model, family: str, examples: Sequence[Example], vocabulary: list[str], layers: Sequence[int] | None,
-           importance: bool, desc: str) -> dict[int, LayerStats]:
-    adapter = get_family(family)
-    depth = len(adapter.blocks(model))
+def _studied_layers(model, family: str, layers: Sequence[int] | None) -> list[int]:
+    """nsa.layers (None: every block), checked against the model's depth."""
+    depth = len(get_family(family).blocks(model))
     if layers is not None and max(layers) >= depth:
         raise ValueError(f"nsa.layers lists layer {max(layers)}, but the model has {depth} blocks (0 to {depth - 1}): "
                          "fix nsa.layers in params.yaml")
-    chosen = list(range(depth) if layers is None else layers)
-    return activation_stats(model, adapter, examples, _word_ids(examples, vocabulary), chosen, len(vocabulary),
-                            importance, desc)
+    return sorted(range(depth) if layers is None else layers)
+
+
+def _stats(model, family: str, examples: Sequence[Example], vocabulary: list[str], layers: Sequence[int] | None,
+           importance: bool, desc: str) -> dict[int, LayerStats]:
+    return activation_stats(model, get_family(family), examples, _word_ids(examples, vocabulary),
+                            _studied_layers(model, family, layers), len(vocabulary), importance, desc)
 
 
 def _associations(stats: dict[int, LayerStats], paper: PaperOptions) -> dict[int, torch.Tensor]:
@@ -126,17 +129,18 @@ def learn_association(model: NsaModel, data: NsaData, options: NsaOptions, words
     with model.loaded() as (loaded, tokenizer):
         examples = data.examples(tokenizer)
         family = get_family(model.family)
-        stats = _stats(loaded, model.family, examples, vocabulary, options.layers, importance=True,
-                       desc="dense activations")
         step_one_groups = [words[w]["group"] for w in vocabulary]
         if mediation is None:
+            stats = _stats(loaded, model.family, examples, vocabulary, options.layers, importance=True,
+                           desc="dense activations")
             associations, importance, matches = _paper_matching(stats, vocabulary, step_one_groups, paper)
             groups = step_one_groups
         else:
+            studied = _studied_layers(loaded, model.family, options.layers)
+            sums = mediation_sums(loaded, family, examples, vocabulary, studied, mediation, layer_stats=True)
+            stats = sums.stats  # the intact passes' sums: the paper's association fits on them, beside
             paper_pairs = [[m["word"], m["layer"], m["neuron"]]
                            for m in _paper_matching(stats, vocabulary, step_one_groups, paper)[2]]
-            studied = sorted(stats)
-            sums = mediation_sums(loaded, family, examples, vocabulary, studied, mediation)
             groups = pushed_groups(sums, examples, step_one_groups)
             matches = mediated_matches(sums, vocabulary, groups, studied, mediation.share_floor,
                                        mediation.effect_floor)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, prefix_cache
-from prunescope.nsa.neurons import LayerStats, repeated, resume_points, resumed_at
+from prunescope.nsa.neurons import LayerStats, repeated, resume_points, resumed_at, vocabulary_ids
 from prunescope.nsa.options import MediationOptions
 from prunescope.nsa.prompts import Example
 
@@ -201,16 +201,16 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     intact_embeds = embedded_prompt(model, example)
     with resume_points(model, family, example, layers) as below:
         intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
+    importance = [intact[p] * grads[p] for p in range(len(layers))]  # activation x gradient, (tokens, width)
     if sums.stats is not None:
-        words = torch.tensor([vocabulary.get(example.prompt.words[w], -1) if w >= 0 else -1
-                              for w in example.prompt.token_words])
+        words = vocabulary_ids(example, vocabulary)
         for p, layer in enumerate(layers):
-            sums.stats[layer].add(intact[p].cpu(), words, (intact[p] * grads[p]).cpu())
+            sums.stats[layer].add(intact[p].cpu(), words, importance[p].cpu())
     if not occurrences:
         return
     intact_margin = float(margin(logprobs, example.label)[0])
     intact_choices = torch.log_softmax(logprobs[0], dim=-1)
-    sums.salience += torch.stack([(intact[p] * grads[p]).abs().sum(0) for p in range(len(layers))]).double().cpu()
+    sums.salience += torch.stack([value.abs().sum(0) for value in importance]).double().cpu()
     sums.examples += 1
     length = len(example.prompt.input_ids)
     strongest: dict[int, tuple[float, list[int], dict, list]] = {}  # word: its strongest occurrence's effect, ...

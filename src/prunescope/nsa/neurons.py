@@ -75,6 +75,13 @@ class LayerStats:
             self.neuron_importance += importance.sum(0)
 
 
+def vocabulary_ids(example: Example, index: Mapping[str, int]) -> torch.Tensor:
+    """Per prompt token: the vocabulary index of the record word it belongs to, -1 for template tokens and other
+    words (activation_stats' word_ids, LayerStats.add's token_words)."""
+    prompt = example.prompt
+    return torch.tensor([index.get(prompt.words[w], -1) if w >= 0 else -1 for w in prompt.token_words])
+
+
 def activation_stats(model, family: Family, examples: Sequence[Example], word_ids: Sequence[torch.Tensor],
                      layers: Sequence[int], n_words: int, importance: bool = False, desc: str = "activations"
                      ) -> dict[int, LayerStats]:

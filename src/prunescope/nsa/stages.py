@@ -32,7 +32,7 @@ from prunescope.nsa.mediation import (
     mediation_sums,
     pushed_groups,
 )
-from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations
+from prunescope.nsa.neurons import LayerStats, activation_stats, token_activations, vocabulary_ids
 from prunescope.nsa.options import NsaData, NsaModel, NsaOptions, PaperOptions
 from prunescope.nsa.pairing import pairing_test
 from prunescope.nsa.prompts import Example
@@ -63,12 +63,6 @@ def select_words(model: NsaModel, data: NsaData, options: NsaOptions, out_path: 
     return result
 
 
-def _word_ids(examples: Sequence[Example], vocabulary: list[str]) -> list[torch.Tensor]:
-    index = {word: i for i, word in enumerate(vocabulary)}
-    return [torch.tensor([index.get(e.prompt.words[w], -1) if w >= 0 else -1 for w in e.prompt.token_words])
-            for e in examples]
-
-
 def _studied_layers(model, family: str, layers: Sequence[int] | None) -> list[int]:
     """nsa.layers (None: every block), checked against the model's depth."""
     depth = len(get_family(family).blocks(model))
@@ -80,7 +74,8 @@ def _studied_layers(model, family: str, layers: Sequence[int] | None) -> list[in
 
 def _stats(model, family: str, examples: Sequence[Example], vocabulary: list[str], layers: Sequence[int] | None,
            importance: bool, desc: str) -> dict[int, LayerStats]:
-    return activation_stats(model, get_family(family), examples, _word_ids(examples, vocabulary),
+    index = {word: i for i, word in enumerate(vocabulary)}
+    return activation_stats(model, get_family(family), examples, [vocabulary_ids(e, index) for e in examples],
                             _studied_layers(model, family, layers), len(vocabulary), importance, desc)
 
 

@@ -29,6 +29,7 @@ from prunescope.nsa.mediation import (
     MediationSums,
     Occurrence,
     example_mediation,
+    forward_groups,
     mediated_matches,
     mediation_sums,
     word_occurrences,
@@ -154,6 +155,19 @@ def test_sums_do_not_depend_on_the_batch_size(model, tokenizer):
     many = mediation_sums(model, LLAMA, batch, WORDS, [1], options=MediationOptions(0.2, 0.05, 3, 16))
     for field in ("occurrences", "effect", "first_order", "exact", "exact_count", "patched_effect", "push"):
         torch.testing.assert_close(getattr(one, field), getattr(many, field), rtol=1e-5, atol=1e-6)
+
+
+def test_forward_groups_share_a_forward_only_where_it_saves_work():
+    """Hand-computed with FORWARD_OVERHEAD = 16, 30 blocks, 31 positions: rows a block and a position apart share a
+    forward (25 x (16 + 2 x 21) = 1450 < 925 + 900); a row of block 0 from position 0 and one of the last block at
+    the last position do not (30 x (16 + 2 x 31) = 2340 > 1410 + 17); equal rows fill forwards of batch_size."""
+    assert forward_groups([(5, 11), (5, 10)], 31, 30, 8) == [[1, 0]]
+    assert forward_groups([(29, 30), (0, 0)], 31, 30, 8) == [[1], [0]]
+    assert forward_groups([(3, 4)] * 5, 31, 30, 2) == [[0, 1], [2, 3], [4]]
+    keys = [(block, position) for block in (0, 7, 29) for position in (0, 12, 30)] * 3
+    groups = forward_groups(keys, 31, 30, 4)
+    assert sorted(row for group in groups for row in group) == list(range(len(keys)))
+    assert max(map(len, groups)) <= 4
 
 
 def test_the_intact_passes_give_the_paper_associations_sums(model, tokenizer):

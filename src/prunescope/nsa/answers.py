@@ -8,6 +8,7 @@ raises every choice alike does not move it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -50,13 +51,35 @@ def single_token(choices: Sequence[Sequence[int]]) -> bool:
     return all(len(choice) == 1 for choice in choices)
 
 
-def prefix_cache(model, embeds: torch.Tensor, rows: int):
-    """The key/value cache of one prompt's first tokens (embeds: (1, start, hidden)), repeated for `rows` rows: a
-    forward of the rest of the prompt continues from it (choice_logprobs' prefix) as the whole prompt would."""
+def prefix_cache(model, embeds: torch.Tensor):
+    """The key/value cache of one embedded prompt (embeds: (1, tokens, hidden)): a forward of more tokens continues
+    from it as the whole sequence would (choice_logprobs' prefix)."""
     with torch.no_grad():
-        cache = model.base_model(inputs_embeds=embeds, use_cache=True).cache
-    cache.batch_repeat_interleave(rows)
-    return cache
+        return model.base_model(inputs_embeds=embeds, use_cache=True).cache
+
+
+class PrefixCaches:
+    """One prompt's prefix caches, each for the forwards that continue from one position: cropped copies of the
+    whole prompt's cache (one forward for all), or, where a sliding window already evicted early states from it, a
+    forward of each prefix (once per position)."""
+
+    def __init__(self, model, embeds: torch.Tensor):
+        self.model, self.embeds, self.by_start = model, embeds, {}
+        self.whole = prefix_cache(model, embeds)
+        self.croppable = all(layer.keys is not None and layer.keys.shape[-2] == embeds.shape[1]
+                             for layer in self.whole.layers)
+
+    def repeated(self, start: int, rows: int):
+        """A fresh cache of the prompt's first `start` tokens for `rows` rows (a forward appends to its cache)."""
+        if self.croppable:
+            cache = copy.deepcopy(self.whole)
+            cache.crop(start - self.embeds.shape[1])
+        else:
+            if start not in self.by_start:
+                self.by_start[start] = prefix_cache(self.model, self.embeds[:, :start])
+            cache = copy.deepcopy(self.by_start[start])
+        cache.batch_repeat_interleave(rows)
+        return cache
 
 
 def choice_logprobs(model, prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]],
@@ -69,7 +92,7 @@ def choice_logprobs(model, prompts: Sequence[Sequence[int]], choices: Sequence[S
     model's scores at a position ignore later tokens). Otherwise the prompts (of equal length) run once and every
     choice continues from their key/value cache. Only positions that predict a choice token reach the output head.
     prompt_embeds (prompts, length, hidden), for the gradient attributions, replaces the embedded prompts. With
-    prefix = (prefix_cache of the prompts' shared first `start` tokens, start), prompt_embeds holds only the
+    prefix = (the cache of the prompts' shared first `start` tokens, start), prompt_embeds holds only the
     prompts' tokens from `start` on.
     """
     device = input_device(model)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
-from prunescope.nsa.answers import choice_logprobs, margin, mean_embedding, prefix_cache
+from prunescope.nsa.answers import PrefixCaches, choice_logprobs, margin, mean_embedding
 from prunescope.nsa.neurons import LayerStats, repeated, resume_points, resumed_at, vocabulary_ids
 from prunescope.nsa.options import MediationOptions
 from prunescope.nsa.prompts import Example
@@ -241,15 +241,16 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
                 strongest[word] = (effect, positions, values, chosen)
     patched = [(word, found) for word, found in sorted(strongest.items())
                if abs(found[0]) >= options.effect_floor]  # a weaker word is not worth the patching here
-    # each word's candidates patched at the last prompt token alone (where a head may have moved the word): one-token
-    # forwards after the intact prefix, all words' in one batch
+    # each word's candidates patched from the word on, and at the last prompt token alone (where a head may have moved
+    # the word: one-token forwards after the intact prefix), all words' rows in one call each
     rows = [[(p, n, values[p, n])] for _, (_, _, values, chosen) in patched for p, n in chosen]
     at_last = iter(patched_effects(model, family, example, intact_embeds, layers, rows, intact_margin,
                                    options.batch_size, below, [length - 1] * len(rows)))
-    for word, (effect, positions, values, chosen) in patched:
-        exact = patched_effects(model, family, example, intact_embeds, layers,
-                                 [[(p, n, values[p, n])] for p, n in chosen], intact_margin, options.batch_size,
-                                 below, [min(positions)] * len(chosen))
+    exact_effects = iter(patched_effects(model, family, example, intact_embeds, layers, rows, intact_margin,
+                                         options.batch_size, below,
+                                         [min(positions) for _, (_, positions, _, chosen) in patched for _ in chosen]))
+    for word, (effect, positions, _, chosen) in patched:
+        exact = [next(exact_effects) for _ in chosen]
         sign = 1.0 if effect >= 0 else -1.0
         oriented = tuple((p, n, sign * value) for (p, n), value in zip(chosen, exact, strict=True))
         last = tuple((p, n, sign * next(at_last)) for p, n in chosen)
@@ -281,27 +282,55 @@ def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, 
     return {p: a.detach()[0, :length].float() for p, a in captured.items()}, grads, logprobs.detach()
 
 
+# A forward's fixed cost per block, in token rows of work: what grouping patched rows into forwards weighs a forward
+# of its own against the rows' shared work (CPU, SmolLM2-135M: 1.5 ms a block against 0.1 ms a token; bench/nsa.py)
+FORWARD_OVERHEAD = 16
+
+
+def forward_groups(keys: Sequence[tuple[int, int]], length: int, blocks: int, batch_size: int) -> list[list[int]]:
+    """Rows (by key: (first block run, first position run)) grouped into forwards of at most batch_size rows. A
+    forward runs its rows from its lowest block and earliest position, so it costs (blocks run) x (FORWARD_OVERHEAD
+    + rows x positions run); in (block, position) order, a row joins the open forward where that costs less than a
+    forward of its own."""
+    def cost(block: int, position: int, rows: int) -> int:
+        return (blocks - block) * (FORWARD_OVERHEAD + rows * (length - position))
+
+    groups: list[list[int]] = []
+    for row in sorted(range(len(keys)), key=lambda r: (keys[r], r)):
+        block, position = keys[row]
+        if groups and len(groups[-1]) < batch_size:
+            lowest, earliest = keys[groups[-1][0]][0], min(keys[r][1] for r in groups[-1])
+            joined = cost(lowest, min(earliest, position), len(groups[-1]) + 1)
+            if joined <= cost(lowest, earliest, len(groups[-1])) + cost(block, position, 1):
+                groups[-1].append(row)
+                continue
+        groups.append([row])
+    return groups
+
+
 def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
                     patches: Sequence[Sequence[tuple[int, int, torch.Tensor]]], intact_margin: float,
                     batch_size: int, below: Mapping[int, object] | None = None,
                     starts: Sequence[int] | None = None) -> list[float]:
     """Per row of patches [(layer position, neuron, activations), ...]: margin(intact) - margin(intact with each
-    of those neurons set to its activations at every prompt position), one forward row per patch row, `batch_size`
-    rows per forward. Rows go by their lowest patched layer, and with `below` (resume_points of the intact prompt)
-    each forward resumes at its rows' lowest patched layer: the blocks under it would only repeat the intact pass.
-    With `starts` (per row: the first position where its activations differ from the intact ones, the occluded
-    word's first token) a forward runs its rows' prompt from their earliest start on, after the intact prefix's
-    key/value cache (answers.prefix_cache): the tokens before it would only repeat the intact pass too."""
+    of those neurons set to its activations at every prompt position), one forward row per patch row, at most
+    `batch_size` rows per forward. With `below` (resume_points of the intact prompt) each forward resumes at its
+    rows' lowest patched layer: the blocks under it would only repeat the intact pass. With `starts` (per row: the
+    first position where its activations differ from the intact ones, the occluded word's first token) a forward
+    runs its rows' prompt from their earliest start on, after the intact prefix's key/value cache
+    (answers.PrefixCaches): the tokens before it would only repeat the intact pass too.
+    Rows share a forward where that saves work (forward_groups)."""
     def lowest(listed) -> int:
-        return min((layers[p] for p, _, _ in listed), default=0)
+        return min((layers[p] for p, _, _ in listed), default=0) if below else 0
 
     starts = starts or [0] * len(patches)
     effects = [0.0] * len(patches)
-    order = sorted(range(len(patches)), key=lambda row: (lowest(patches[row]), starts[row]))
-    for first in range(0, len(order), batch_size):
-        rows = order[first:first + batch_size]
+    length = len(example.prompt.input_ids)
+    prefixes = None
+    keys = [(lowest(listed), start) for listed, start in zip(patches, starts, strict=True)]
+    for rows in forward_groups(keys, length, len(family.blocks(model)), batch_size):
         batch = [patches[row] for row in rows]
-        layer, start = min(lowest(listed) for listed in batch), min(starts[row] for row in rows)
+        layer, start = min(keys[row][0] for row in rows), min(starts[row] for row in rows)
 
         def patch(p, activation, batch=batch, start=start):
             listed = [(row, neuron, values) for row, found in enumerate(batch) for q, neuron, values in found if q == p]
@@ -312,9 +341,12 @@ def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor
                 patched[row, :, neuron] = values[start:].to(patched.dtype)
             return patched
 
-        prefix = (prefix_cache(model, intact_embeds[:, :start], len(batch)), start) if start else None
+        prefix = None
+        if start:
+            prefixes = prefixes or PrefixCaches(model, intact_embeds)
+            prefix = (prefixes.repeated(start, len(batch)), start)
         resume = (resumed_at(model, family, layer, repeated(below[layer - 1], len(batch), start))
-                  if below and layer > 0 else contextlib.nullcontext())
+                  if layer > 0 else contextlib.nullcontext())
         with torch.no_grad(), resume:
             logprobs = prompt_logprobs(model, family, example, intact_embeds[:, start:].repeat(len(batch), 1, 1),
                                        layers, patch, prefix)

@@ -78,11 +78,11 @@ def tiny_tokenizer(tmp_path_factory):
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def make_tiny_model(family: str, vocab_size: int, seed: int = 0, layers: int = 2):
+def make_tiny_model(family: str, vocab_size: int, seed: int = 0, layers: int = 2, window: int = 4):
     """A random decoder of the given family (hidden 64, 2 layers by default), in eval mode, fp32.
 
-    gemma3_text as Gemma 3 is built: sliding-window and full-attention layers alternating (a window of 4 tokens,
-    so tests' sequences exceed it), head_dim 32 != hidden / heads, tied head.
+    gemma3_text as Gemma 3 is built: sliding-window and full-attention layers alternating (a window of `window`
+    tokens, by default 4, so tests' sequences exceed it), head_dim 32 != hidden / heads, tied head.
     """
     import transformers as tf
 
@@ -109,7 +109,7 @@ def make_tiny_model(family: str, vocab_size: int, seed: int = 0, layers: int = 2
         ),
         "gemma3_text": lambda: tf.Gemma3TextConfig(
             hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=32, max_position_embeddings=512, sliding_window=4,
+            num_key_value_heads=2, head_dim=32, max_position_embeddings=512, sliding_window=window,
             layer_types=[("sliding_attention", "full_attention")[i % 2] for i in range(layers)],
         ),
     }

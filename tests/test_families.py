@@ -293,16 +293,19 @@ def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, f
 
 
 @pytest.mark.parametrize("choices", ["single-token", "multi-token"])
-@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES])
+@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES, "gemma3_text-wide-window"])
 def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, family, choices):
     """patched_effects given each row's first changed position (`starts`) runs the prompt from its batch's earliest
     start, after the intact prefix's key/value cache: the full forwards' numbers for rows of different starts in one
-    batch, resumed at a layer or not, with single- and multi-token choices (Gemma 3's 4-token windows: a prefix
-    longer than the window)."""
+    batch, resumed at a layer or not, with single- and multi-token choices. Gemma 3 twice: 4-token windows (the
+    prompt's early states evicted: a prefix forward per start) and a 64-token window (the whole prompt's cache
+    cropped, sliding layers included; answers.PrefixCaches)."""
     from prunescope.nsa.mediation import patched_effects, prompt_margin
     from prunescope.nsa.neurons import resume_points, token_activations
 
-    model, adapter = make_tiny_model(family, VOCAB), get_family(family)
+    wide = family.endswith("-wide-window")
+    family = family.removesuffix("-wide-window")
+    model, adapter = make_tiny_model(family, VOCAB, window=64 if wide else 4), get_family(family)
     multi = examples(tiny_tokenizer)[1]
     example = multi if choices == "multi-token" else Example(multi.prompt, [[5], [17], [40]], 1, "correct")
     ids = example.prompt.input_ids

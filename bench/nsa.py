@@ -116,8 +116,8 @@ def mediated(model, family: Family, examples, vocabulary: list[str], layers: lis
     from the word on, rows batched in order; and the workflow's, rows grouped into forwards by cost."""
     whole_prompt = mediation.patched_effects
     timed, sums = [], []
-    for patches in (lambda *args: whole_prompt(*args[:8]), whole_prompt, whole_prompt):  # no below, starts; all
-        grouping = in_order if len(timed) < 2 else mediation.forward_groups
+    for patches, grouping in ((lambda *args: whole_prompt(*args[:8]), in_order),  # no below, no starts
+                              (whole_prompt, in_order), (whole_prompt, mediation.forward_groups)):
         with mock.patch.object(mediation, "patched_effects", patches), \
                 mock.patch.object(mediation, "forward_groups", grouping):
             start = time.perf_counter()

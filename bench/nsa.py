@@ -11,8 +11,8 @@
 4. Mediated matching (step 2, nsa.mediation.mediation_sums over the association's vocabulary, params.yaml's
    candidates): each patched forward resumed at its rows' lowest patched layer (neurons.resume_points) and run
    from the occluded word's first token after the intact prefix's key/value cache, against patched forwards of
-   the whole prompt from the embeddings (patched_effects without the resume points and the starts); and the
-   rows grouped into forwards by cost (mediation.forward_groups) against the same rows batched in order.
+   the whole prompt from the embeddings (patching.patched_effects without the resume points and the starts); and
+   the rows grouped into forwards by cost (patching.forward_groups) against the same rows batched in order.
 Each pair must give the same margins (the largest difference is recorded; for 4, of the pooled exact effects).
 Writes <out>/nsa.csv and <out>/nsa.md.
 
@@ -23,6 +23,7 @@ association.safetensors --datasets movie_reviews social_iqa --examples 32
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
@@ -36,9 +37,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outputs import write_outputs  # noqa: E402
 
+from prunescope.io import read_result  # noqa: E402
 from prunescope.models.families import Family, get_family  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
-from prunescope.nsa import mediation  # noqa: E402
+from prunescope.nsa import mediation, patching  # noqa: E402
 from prunescope.nsa.answers import gold_margin, score_examples, variant_margins  # noqa: E402
 from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
 from prunescope.nsa.neurons import ablated  # noqa: E402
@@ -104,7 +106,7 @@ def compare(model, family: Family, examples, settings: list[dict[int, list[int]]
     return rows
 
 
-def in_order(keys, length: int, blocks: int, batch_size: int) -> list[list[int]]:
+def in_order(keys, length: int, blocks: int, batch_size: int, _tail: int = 0) -> list[list[int]]:
     """The rows in (block, position) order, batch_size to a forward: patched_effects' grouping before forward_groups."""
     order = sorted(range(len(keys)), key=lambda row: (keys[row], row))
     return [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
@@ -112,22 +114,33 @@ def in_order(keys, length: int, blocks: int, batch_size: int) -> list[list[int]]
 
 def mediated(model, family: Family, examples, vocabulary: list[str], layers: list[int],
              options: MediationOptions) -> list[dict]:
-    """Step 2's mediation sums three ways: patched forwards of the whole prompt from the embeddings; resumed and
-    from the word on, rows batched in order; and the workflow's, rows grouped into forwards by cost."""
-    whole_prompt = mediation.patched_effects
-    timed, sums = [], []
-    for patches, grouping in ((lambda *args: whole_prompt(*args[:8]), in_order),  # no below, no starts
-                              (whole_prompt, in_order), (whole_prompt, mediation.forward_groups)):
+    """Step 2's mediation sums four ways: patched forwards of the whole prompt from the embeddings; from the word
+    on through every block; resumed at the lowest patched layer too, rows batched in order; and the workflow's,
+    rows grouped into forwards by cost."""
+    ours = patching.patched_effects
+
+    def whole_prompt(intact, patches, batch_size, _starts=None):  # from block 0 and position 0
+        return ours(dataclasses.replace(intact, below={}), patches, batch_size)
+
+    def every_block(intact, patches, batch_size, starts=None):  # from the word, from block 0
+        return ours(dataclasses.replace(intact, below={}), patches, batch_size, starts)
+
+    runs = {"whole prompt": (whole_prompt, in_order), "every block": (every_block, patching.forward_groups),
+            "in order": (ours, in_order), "ours": (ours, patching.forward_groups)}
+    timed, sums = {}, {}
+    for name, (patches, grouping) in runs.items():
         with mock.patch.object(mediation, "patched_effects", patches), \
-                mock.patch.object(mediation, "forward_groups", grouping):
+                mock.patch.object(patching, "forward_groups", grouping):
             start = time.perf_counter()
-            sums.append(mediation.mediation_sums(model, family, examples, vocabulary, layers, options))
-            timed.append(time.perf_counter() - start)
-    patched = sum(len(o.exact) for o in sums[-1].patched)
+            sums[name] = mediation.mediation_sums(model, family, examples, vocabulary, layers, options)
+            timed[name] = time.perf_counter() - start
+    patched = sum(len(o.exact) for o in sums["ours"].patched)
     return [{"measure": measure, "examples": len(examples), "settings": patched, "baseline_s": timed[base],
-             "ours_s": timed[ours], "speedup": timed[base] / timed[ours],
-             "max_margin_diff": float((sums[base].exact - sums[ours].exact).abs().max())}
-            for measure, base, ours in (("mediated matching", 0, 2), ("mediated, forwards grouped by cost", 1, 2))]
+             "ours_s": timed["ours"], "speedup": timed[base] / timed["ours"],
+             "max_margin_diff": float((sums[base].exact - sums["ours"].exact).abs().max())}
+            for measure, base in (("mediated matching", "whole prompt"),
+                                  ("mediated, resumed at the lowest patched layer", "every block"),
+                                  ("mediated, forwards grouped by cost", "in order"))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", default="data/models/smollm2-135m")
     parser.add_argument("--family", default="llama")
     parser.add_argument("--association", required=True, help="path with {dataset}, e.g. results/nsa/m/{dataset}/...")
+    parser.add_argument("--words", help="path with {dataset} to step 1's words.json: for a dataset with no association "
+                        "file, only mediated matching is measured, on these words and params.yaml's nsa.layers")
     parser.add_argument("--datasets", nargs="+", default=["movie_reviews", "social_iqa"])
     parser.add_argument("--datasets-dir", default="data/datasets")
     parser.add_argument("--params", default="params.yaml")
@@ -151,14 +166,20 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.datasets:
         examples = NsaData(str(Path(args.datasets_dir) / f"{dataset}.jsonl"), params["datasets"][dataset]["template"],
                            args.examples, 0).examples(tokenizer)
-        tensors, info = load_association(args.association.format(dataset=dataset))
-        settings = causal_settings(tensors, params["nsa"]["neurons_per_word"], args.ablate, args.draws, 0)
-        rows += [{"dataset": dataset, **row}
-                 for row in compare(model, family, examples, settings, tokenizer.pad_token_id)]
-        nsa = params["nsa"]
+        nsa, association = params["nsa"], Path(args.association.format(dataset=dataset))
+        if association.exists():
+            tensors, info = load_association(association)
+            settings = causal_settings(tensors, nsa["neurons_per_word"], args.ablate, args.draws, 0)
+            rows += [{"dataset": dataset, **row}
+                     for row in compare(model, family, examples, settings, tokenizer.pad_token_id)]
+            vocabulary, layers = info["vocabulary"], sorted(tensors["mean"])
+        elif args.words:
+            vocabulary = sorted(read_result(args.words.format(dataset=dataset), "nsa_words")["words"])
+            layers = nsa["layers"] or list(range(len(family.blocks(model))))
+        else:
+            raise SystemExit(f"{association} is missing (its nsa_association job makes it) and no --words was given")
         options = MediationOptions(nsa["share_floor"], nsa["effect_floor"], nsa["candidates"], nsa["attribution_batch"])
-        rows += [{"dataset": dataset, **row} for row in mediated(model, family, examples, info["vocabulary"],
-                                                                  sorted(tensors["mean"]), options)]
+        rows += [{"dataset": dataset, **row} for row in mediated(model, family, examples, vocabulary, layers, options)]
     lines = ["# NSA: occlusion, scoring, causal settings and mediated matching vs their plain baselines", "",
              f"{args.examples} NSA examples per dataset, {args.threads} thread(s), zero ablation, "
              f"K up to {args.ablate} with {args.draws} random draws each; mediated matching's settings are its "

@@ -15,6 +15,7 @@ its seconds. Writes <out>/nsa_conductance.csv (one row per pair) and <out>/nsa_c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -31,16 +32,9 @@ from prunescope.models.families import get_family  # noqa: E402
 from prunescope.models.prepare import load_model  # noqa: E402
 from prunescope.nsa.answers import mean_embedding  # noqa: E402
 from prunescope.nsa.conductance import word_conductance  # noqa: E402
-from prunescope.nsa.mediation import (  # noqa: E402
-    MediationOptions,
-    MediationSums,
-    embedded_prompt,
-    example_mediation,
-    occluded_pass,
-    patched_effects,
-    prompt_margin,
-)
+from prunescope.nsa.mediation import MediationOptions, MediationSums, example_mediation  # noqa: E402
 from prunescope.nsa.options import NsaData  # noqa: E402
+from prunescope.nsa.patching import intact_prompt, occluded_pass, patched_effects  # noqa: E402
 from prunescope.nsa.words import occurrence_attributions  # noqa: E402
 from prunescope.reporting.statistics import spearman  # noqa: E402
 
@@ -88,13 +82,12 @@ def measure(model, family, example, word, positions, layers, baseline, top: int,
     clock = time.perf_counter()
     pairs = sorted({divmod(int(i), width) for v in values.values() for i in v.flatten().abs().topk(top).indices})
     columns = {p: [n for q, n in pairs if q == p] for p in range(len(layers))}
-    intact = embedded_prompt(model, example)
-    _, kept = occluded_pass(model, family, example, intact, layers, baseline, [positions],
+    intact = dataclasses.replace(intact_prompt(model, family, example, layers), below={})  # whole-prompt forwards
+    _, kept = occluded_pass(intact, baseline, [positions],
                             lambda p, occluded: torch.tensor(columns[p], dtype=torch.long,
                                                              device=occluded.device).expand(occluded.shape[0], -1))
     patches = [[(p, n, kept[p][1][0, :, columns[p].index(n)])] for p, n in pairs]
-    exact = patched_effects(model, family, example, intact, layers, patches, prompt_margin(model, example, intact),
-                            batch_size)
+    exact = patched_effects(intact, patches, batch_size)
     seconds["exact"] = time.perf_counter() - clock
     on_pairs = {name: torch.stack([value[p, n] for p, n in pairs]) for name, value in values.items()}
     return Measured(occurrence.effect, pairs, {"exact": torch.tensor(exact, dtype=torch.float64), **on_pairs},

@@ -131,10 +131,13 @@ def test_nsa_bench_compares_packed_and_resumed_scoring_with_their_baselines(tiny
 
     single = [Example(example.prompt, [[5], [17]], example.label, "correct") for example in examples]
     vocabulary = sorted({word for example in single for word in example.prompt.words})
-    mediated = nsa.mediated(make_tiny_model("llama", len(tiny_tokenizer)), get_family("llama"), single, vocabulary,
-                            [0, 1], MediationOptions(0.1, 0.0, 3, 2))
-    assert [row["measure"] for row in mediated] == ["mediated matching", "mediated, forwards grouped by cost"]
-    assert all(row["settings"] > 0 and row["max_margin_diff"] < 1e-4 for row in mediated)
+    for choices in (single, examples):  # single- and multi-token choices
+        mediated = nsa.mediated(make_tiny_model("llama", len(tiny_tokenizer)), get_family("llama"), choices,
+                                vocabulary, [0, 1], MediationOptions(0.1, 0.0, 3, 2))
+        assert [row["measure"] for row in mediated] == ["mediated matching",
+                                                         "mediated, resumed at the lowest patched layer",
+                                                         "mediated, forwards grouped by cost"]
+        assert all(row["settings"] > 0 and row["max_margin_diff"] < 1e-4 for row in mediated)
 
 
 def test_gpu_bench_runs_every_stage_on_the_cpu_and_checks_its_answers(tmp_path):

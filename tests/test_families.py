@@ -260,36 +260,47 @@ def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
     assert paired == {(0, word, layer, neuron): pytest.approx(float(sums.exact[layer, word, neuron]), abs=1e-5)}
 
 
-@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES])
-def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, family):
-    """patched_effects with the intact pass's block outputs (resume_points): rows patching layer 0 and layer 1 in one
-    batch give the full forwards' numbers, and rows patching layer 1 only really skip block 0 (wrecking its weights
-    after the intact pass changes nothing). A multi-token choice records nothing (its cache needs every block)."""
-    from prunescope.nsa.mediation import patched_effects, prompt_margin
+def _intact(model, adapter, example, embeds, resume: bool):
+    """The example's IntactPrompt (nsa.patching), with the intact pass's block outputs or without (no resuming)."""
     from prunescope.nsa.neurons import resume_points
+    from prunescope.nsa.patching import IntactPrompt, prompt_margin
 
-    model, adapter = make_tiny_model(family, VOCAB), get_family(family)
+    with resume_points(model, adapter, [0, 1]) as below:
+        intact = prompt_margin(model, example, embeds)
+    return IntactPrompt(model, adapter, example, [0, 1], embeds, intact, below if resume else {})
+
+
+@pytest.mark.parametrize("choices", ["single-token", "multi-token"])
+@pytest.mark.parametrize("family", ["llama", "opt", *FAMILIES, "gemma3_text-wide-window"])
+def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, family, choices):
+    """patched_effects from the intact pass's block outputs (resume_points): rows patching layer 0 and layer 1 in
+    one batch give the full forwards' numbers, and rows patching layer 1 only really skip block 0 (wrecking its
+    weights after the intact pass changes nothing). With multi-token choices too: the skipped block's key/value
+    states come from the whole prompt's cache and the choices' continuation resumes from the intact one's block
+    output; on Gemma 3 with 4-token windows (the prompt's early states evicted from that cache) nothing resumes."""
+    from prunescope.nsa.patching import patched_effects
+
+    wide = family.endswith("-wide-window")
+    family = family.removesuffix("-wide-window")
+    model, adapter = make_tiny_model(family, VOCAB, window=64 if wide else 4), get_family(family)
     multi = examples(tiny_tokenizer)[1]
-    example = Example(multi.prompt, [[5], [17], [40]], 1, "correct")
+    example = multi if choices == "multi-token" else Example(multi.prompt, [[5], [17], [40]], 1, "correct")
     embeds = model.get_input_embeddings()(torch.tensor([example.prompt.input_ids])).detach()
     length = len(example.prompt.input_ids)
     values = torch.linspace(-2.0, 2.0, length)
     patches = [[(1, 3, values)], [(0, 7, values)], [(1, 9, -values), (0, 2, values)], [(1, 60, values)]]
     with torch.no_grad():
-        with resume_points(model, adapter, multi, [0, 1]) as nothing:
-            prompt_margin(model, multi, embeds)
-        assert nothing == {}
-        with resume_points(model, adapter, example, [0, 1]) as below:
-            intact = prompt_margin(model, example, embeds)
-        plain = patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2)
-        assert patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2, below) == pytest.approx(
-            plain, abs=1e-5)
+        plain = patched_effects(_intact(model, adapter, example, embeds, resume=False), patches, 2)
+        intact = _intact(model, adapter, example, embeds, resume=True)
+        assert patched_effects(intact, patches, 2) == pytest.approx(plain, abs=1e-5)
         assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
+        evicted = family == "gemma3_text" and not wide and choices == "multi-token"
+        assert intact.resumable() == (not evicted)
+        if evicted:
+            return
         for parameter in adapter.blocks(model)[0].parameters():
             parameter.mul_(-3.0)
-        upper = [patches[0], patches[3]]
-        assert patched_effects(model, adapter, example, embeds, [0, 1], upper, intact, 2, below) == pytest.approx(
-            [plain[0], plain[3]], abs=1e-5)
+        assert patched_effects(intact, [patches[0], patches[3]], 2) == pytest.approx([plain[0], plain[3]], abs=1e-5)
 
 
 @pytest.mark.parametrize("choices", ["single-token", "multi-token"])
@@ -300,8 +311,8 @@ def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, fa
     batch, resumed at a layer or not, with single- and multi-token choices. Gemma 3 twice: 4-token windows (the
     prompt's early states evicted: a prefix forward per start) and a 64-token window (the whole prompt's cache
     cropped, sliding layers included; answers.PrefixCaches)."""
-    from prunescope.nsa.mediation import patched_effects, prompt_margin
-    from prunescope.nsa.neurons import resume_points, token_activations
+    from prunescope.nsa.neurons import token_activations
+    from prunescope.nsa.patching import patched_effects
 
     wide = family.endswith("-wide-window")
     family = family.removesuffix("-wide-window")
@@ -323,11 +334,9 @@ def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, fa
                [(1, 9, changed(1, 9, 3)), (0, 2, changed(0, 2, 6))], [(1, 60, changed(1, 60, 1))],
                [(1, 11, changed(1, 11, length - 1))]]
     with torch.no_grad():
-        with resume_points(model, adapter, example, [0, 1]) as below:
-            intact = prompt_margin(model, example, embeds)
-        plain = patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2)
+        whole = _intact(model, adapter, example, embeds, resume=False)
+        plain = patched_effects(whole, patches, 2)
         assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
-        assert patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 2, starts=starts) == (
-            pytest.approx(plain, abs=1e-5))
-        assert patched_effects(model, adapter, example, embeds, [0, 1], patches, intact, 3, below, starts) == (
+        assert patched_effects(whole, patches, 2, starts) == pytest.approx(plain, abs=1e-5)
+        assert patched_effects(_intact(model, adapter, example, embeds, resume=True), patches, 3, starts) == (
             pytest.approx(plain, abs=1e-5))

@@ -29,7 +29,6 @@ from prunescope.nsa.mediation import (
     MediationSums,
     Occurrence,
     example_mediation,
-    forward_groups,
     mediated_matches,
     mediation_sums,
     word_occurrences,
@@ -37,6 +36,7 @@ from prunescope.nsa.mediation import (
 from prunescope.nsa.neurons import ablated, activation_stats
 from prunescope.nsa.options import CausalOptions
 from prunescope.nsa.pairing import fold_rankings, halves, pairing_test
+from prunescope.nsa.patching import forward_groups
 from prunescope.nsa.prompts import Example
 
 
@@ -160,7 +160,12 @@ def test_sums_do_not_depend_on_the_batch_size(model, tokenizer):
 def test_forward_groups_share_a_forward_only_where_it_saves_work():
     """Hand-computed with FORWARD_OVERHEAD = 16, 30 blocks, 31 positions: rows a block and a position apart share a
     forward (25 x (16 + 2 x 21) = 1450 < 925 + 900); a row of block 0 from position 0 and one of the last block at
-    the last position do not (30 x (16 + 2 x 31) = 2340 > 1410 + 17); equal rows fill forwards of batch_size."""
+    the last position do not (30 x (16 + 2 x 31) = 2340 > 1410 + 17); equal rows fill forwards of batch_size. A
+    multi-token choice's continuation (tail: tokens each row runs after the prompt) weighs the blocks a joined row
+    would run below its own: rows of blocks 5 and 10 share a forward (25 x (16 + 2 x 20) = 1400 < 900 + 720) until
+    each row carries 50 tokens more (25 x (16 + 2 x 70) = 3900 > 2150 + 1720)."""
+    assert forward_groups([(5, 11), (10, 11)], 31, 30, 8) == [[0, 1]]
+    assert forward_groups([(5, 11), (10, 11)], 31, 30, 8, tail=50) == [[0], [1]]
     assert forward_groups([(5, 11), (5, 10)], 31, 30, 8) == [[1, 0]]
     assert forward_groups([(29, 30), (0, 0)], 31, 30, 8) == [[1], [0]]
     assert forward_groups([(3, 4)] * 5, 31, 30, 2) == [[0, 1], [2, 3], [4]]

@@ -81,6 +81,12 @@ class PrefixCaches:
         cache.batch_repeat_interleave(rows)
         return cache
 
+    def states(self, layer: int, start: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block `layer`'s cached keys and values of the prompt's tokens from `start` on, for `rows` rows (the whole
+        prompt's cache must hold every position: croppable)."""
+        cached = self.whole.layers[layer]
+        return tuple(states[:, :, start:].repeat(rows, 1, 1, 1) for states in (cached.keys, cached.values))
+
 
 def choice_logprobs(model, prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]],
                     prompt_embeds: torch.Tensor | None = None, prefix: tuple[object, int] | None = None

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family
 from prunescope.nsa.answers import margin, mean_embedding
-from prunescope.nsa.mediation import Occurrence, intact_prompt, occluded_pass, patched_effects
+from prunescope.nsa.mediation import Occurrence
+from prunescope.nsa.patching import intact_prompt, occluded_pass, patched_effects
 from prunescope.nsa.prompts import Example
 
 
@@ -90,7 +91,7 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
     word_effects, pair_effects = {}, {}
     for i, found in tqdm(sorted(by_example.items()), desc=desc, mininterval=10):
         example = examples[i]
-        intact_embeds, intact_margin, below = intact_prompt(model, family, example, layers)
+        intact = intact_prompt(model, family, example, layers)
         for start in range(0, len(found), batch_size):
             batch = found[start:start + batch_size]
             wanted = [pairs.get((i, o.word), ()) for o in batch]
@@ -99,20 +100,18 @@ def paired_effects(model, family: Family, examples: Sequence[Example], layers: S
                 neurons = sorted({n for listed in wanted for q, n in listed if q == p})
                 return torch.tensor(neurons, dtype=torch.long, device=occluded.device).expand(occluded.shape[0], -1)
 
-            logprobs, kept = occluded_pass(model, family, example, intact_embeds, layers, baseline,
-                                            [o.positions for o in batch], columns)
+            logprobs, kept = occluded_pass(intact, baseline, [o.positions for o in batch], columns)
             margins = margin(logprobs, example.label)
             patches, keys, starts = [], [], []
             for row, (occurrence, listed) in enumerate(zip(batch, wanted, strict=True)):
                 sign = 1.0 if occurrence.effect >= 0 else -1.0
-                word_effects[i, occurrence.word] = sign * (intact_margin - float(margins[row]))
+                word_effects[i, occurrence.word] = sign * (intact.margin - float(margins[row]))
                 for p, neuron in listed:
                     column = kept[p][0][row].tolist().index(neuron)
                     patches.append([(p, neuron, kept[p][1][row, :, column])])
                     keys.append((i, occurrence.word, p, neuron, sign))
                     starts.append(min(occurrence.positions))
-            effects = patched_effects(model, family, example, intact_embeds, layers, patches, intact_margin,
-                                       batch_size, below, starts)
+            effects = patched_effects(intact, patches, batch_size, starts)
             for (example_index, word, p, neuron, sign), value in zip(keys, effects, strict=True):
                 pair_effects[example_index, word, p, neuron] = sign * value
     return word_effects, pair_effects

@@ -34,7 +34,7 @@ import torch
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
 from prunescope.nsa.answers import OCCLUDED, embedded, gold_margin, single_token
-from prunescope.nsa.mediation import prompt_margin
+from prunescope.nsa.patching import prompt_margin
 from prunescope.nsa.prompts import Example
 
 

@@ -14,9 +14,8 @@ Per occurrence of a vocabulary word (one example, all its tokens), three forward
 Patching runs once per word and example (its strongest occurrence there), and once more with each candidate set at
 the last prompt token alone: how much of its exact effect it carries there, where an attention head may have moved
 the word, rather than at the word's own and the following tokens (the position split). Each patched forward runs the
-prompt from its first patched token on, after the intact prefix's key/value cache (before the word, occluded and
-intact activations are the same), and with single-token choices from its lowest patched layer up, from what the
-intact pass's block below it returned (patched_effects).
+prompt from its first patched token on (before the word, occluded and intact activations are the same) and from its
+lowest patched layer up (nsa.patching).
 Per word, effects are pooled over occurrences with sums only, each occurrence oriented by the sign of its own effect
 (the direction it pushes this example), so a word that pushes toward "negative" in a positive review and in a
 negative one adds up. A (word, neuron) pair is matched when the word's mean |effect| reaches `effect_floor` and
@@ -33,18 +32,18 @@ forwards an example.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
 from prunescope.models.families import Family
-from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
-from prunescope.nsa.answers import PrefixCaches, choice_logprobs, margin, mean_embedding
-from prunescope.nsa.neurons import LayerStats, repeated, resume_points, resumed_at, vocabulary_ids
+from prunescope.models.offload import offloaded_weights_reread_in_backward
+from prunescope.nsa.answers import margin, mean_embedding
+from prunescope.nsa.neurons import LayerStats, resume_points, vocabulary_ids
 from prunescope.nsa.options import MediationOptions
+from prunescope.nsa.patching import IntactPrompt, embedded_prompt, occluded_pass, patched_effects, prompt_logprobs
 from prunescope.nsa.prompts import Example
 
 
@@ -116,79 +115,6 @@ class MediationSums:
         return torch.where(self.exact_count > 0, self.exact / self.exact_count.clamp_min(1), torch.nan)
 
 
-@contextlib.contextmanager
-def _prompt_hooks(model, family: Family, layers: Sequence[int], rows: int, edit) -> Iterator[None]:
-    """Call edit(layer_position, activation) on each studied layer's MLP intermediate activation (down_proj's
-    input) in the prompt's pass only (a multi-token choice continues from the cache in a second pass); a returned
-    tensor replaces the activation."""
-    blocks, seen = family.blocks(model), set()
-
-    def hook(position: int):
-        def run(_module, args):
-            if position in seen:
-                return None
-            seen.add(position)
-            activation = args[0]  # (rows, tokens, width), or (rows x tokens, width) for OPT
-            replaced = edit(position, activation.reshape(rows, -1, activation.shape[-1]))
-            return None if replaced is None else (replaced.reshape(activation.shape), *args[1:])
-        return run
-
-    handles = [family.mlp_out(blocks[layer]).register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def prompt_logprobs(model, family, example: Example, embeds: torch.Tensor, layers, edit,
-                    prefix: tuple[object, int] | None = None) -> torch.Tensor:
-    """(rows, choices) log p(choice | prompt) for rows of embedded prompts (from the prefix's end on, with a prefix:
-    answers.choice_logprobs), with `edit` on the prompt's pass."""
-    with _prompt_hooks(model, family, layers, embeds.shape[0], edit):
-        return choice_logprobs(model, [example.prompt.input_ids] * embeds.shape[0], example.choices, embeds, prefix)
-
-
-def embedded_prompt(model, example: Example) -> torch.Tensor:
-    return model.get_input_embeddings()(torch.tensor([example.prompt.input_ids], device=input_device(model))).detach()
-
-
-def prompt_margin(model, example: Example, embeds: torch.Tensor) -> float:
-    """The gold margin of one embedded prompt, no gradient."""
-    with torch.no_grad():
-        return float(margin(choice_logprobs(model, [example.prompt.input_ids], example.choices, embeds),
-                            example.label)[0])
-
-
-def intact_prompt(model, family: Family, example: Example, layers: Sequence[int]) -> tuple[torch.Tensor, float, dict]:
-    """The embedded prompt, its gold margin and the block outputs patched forwards resume from (resume_points):
-    what patching a model on an example starts from."""
-    embeds = embedded_prompt(model, example)
-    with resume_points(model, family, example, layers) as below:
-        return embeds, prompt_margin(model, example, embeds), below
-
-
-def occluded_pass(model, family: Family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
-                   baseline: torch.Tensor, rows: Sequence[Sequence[int]], columns
-                   ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """One forward of the prompt with each row's token positions replaced by `baseline`: its (rows, choices)
-    log-probabilities and, per layer position p, (neurons, their occluded activations (rows, tokens, neurons)) for
-    the neurons columns(p, occluded activations (rows, tokens, width)) picks, a (rows, neurons) index."""
-    length = len(example.prompt.input_ids)
-    embeds = intact_embeds.repeat(len(rows), 1, 1)
-    for row, positions in enumerate(rows):
-        embeds[row, list(positions)] = baseline.to(embeds.dtype)
-    kept = {}
-
-    def capture(p, activation):
-        occluded = activation[:, :length].float()
-        picked = columns(p, occluded)
-        kept[p] = (picked, occluded.gather(2, picked[:, None, :].expand(-1, length, -1)))
-
-    with torch.no_grad():
-        return prompt_logprobs(model, family, example, embeds, layers, capture), kept
-
-
 def example_mediation(model, family: Family, example: Example, vocabulary: dict[str, int], layers: Sequence[int],
                       baseline: torch.Tensor, options: MediationOptions, sums: MediationSums,
                       example_index: int = 0) -> None:
@@ -199,7 +125,7 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     if not occurrences and sums.stats is None:
         return
     intact_embeds = embedded_prompt(model, example)
-    with resume_points(model, family, example, layers) as below:
+    with resume_points(model, family, layers) as below:
         intact, grads, logprobs = _intact_pass(model, family, example, intact_embeds, layers)
     importance = [intact[p] * grads[p] for p in range(len(layers))]  # activation x gradient, (tokens, width)
     if sums.stats is not None:
@@ -208,7 +134,8 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             sums.stats[layer].add(intact[p].cpu(), words, importance[p].cpu())
     if not occurrences:
         return
-    intact_margin = float(margin(logprobs, example.label)[0])
+    prompt = IntactPrompt(model, family, example, layers, intact_embeds, float(margin(logprobs, example.label)[0]),
+                          below)
     intact_choices = torch.log_softmax(logprobs[0], dim=-1)
     sums.salience += torch.stack([value.abs().sum(0) for value in importance]).double().cpu()
     sums.examples += 1
@@ -225,11 +152,10 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
             first_order[p] = ((intact[p] - occluded) * grads[p] * from_word).sum(1)  # (rows, width)
             return torch.topk(first_order[p].abs(), min(options.candidates, occluded.shape[-1]), dim=1).indices
 
-        occluded_logprobs, kept = occluded_pass(model, family, example, intact_embeds, layers, baseline,
-                                                 [positions for _, positions in batch], candidates)
+        occluded_logprobs, kept = occluded_pass(prompt, baseline, [positions for _, positions in batch], candidates)
         margins = margin(occluded_logprobs, example.label)
         for row, (word, positions) in enumerate(batch):
-            effect = intact_margin - float(margins[row])
+            effect = prompt.margin - float(margins[row])
             sums.occurrences[word] += 1
             sums.effect[word] += abs(effect)
             sums.push[word] += (intact_choices - torch.log_softmax(occluded_logprobs[row], dim=-1)).double().cpu()
@@ -244,10 +170,8 @@ def example_mediation(model, family: Family, example: Example, vocabulary: dict[
     # each word's candidates patched from the word on, and at the last prompt token alone (where a head may have moved
     # the word: one-token forwards after the intact prefix), all words' rows in one call each
     rows = [[(p, n, values[p, n])] for _, (_, _, values, chosen) in patched for p, n in chosen]
-    at_last = iter(patched_effects(model, family, example, intact_embeds, layers, rows, intact_margin,
-                                   options.batch_size, below, [length - 1] * len(rows)))
-    exact_effects = iter(patched_effects(model, family, example, intact_embeds, layers, rows, intact_margin,
-                                         options.batch_size, below,
+    at_last = iter(patched_effects(prompt, rows, options.batch_size, [length - 1] * len(rows)))
+    exact_effects = iter(patched_effects(prompt, rows, options.batch_size,
                                          [min(positions) for _, (_, positions, _, chosen) in patched for _ in chosen]))
     for word, (effect, positions, _, chosen) in patched:
         exact = [next(exact_effects) for _ in chosen]
@@ -280,80 +204,6 @@ def _intact_pass(model, family: Family, example: Example, embeds: torch.Tensor, 
     model.zero_grad(set_to_none=True)
     grads = {p: a.grad[0, :length].float() for p, a in captured.items()}
     return {p: a.detach()[0, :length].float() for p, a in captured.items()}, grads, logprobs.detach()
-
-
-# A forward's fixed cost per block, in token rows of work: what grouping patched rows into forwards weighs a forward
-# of its own against the rows' shared work (CPU, SmolLM2-135M: 1.5 ms a block against 0.1 ms a token; bench/nsa.py)
-FORWARD_OVERHEAD = 16
-
-
-def forward_groups(keys: Sequence[tuple[int, int]], length: int, blocks: int, batch_size: int) -> list[list[int]]:
-    """Rows (by key: (first block run, first position run)) grouped into forwards of at most batch_size rows. A
-    forward runs its rows from its lowest block and earliest position, so it costs (blocks run) x (FORWARD_OVERHEAD
-    + rows x positions run); in (block, position) order, a row joins the open forward where that costs less than a
-    forward of its own."""
-    def cost(block: int, position: int, rows: int) -> int:
-        return (blocks - block) * (FORWARD_OVERHEAD + rows * (length - position))
-
-    groups: list[list[int]] = []
-    for row in sorted(range(len(keys)), key=lambda r: (keys[r], r)):
-        block, position = keys[row]
-        if groups and len(groups[-1]) < batch_size:
-            lowest, earliest = keys[groups[-1][0]][0], min(keys[r][1] for r in groups[-1])
-            joined = cost(lowest, min(earliest, position), len(groups[-1]) + 1)
-            if joined <= cost(lowest, earliest, len(groups[-1])) + cost(block, position, 1):
-                groups[-1].append(row)
-                continue
-        groups.append([row])
-    return groups
-
-
-def patched_effects(model, family, example: Example, intact_embeds: torch.Tensor, layers: Sequence[int],
-                    patches: Sequence[Sequence[tuple[int, int, torch.Tensor]]], intact_margin: float,
-                    batch_size: int, below: Mapping[int, object] | None = None,
-                    starts: Sequence[int] | None = None) -> list[float]:
-    """Per row of patches [(layer position, neuron, activations), ...]: margin(intact) - margin(intact with each
-    of those neurons set to its activations at every prompt position), one forward row per patch row, at most
-    `batch_size` rows per forward. With `below` (resume_points of the intact prompt) each forward resumes at its
-    rows' lowest patched layer: the blocks under it would only repeat the intact pass. With `starts` (per row: the
-    first position where its activations differ from the intact ones, the occluded word's first token) a forward
-    runs its rows' prompt from their earliest start on, after the intact prefix's key/value cache
-    (answers.PrefixCaches): the tokens before it would only repeat the intact pass too.
-    Rows share a forward where that saves work (forward_groups)."""
-    def lowest(listed) -> int:
-        return min((layers[p] for p, _, _ in listed), default=0) if below else 0
-
-    starts = starts or [0] * len(patches)
-    effects = [0.0] * len(patches)
-    length = len(example.prompt.input_ids)
-    prefixes = None
-    keys = [(lowest(listed), start) for listed, start in zip(patches, starts, strict=True)]
-    for rows in forward_groups(keys, length, len(family.blocks(model)), batch_size):
-        batch = [patches[row] for row in rows]
-        layer, start = min(keys[row][0] for row in rows), min(starts[row] for row in rows)
-
-        def patch(p, activation, batch=batch, start=start):
-            listed = [(row, neuron, values) for row, found in enumerate(batch) for q, neuron, values in found if q == p]
-            if not listed:
-                return None
-            patched = activation.clone()
-            for row, neuron, values in listed:
-                patched[row, :, neuron] = values[start:].to(patched.dtype)
-            return patched
-
-        prefix = None
-        if start:
-            prefixes = prefixes or PrefixCaches(model, intact_embeds)
-            prefix = (prefixes.repeated(start, len(batch)), start)
-        resume = (resumed_at(model, family, layer, repeated(below[layer - 1], len(batch), start))
-                  if layer > 0 else contextlib.nullcontext())
-        with torch.no_grad(), resume:
-            logprobs = prompt_logprobs(model, family, example, intact_embeds[:, start:].repeat(len(batch), 1, 1),
-                                       layers, patch, prefix)
-        for row, value in zip(rows, (intact_margin - margin(logprobs, example.label)).double().cpu().tolist(),
-                              strict=True):
-            effects[row] = value
-    return effects
 
 
 def mediation_sums(model, family: Family, examples: Sequence[Example], vocabulary: Sequence[str],

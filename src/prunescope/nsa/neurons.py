@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from prunescope.models.families import Family
 from prunescope.models.offload import input_device, offloaded_weights_reread_in_backward
-from prunescope.nsa.answers import gold_margin, single_token
+from prunescope.nsa.answers import gold_margin
 from prunescope.nsa.prompts import Example
 
 
@@ -177,13 +177,13 @@ def ablated(model, family: Family, neurons: Mapping[int, Sequence[int]],
 
 
 @contextlib.contextmanager
-def recorded_outputs(model, family: Family, layers: Sequence[int]) -> Iterator[dict[int, object]]:
-    """{layer: what block `layer` returned} in the last forward inside the block, for resumed_at."""
+def recorded_outputs(model, family: Family, layers: Sequence[int]) -> Iterator[dict[int, list]]:
+    """{layer: what block `layer` returned in each forward inside the block, in order}, for resumed_at."""
     blocks, outputs = family.blocks(model), {}
 
     def record(layer: int):
         def hook(_module, _args, output):
-            outputs[layer] = output
+            outputs.setdefault(layer, []).append(output)
         return hook
 
     handles = [blocks[layer].register_forward_hook(record(layer)) for layer in sorted(set(layers))]
@@ -195,14 +195,32 @@ def recorded_outputs(model, family: Family, layers: Sequence[int]) -> Iterator[d
 
 
 @contextlib.contextmanager
-def resumed_at(model, family: Family, layer: int, output) -> Iterator[None]:
-    """Forwards inside the block skip blocks 0 to layer - 1: each returns `output`, what block layer - 1 returned
-    on the same input (recorded_outputs), so block `layer` and everything after it compute exactly what a full
-    forward would. An ablation at layer >= `layer` needs the blocks below it run only once, not once per setting."""
+def resumed_at(model, family: Family, layer: int, outputs: Sequence,
+               appended: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[None]:
+    """Forwards inside the block skip blocks 0 to layer - 1: in the n-th forward each returns outputs[n], what
+    block layer - 1 returned in the n-th forward of the same input (recorded_outputs), so block `layer` and
+    everything after it compute exactly what a full forward would. An ablation at layer >= `layer` needs the blocks
+    below it run only once, not once per setting. `appended` ({block: (keys, values)}, the intact key/value states
+    of the first forward's tokens) is added to that forward's cache in each skipped block's place, so that a second
+    forward continuing from the cache (a multi-token choice) finds it as a full forward leaves it."""
     skipped = list(family.blocks(model))[:layer]
     saved = [block.__dict__.get("forward") for block in skipped]  # accelerate's hooks live on the instance
-    for block in skipped:
-        block.forward = lambda *_args, **_kwargs: output
+    calls = [0] * layer
+
+    def skip(index: int):
+        def forward(*_args, cache=None, **_kwargs):
+            call = calls[index]
+            if call >= len(outputs):
+                raise RuntimeError(f"resumed_at: forward {call + 1} inside the block, but only {len(outputs)} "
+                                   "recorded outputs to resume from")
+            calls[index] += 1
+            if call == 0 and appended:
+                cache.update(*appended[index], index)
+            return outputs[call]
+        return forward
+
+    for index, block in enumerate(skipped):
+        block.forward = skip(index)
     try:
         yield
     finally:
@@ -214,13 +232,9 @@ def resumed_at(model, family: Family, layer: int, output) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def resume_points(model, family: Family, example: Example, layers: Sequence[int]) -> Iterator[dict[int, object]]:
-    """What the block under each studied layer returns in the forward inside (the intact prompt's), kept after it
-    for mediation.patched_effects' `below`. Empty for multi-token choices: they continue from the prompt's key/value
-    cache, which skipped blocks would leave unfilled."""
-    if not single_token(example.choices):
-        yield {}
-        return
+def resume_points(model, family: Family, layers: Sequence[int]) -> Iterator[dict[int, list]]:
+    """What the block under each studied layer returns in each forward inside (the intact prompt's, and with
+    multi-token choices their continuation's), kept after it for nsa.patching's resumed forwards."""
     with recorded_outputs(model, family, [layer - 1 for layer in layers if layer > 0]) as below:
         yield below
 

@@ -32,8 +32,9 @@ from tqdm import tqdm
 from prunescope.models.families import Family
 from prunescope.nsa.answers import mean_embedding
 from prunescope.nsa.causal import k_values
-from prunescope.nsa.mediation import Occurrence, intact_prompt, occluded_pass, patched_effects
+from prunescope.nsa.mediation import Occurrence
 from prunescope.nsa.options import CausalOptions
+from prunescope.nsa.patching import intact_prompt, occluded_pass, patched_effects
 from prunescope.nsa.prompts import Example
 
 Neurons = list[tuple[int, int]]  # (layer, neuron)
@@ -187,14 +188,13 @@ def _joint_effects(model, family: Family, examples: Sequence[Example], layers: S
         by_example.setdefault(occurrence.example, []).append(i)
     for example_index, rows in tqdm(sorted(by_example.items()), desc="pairing test", mininterval=10):
         example = examples[example_index]
-        intact_embeds, intact_margin, below = intact_prompt(model, family, example, layers)
+        intact = intact_prompt(model, family, example, layers)
 
         def columns(p, occluded):
             return torch.tensor(wanted.get(p, []), dtype=torch.long, device=occluded.device).expand(
                 occluded.shape[0], -1)
 
-        _, kept = occluded_pass(model, family, example, intact_embeds, layers, baseline,
-                                 [occurrences[i].positions for i in rows], columns)
+        _, kept = occluded_pass(intact, baseline, [occurrences[i].positions for i in rows], columns)
         patches, keys = [], []
         for row, i in enumerate(rows):
             for s, neurons in enumerate(sets):
@@ -202,7 +202,6 @@ def _joint_effects(model, family: Family, examples: Sequence[Example], layers: S
                     position[layer]].index(neuron)]) for layer, neuron in neurons])
                 keys.append((s, i))
         starts = [min(occurrences[i].positions) for _, i in keys]
-        for (s, i), value in zip(keys, patched_effects(model, family, example, intact_embeds, layers, patches,
-                                                        intact_margin, batch_size, below, starts), strict=True):
+        for (s, i), value in zip(keys, patched_effects(intact, patches, batch_size, starts), strict=True):
             effects[s][i] = (1.0 if occurrences[i].effect >= 0 else -1.0) * value
     return effects

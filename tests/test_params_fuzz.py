@@ -109,7 +109,7 @@ def malformed(draw) -> tuple[str, dict, str]:
     return kind, replaced(("grids", grid, "patterns"), patterns), f"grids.{grid}.patterns[{index}].sparsity"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(malformed())
 def test_malformed_params_are_rejected_with_one_line_naming_the_key(case):
     kind, params, key = case

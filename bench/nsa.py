@@ -11,13 +11,19 @@
 4. Mediated matching (step 2, nsa.mediation.mediation_sums over the association's vocabulary, params.yaml's
    candidates): each patched forward resumed at its rows' lowest patched layer (neurons.resume_points) and run
    from the occluded word's first token after the intact prefix's key/value cache, against patched forwards of
-   the whole prompt from the embeddings (patching.patched_effects without the resume points and the starts); and
-   the rows grouped into forwards by cost (patching.forward_groups) against the same rows batched in order.
+   the whole prompt from the embeddings (patching.patched_effects without the resume points and the starts);
+   against the same from the word on through every block (no resume points: multi-token answers before they
+   resumed); and the rows grouped into forwards by cost (patching.forward_groups) against the same rows batched in
+   order.
 Each pair must give the same margins (the largest difference is recorded; for 4, of the pooled exact effects).
 Writes <out>/nsa.csv and <out>/nsa.md.
 
   python bench/nsa.py --model-dir data/models/smollm2-135m --association results/nsa/smollm2-135m/{dataset}/\
 association.safetensors --datasets movie_reviews social_iqa --examples 32
+
+Multi-token answers, mediated matching only (step 1's words, no association needed; reports/bench/nsa_social_iqa.md):
+  python bench/nsa.py --association results/nsa/smollm2-135m/{dataset}/association.safetensors \
+      --words results/nsa/smollm2-135m/{dataset}/words.json --datasets social_iqa --examples 8 --stem nsa_social_iqa
 """
 
 from __future__ import annotations
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="reports/bench")
+    parser.add_argument("--stem", default="nsa", help="the outputs' name: <out>/<stem>.csv and .md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     params = yaml.safe_load(Path(args.params).read_text())
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
              "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['dataset']} | {r['measure']} | {r['settings']} | {r['baseline_s']:.1f} | {r['ours_s']:.1f} | "
               f"{r['speedup']:.2f}x | {r['max_margin_diff']:.1e} |" for r in rows]
-    write_outputs(Path(args.out), "nsa", COLUMNS, rows, lines)
+    write_outputs(Path(args.out), args.stem, COLUMNS, rows, lines)
     print("\n".join(lines))
 
 

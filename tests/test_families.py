@@ -260,6 +260,41 @@ def test_mediated_effects_equal_a_direct_patch(tiny_tokenizer, family):
     assert paired == {(0, word, layer, neuron): pytest.approx(float(sums.exact[layer, word, neuron]), abs=1e-5)}
 
 
+def _nnsight_effects(model, adapter, example: Example, layers, patches) -> list[float]:
+    """The oracle of patched_effects, by nnsight's activation patching on the plain model: per row, margin(intact) -
+    margin(the listed neurons' MLP intermediate activations set to their values at the prompt's positions), each
+    choice scored from the logits of one full forward of prompt + choice (no cache, no skipped blocks or
+    positions, no batching)."""
+    from nnsight import NNsight
+
+    from prunescope.nsa.answers import margin
+
+    wrapped, names = NNsight(model), {module: name for name, module in model.named_modules()}
+    length = len(example.prompt.input_ids)
+
+    def envoy(module):
+        found = wrapped
+        for part in names[module].split("."):
+            found = found[int(part)] if part.isdigit() else getattr(found, part)
+        return found
+
+    def gold_margin_with(listed) -> float:
+        logprobs = []
+        for choice in example.choices:
+            with wrapped.trace(torch.tensor([[*example.prompt.input_ids, *choice]])):
+                for p in sorted({p for p, _, _ in listed}):  # nnsight intervenes in the order the model runs
+                    activation = envoy(adapter.mlp_out(adapter.blocks(model)[layers[p]])).input
+                    for neuron, values in ((n, v) for q, n, v in listed if q == p):
+                        activation[..., :length, neuron] = values
+                logits = wrapped.output.logits.save()
+            scores = torch.log_softmax(logits[0, length - 1:-1].float(), dim=-1)
+            logprobs.append(float(scores.gather(1, torch.tensor(choice)[:, None]).sum()))
+        return float(margin(torch.tensor([logprobs]), example.label)[0])
+
+    intact = gold_margin_with([])
+    return [intact - gold_margin_with(listed) for listed in patches]
+
+
 def _intact(model, adapter, example, embeds, resume: bool):
     """The example's IntactPrompt (nsa.patching), with the intact pass's block outputs or without (no resuming)."""
     from prunescope.nsa.neurons import resume_points
@@ -308,9 +343,10 @@ def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, f
 def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, family, choices):
     """patched_effects given each row's first changed position (`starts`) runs the prompt from its batch's earliest
     start, after the intact prefix's key/value cache: the full forwards' numbers for rows of different starts in one
-    batch, resumed at a layer or not, with single- and multi-token choices. Gemma 3 twice: 4-token windows (the
-    prompt's early states evicted: a prefix forward per start) and a 64-token window (the whole prompt's cache
-    cropped, sliding layers included; answers.PrefixCaches)."""
+    batch, resumed at a layer or not, with single- and multi-token choices, and nnsight's activation patching of
+    the plain model agrees (an independent oracle). Gemma 3 twice: 4-token windows (the prompt's early states
+    evicted: a prefix forward per start) and a 64-token window (the whole prompt's cache cropped, sliding layers
+    included; answers.PrefixCaches)."""
     from prunescope.nsa.neurons import token_activations
     from prunescope.nsa.patching import patched_effects
 
@@ -338,5 +374,6 @@ def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, fa
         plain = patched_effects(whole, patches, 2)
         assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
         assert patched_effects(whole, patches, 2, starts) == pytest.approx(plain, abs=1e-5)
-        assert patched_effects(_intact(model, adapter, example, embeds, resume=True), patches, 3, starts) == (
-            pytest.approx(plain, abs=1e-5))
+        resumed = patched_effects(_intact(model, adapter, example, embeds, resume=True), patches, 3, starts)
+        assert resumed == pytest.approx(plain, abs=1e-5)
+        assert resumed == pytest.approx(_nnsight_effects(model, adapter, example, [0, 1], patches), abs=1e-4)

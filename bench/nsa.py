@@ -51,7 +51,7 @@ from prunescope.nsa.answers import gold_margin, score_examples, variant_margins 
 from prunescope.nsa.causal import _score_settings, by_layer, k_values, random_neurons, ranked_neurons  # noqa: E402
 from prunescope.nsa.neurons import ablated  # noqa: E402
 from prunescope.nsa.options import MediationOptions, NsaData  # noqa: E402
-from prunescope.nsa.stages import _matched, load_association  # noqa: E402
+from prunescope.nsa.stages import _matched, _studied_layers, load_association  # noqa: E402
 
 COLUMNS = ["dataset", "measure", "examples", "settings", "baseline_s", "ours_s", "speedup", "max_margin_diff"]
 
@@ -125,11 +125,11 @@ def mediated(model, family: Family, examples, vocabulary: list[str], layers: lis
     rows grouped into forwards by cost."""
     ours = patching.patched_effects
 
-    def whole_prompt(intact, patches, batch_size, _starts=None):  # from block 0 and position 0
-        return ours(dataclasses.replace(intact, below={}), patches, batch_size)
-
-    def every_block(intact, patches, batch_size, starts=None):  # from the word, from block 0
+    def every_block(intact, patches, batch_size, starts=None):  # from the word (or position 0), from block 0
         return ours(dataclasses.replace(intact, below={}), patches, batch_size, starts)
+
+    def whole_prompt(intact, patches, batch_size, _starts=None):  # from block 0 and position 0
+        return every_block(intact, patches, batch_size)
 
     runs = {"whole prompt": (whole_prompt, in_order), "every block": (every_block, patching.forward_groups),
             "in order": (ours, in_order), "ours": (ours, patching.forward_groups)}
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             vocabulary, layers = info["vocabulary"], sorted(tensors["mean"])
         elif args.words:
             vocabulary = sorted(read_result(args.words.format(dataset=dataset), "nsa_words")["words"])
-            layers = nsa["layers"] or list(range(len(family.blocks(model))))
+            layers = _studied_layers(model, args.family, nsa["layers"])
         else:
             raise SystemExit(f"{association} is missing (its nsa_association job makes it) and no --words was given")
         options = MediationOptions(nsa["share_floor"], nsa["effect_floor"], nsa["candidates"], nsa["attribution_batch"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -295,14 +296,13 @@ def _nnsight_effects(model, adapter, example: Example, layers, patches) -> list[
     return [intact - gold_margin_with(listed) for listed in patches]
 
 
-def _intact(model, adapter, example, embeds, resume: bool):
-    """The example's IntactPrompt (nsa.patching), with the intact pass's block outputs or without (no resuming)."""
-    from prunescope.nsa.neurons import resume_points
-    from prunescope.nsa.patching import IntactPrompt, prompt_margin
+def _intact(model, adapter, example, resume: bool):
+    """The example's IntactPrompt (nsa.patching.intact_prompt), with the intact pass's block outputs or without (no
+    resuming)."""
+    from prunescope.nsa.patching import intact_prompt
 
-    with resume_points(model, adapter, [0, 1]) as below:
-        intact = prompt_margin(model, example, embeds)
-    return IntactPrompt(model, adapter, example, [0, 1], embeds, intact, below if resume else {})
+    intact = intact_prompt(model, adapter, example, [0, 1])
+    return intact if resume else dataclasses.replace(intact, below={})
 
 
 @pytest.mark.parametrize("choices", ["single-token", "multi-token"])
@@ -320,13 +320,12 @@ def test_patched_forwards_resume_at_their_lowest_patched_layer(tiny_tokenizer, f
     model, adapter = make_tiny_model(family, VOCAB, window=64 if wide else 4), get_family(family)
     multi = examples(tiny_tokenizer)[1]
     example = multi if choices == "multi-token" else Example(multi.prompt, [[5], [17], [40]], 1, "correct")
-    embeds = model.get_input_embeddings()(torch.tensor([example.prompt.input_ids])).detach()
     length = len(example.prompt.input_ids)
     values = torch.linspace(-2.0, 2.0, length)
     patches = [[(1, 3, values)], [(0, 7, values)], [(1, 9, -values), (0, 2, values)], [(1, 60, values)]]
     with torch.no_grad():
-        plain = patched_effects(_intact(model, adapter, example, embeds, resume=False), patches, 2)
-        intact = _intact(model, adapter, example, embeds, resume=True)
+        plain = patched_effects(_intact(model, adapter, example, resume=False), patches, 2)
+        intact = _intact(model, adapter, example, resume=True)
         assert patched_effects(intact, patches, 2) == pytest.approx(plain, abs=1e-5)
         assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
         evicted = family == "gemma3_text" and not wide and choices == "multi-token"
@@ -356,7 +355,6 @@ def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, fa
     multi = examples(tiny_tokenizer)[1]
     example = multi if choices == "multi-token" else Example(multi.prompt, [[5], [17], [40]], 1, "correct")
     ids = example.prompt.input_ids
-    embeds = model.get_input_embeddings()(torch.tensor([ids])).detach()
     length = len(ids)
     assert length > 6
 
@@ -370,10 +368,10 @@ def test_patched_forwards_start_at_the_first_changed_position(tiny_tokenizer, fa
                [(1, 9, changed(1, 9, 3)), (0, 2, changed(0, 2, 6))], [(1, 60, changed(1, 60, 1))],
                [(1, 11, changed(1, 11, length - 1))]]
     with torch.no_grad():
-        whole = _intact(model, adapter, example, embeds, resume=False)
+        whole = _intact(model, adapter, example, resume=False)
         plain = patched_effects(whole, patches, 2)
         assert max(map(abs, plain)) > 1e-3  # the patches move the margin: the comparison can fail
         assert patched_effects(whole, patches, 2, starts) == pytest.approx(plain, abs=1e-5)
-        resumed = patched_effects(_intact(model, adapter, example, embeds, resume=True), patches, 3, starts)
+        resumed = patched_effects(_intact(model, adapter, example, resume=True), patches, 3, starts)
         assert resumed == pytest.approx(plain, abs=1e-5)
         assert resumed == pytest.approx(_nnsight_effects(model, adapter, example, [0, 1], patches), abs=1e-4)
